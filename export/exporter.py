@@ -1,0 +1,145 @@
+"""``vggsim export``: build the recipe's model, convert it, prove parity, write the manifest."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import shutil
+import tempfile
+from dataclasses import dataclass
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from vggsim.manifest import MANIFEST_FILE, MANIFEST_FORMAT, MODEL_FILE, sha256_file
+from vggsim.preprocess import DEFAULT_SPEC, PreprocessSpec
+from vggsim.samples import sample_photos
+
+from .convert import BATCH_DIM, DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, finish, onnx_embed, to_onnx
+from .errors import ExportError
+from .keras_model import INPUT_SHAPE, build_model, keras_embed
+from .parity import ParityTolerance, parity_report
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class ExportResult:
+    """Where the model landed and what its manifest says."""
+
+    out: Path
+    manifest: dict[str, Any]
+
+    @property
+    def model_path(self) -> Path:
+        return self.out / MODEL_FILE
+
+
+def library_versions() -> dict[str, str | None]:
+    """Versions of everything that shapes the exported model, for the manifest."""
+    names = ["tensorflow", "tensorflow-cpu", "keras", "tf2onnx", "onnx", "onnxruntime",
+             "onnxruntime-gpu", "numpy", "pillow", "vggsim"]
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in names:
+        try:
+            versions[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            versions[name] = None
+    if versions.get("tensorflow") is None:
+        versions["tensorflow"] = versions.pop("tensorflow-cpu")
+    else:
+        versions.pop("tensorflow-cpu")
+    if versions.get("onnxruntime") is None:
+        versions["onnxruntime"] = versions.get("onnxruntime-gpu")
+    versions.pop("onnxruntime-gpu")
+    return versions
+
+
+def build_manifest(model_path: Path, *, normalization: str, weights: dict[str, Any], opset: int,
+                   spec: PreprocessSpec, parity: dict[str, Any] | None) -> dict[str, Any]:
+    """The manifest written beside model.onnx; models/README.md documents each field."""
+    return {
+        "format": MANIFEST_FORMAT,
+        "model": {"file": model_path.name, "sha256": sha256_file(model_path),
+                  "bytes": model_path.stat().st_size},
+        "architecture": "VGG16 include_top=False pooling=max, all layers frozen",
+        "embedding_dim": 512,
+        "precision": "fp32",
+        "input": {"name": INPUT_NAME, "shape": [BATCH_DIM, *INPUT_SHAPE], "dtype": "float32",
+                  "layout": "NHWC", "range": "0-255 RGB"},
+        "output": {"name": OUTPUT_NAME, "shape": [BATCH_DIM, 512], "dtype": "float32"},
+        "normalization": normalization,
+        "preprocess": spec.to_dict(),
+        "weights": weights,
+        "opset": opset,
+        "versions": library_versions(),
+        "parity": parity,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def export_model(
+    out: str | os.PathLike[str] = "models/vgg16",
+    weights: str = "imagenet",
+    seed: int = 0,
+    normalization: str = "caffe",
+    opset: int = DEFAULT_OPSET,
+    verify: bool = True,
+    photos: Sequence[str | os.PathLike[str]] | None = None,
+    spec: PreprocessSpec = DEFAULT_SPEC,
+    tolerance: ParityTolerance = ParityTolerance(),
+    log: Log = lambda message: None,
+) -> ExportResult:
+    """Export the recipe's VGG16 to ``out/model.onnx`` with ``out/manifest.json``.
+
+    Raises :class:`~vggsim.export.WeightsError` when weights cannot be had and
+    :class:`~vggsim.export.ParityError` when the ONNX model does not match Keras; in both
+    cases nothing is written to ``out``.
+    """
+    out_dir = Path(out)
+    log(f"building VGG16 (weights: {weights})")
+    model, weights_info = build_model(weights, seed)
+    log(f"converting to ONNX (opset {opset}, normalization {normalization})")
+    proto = to_onnx(model, normalization, opset)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir))
+    try:
+        staged_model = staging / MODEL_FILE
+        finish(proto, staged_model, {
+            "vggsim.normalization": normalization, "vggsim.weights": weights_info["source"],
+            "vggsim.weights_sha256": weights_info["sha256"], "vggsim.input": "NHWC float32 0-255 RGB",
+            "vggsim.preprocess": spec.to_dict(),
+        })
+        parity = None
+        if verify:
+            parity = _verify(model, staged_model, normalization, photos, tolerance, log)
+        manifest = build_manifest(staged_model, normalization=normalization, weights=weights_info,
+                                  opset=opset, spec=spec, parity=parity)
+        (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        # model first, manifest last: a folder with a manifest always has its model.
+        os.replace(staged_model, out_dir / MODEL_FILE)
+        os.replace(staging / MANIFEST_FILE, out_dir / MANIFEST_FILE)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    log(f"wrote {out_dir / MODEL_FILE} and {out_dir / MANIFEST_FILE}")
+    return ExportResult(out_dir, manifest)
+
+
+def _verify(model: Any, model_path: Path, normalization: str,
+            photos: Sequence[str | os.PathLike[str]] | None, tolerance: ParityTolerance,
+            log: Log) -> dict[str, Any]:
+    import onnxruntime as ort
+
+    chosen = [Path(p) for p in photos] if photos else sample_photos()
+    if len(chosen) < 2:
+        raise ExportError("The parity check needs two or more real photos: install scikit-learn "
+                          "(it ships two) or pass --photos DIR, or skip the check with --no-verify.")
+    log(f"parity check against Keras on {len(chosen)} photos and random batches of 1 and 8")
+    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    report = parity_report(lambda x: keras_embed(model, x, normalization),
+                           lambda x: onnx_embed(session, x), chosen, tolerance)
+    log(f"parity: min cosine {report['min_cosine']:.8f}, max |score diff| "
+        f"{report['max_score_diff']:.2e}, max rel error {report['max_rel_error']:.2e}")
+    return report

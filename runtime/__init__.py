@@ -1,0 +1,30 @@
+"""vggsim: the Keras VGG16 image-similarity recipe on onnxruntime, Pillow and NumPy alone."""
+
+from __future__ import annotations
+
+from .decode import ALLOWED_FORMATS, DEFAULT_MAX_PIXELS
+from .embedder import Embedder
+from .errors import (
+    ImageError,
+    MissingExtraError,
+    ModelError,
+    ProviderError,
+    RandomWeightsWarning,
+    StoreError,
+    VggsimError,
+)
+from .manifest import Manifest, read_manifest
+from .preprocess import DEFAULT_SPEC, PreprocessSpec, load_image, to_rgb
+from .samples import sample_photos
+from .session import available_providers, usable_cpus
+from .similarity import cosine, cosine_similarity, l2_normalize
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ALLOWED_FORMATS", "DEFAULT_MAX_PIXELS", "DEFAULT_SPEC", "Embedder", "ImageError",
+    "Manifest", "MissingExtraError", "ModelError", "PreprocessSpec", "ProviderError",
+    "RandomWeightsWarning", "StoreError", "VggsimError", "available_providers", "cosine",
+    "cosine_similarity", "l2_normalize", "load_image", "read_manifest", "sample_photos",
+    "to_rgb", "usable_cpus", "__version__",
+]

@@ -1,0 +1,183 @@
+"""Opening images safely: one place that turns any input into a loaded PIL image or an ImageError.
+
+Guards, in order: the input exists and is a non-empty regular file; the format is on an
+allowlist (PostScript/EPS and PDF are never handed to Pillow, so Ghostscript never runs);
+the declared size is within ``max_pixels`` before any pixel is decoded; Pillow's own
+truncated-file check stays on. Every Pillow failure becomes an :class:`ImageError`.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import BinaryIO, Callable, Optional, Union
+
+from PIL import Image, UnidentifiedImageError
+
+from .errors import ImageError
+
+ImageSource = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, BinaryIO, Image.Image]
+
+#: Raster formats vggsim decodes. Vector and page formats (EPS, PS, PDF) and formats that
+#: call out to external programs are not on the list.
+ALLOWED_FORMATS: tuple[str, ...] = (
+    "JPEG", "MPO", "PNG", "GIF", "BMP", "DIB", "TIFF", "WEBP", "AVIF", "PPM", "TGA", "ICO",
+    "ICNS", "JPEG2000", "PCX", "SGI", "DDS", "QOI", "PSD", "FLI", "IM", "MSP", "XBM", "XPM",
+    "BLP", "CUR", "DCX", "FTEX", "GBR", "PIXAR", "SPIDER", "SUN", "FITS", "MCIDAS",
+)
+_registered: tuple[str, ...] | None = None
+
+
+def _allowed_registered() -> tuple[str, ...]:
+    """The allowlist less the names this Pillow build does not register (MPO lives in JPEG now)."""
+    global _registered
+    if _registered is None:
+        Image.init()
+        _registered = tuple(f for f in ALLOWED_FORMATS if f in Image.OPEN)
+    return _registered
+
+#: Default pixel limit (width x height), the same as Pillow's own warning threshold
+#: (about 9,459 x 9,459). Pillow itself refuses twice this many pixels outright.
+DEFAULT_MAX_PIXELS: int = 89_478_485
+
+_REFUSED_SIGNATURES: tuple[tuple[bytes, str], ...] = (
+    (b"%!PS", "PostScript/EPS"),
+    (b"\xc5\xd0\xd3\xc6", "EPS"),
+    (b"%PDF", "PDF"),
+)
+
+
+def describe_source(source: object) -> str:
+    """A short name for an input, used in every error message."""
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return "<bytes>"
+    if isinstance(source, Image.Image):
+        return "<PIL image>"
+    name = getattr(source, "name", None)
+    return str(name) if isinstance(name, str) else f"<{type(source).__name__}>"
+
+
+def _check_path(path: Path, name: str) -> None:
+    try:
+        if path.is_dir():
+            raise ImageError(name, "is_directory", "is a directory, not an image file")
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise ImageError(name, "not_found", "no such file") from None
+    except PermissionError:
+        raise ImageError(name, "unreadable", "permission denied") from None
+    except OSError as exc:
+        raise ImageError(name, "unreadable", f"cannot read the file ({exc.strerror or exc})") from None
+    if not path.is_file():
+        raise ImageError(name, "not_a_file", "is not a regular file")
+    if size == 0:
+        raise ImageError(name, "empty", "the file is empty (0 bytes)")
+
+
+def _read_head(fp: BinaryIO) -> bytes:
+    position = fp.tell()
+    head = fp.read(16)
+    fp.seek(position)
+    return head
+
+
+def _refused_format(head: bytes) -> str | None:
+    for signature, label in _REFUSED_SIGNATURES:
+        if head.startswith(signature):
+            return label
+    return None
+
+
+def _classify(exc: BaseException) -> tuple[str, str]:
+    text = str(exc) or type(exc).__name__
+    lowered = text.lower()
+    if isinstance(exc, UnidentifiedImageError):
+        return "not_an_image", "not an image Pillow can read in an allowed format"
+    if isinstance(exc, Image.DecompressionBombError):
+        return "too_large", f"image too large: {text}"
+    if isinstance(exc, MemoryError):
+        return "too_large", "ran out of memory while decoding"
+    if "truncated" in lowered or "premature end" in lowered or "broken data stream" in lowered:
+        return "truncated", f"truncated or damaged image data ({text})"
+    return "decode_error", f"cannot decode the image ({type(exc).__name__}: {text})"
+
+
+BeforeLoad = Optional[Callable[[Image.Image], None]]
+
+
+def open_image(
+    source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS, before_load: BeforeLoad = None
+) -> Image.Image:
+    """Open and fully decode ``source`` (its first frame), or raise :class:`ImageError`.
+
+    Accepts a path, bytes, a binary file object or a PIL image (returned as it is, after
+    the pixel check). The returned image is loaded, so the file is no longer needed.
+    ``before_load`` may adjust the opened image before its pixels are decoded (JPEG draft).
+    """
+    name = describe_source(source)
+    if isinstance(source, Image.Image):
+        _check_pixels(source, name, max_pixels)
+        return source
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        _check_path(path, name)
+        try:
+            with path.open("rb") as fp:
+                return _decode(fp, name, max_pixels, before_load)
+        except PermissionError:
+            raise ImageError(name, "unreadable", "permission denied") from None
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        if len(source) == 0:
+            raise ImageError(name, "empty", "no bytes given (empty input)")
+        return _decode(io.BytesIO(bytes(source)), name, max_pixels, before_load)
+    if hasattr(source, "read"):
+        return _decode(source, name, max_pixels, before_load)
+    raise ImageError(
+        name, "bad_input",
+        f"expected a path, bytes, a binary file object or a PIL image, got {type(source).__name__}",
+    )
+
+
+def _check_pixels(image: Image.Image, name: str, max_pixels: int) -> None:
+    width, height = image.size
+    if width <= 0 or height <= 0:
+        raise ImageError(name, "decode_error", f"image has no pixels ({width}x{height})")
+    if width * height > max_pixels:
+        raise ImageError(
+            name, "too_large",
+            f"image is {width}x{height} = {width * height:,} pixels, over the limit of "
+            f"{max_pixels:,} (decompression-bomb guard; raise max_pixels to allow it)",
+        )
+
+
+def _decode(fp: BinaryIO, name: str, max_pixels: int, before_load: BeforeLoad) -> Image.Image:
+    try:
+        head = _read_head(fp)
+    except (OSError, ValueError) as exc:
+        raise ImageError(name, "unreadable", f"cannot read the input ({exc})") from None
+    if not head:
+        raise ImageError(name, "empty", "the input is empty (0 bytes)")
+    refused = _refused_format(head)
+    if refused:
+        raise ImageError(
+            name, "format_refused", f"{refused} files are refused (they need Ghostscript to decode)"
+        )
+    try:
+        with warnings.catch_warnings():
+            # Our own pixel limit is checked below; Pillow's warning would only add noise.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(fp, formats=_allowed_registered())
+            _check_pixels(image, name, max_pixels)
+            if before_load is not None:
+                before_load(image)
+            image.load()
+    except ImageError:
+        raise
+    except Exception as exc:  # Pillow raises many types on damaged input (OSError, SyntaxError, ...)
+        kind, reason = _classify(exc)
+        raise ImageError(name, kind, reason) from None
+    return image

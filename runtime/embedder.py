@@ -1,0 +1,121 @@
+"""The Embedder: one model, one session, images in, 512-d float32 embeddings out."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Iterable, Iterator, Sequence, Union
+
+import numpy as np
+
+from .decode import DEFAULT_MAX_PIXELS, ImageSource
+from .errors import ImageError, RandomWeightsWarning
+from .manifest import Manifest, read_manifest
+from .preprocess import PreprocessSpec, load_image
+from .session import ProviderRequest, create_session
+from .similarity import cosine
+
+ImagesInput = Union[ImageSource, Iterable[ImageSource], np.ndarray]
+
+
+class Embedder:
+    """VGG16 image embeddings on onnxruntime.
+
+    >>> embedder = Embedder("models/vgg16")          # doctest: +SKIP
+    >>> vectors = embedder.embed(["a.jpg", "b.jpg"])  # doctest: +SKIP
+    >>> embedder.similarity("a.jpg", "b.jpg")         # doctest: +SKIP
+
+    ``model`` is a folder made by ``vggsim export`` (default ``$VGGSIM_MODEL`` or
+    ``models/vgg16``); its sha256 is checked against the manifest. ``providers`` is
+    ``"auto"``, ``"cpu"``, ``"cuda"`` or an onnxruntime provider list; ``.provider`` says
+    which one runs, and ``strict=True`` raises if it is not the one requested.
+    ``spec`` overrides the manifest's preprocessing (say, ``exif_transpose=True``).
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] | None = None,
+        providers: ProviderRequest = "auto",
+        threads: int | None = None,
+        strict: bool = False,
+        spec: PreprocessSpec | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ) -> None:
+        self.manifest: Manifest = read_manifest(model, verify=True)
+        if self.manifest.random_weights:
+            warnings.warn(
+                f"{self.manifest.model_path} was exported with random weights "
+                f"(seed {self.manifest.data['weights'].get('seed')}): its similarity scores "
+                "are not meaningful. Export with ImageNet weights for real use.",
+                RandomWeightsWarning,
+                stacklevel=2,
+            )
+        self.spec: PreprocessSpec = spec or self.manifest.preprocess
+        self.max_pixels = max_pixels
+        self.session, self.provider = create_session(
+            self.manifest.model_path, providers, threads, strict
+        )
+        self._input_name = self.manifest.input_name
+        self.dim: int = self.manifest.embedding_dim
+        self.input_size: tuple[int, int] = self.spec.size
+
+    @property
+    def model_sha256(self) -> str:
+        return self.manifest.model_sha256
+
+    def load(self, image: ImageSource) -> np.ndarray:
+        """Decode and preprocess one image exactly as :meth:`embed` does."""
+        return load_image(image, self.spec, self.max_pixels)
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Run the model on an (N, H, W, 3) float32 batch of 0-255 RGB arrays."""
+        width, height = self.input_size
+        if batch.ndim != 4 or batch.shape[1:] != (height, width, 3):
+            raise ImageError(
+                "<array>", "bad_array",
+                f"expected an array of shape (N, {height}, {width}, 3) or ({height}, {width}, 3), "
+                f"got {tuple(batch.shape)}",
+            )
+        feed = np.ascontiguousarray(batch, dtype=np.float32)
+        output = self.session.run(None, {self._input_name: feed})[0]
+        return np.asarray(output, dtype=np.float32)
+
+    def embed(self, images: ImagesInput, batch_size: int = 8) -> np.ndarray:
+        """Embeddings of ``images`` as a float32 (N, 512) array, in input order.
+
+        ``images`` is one image or an iterable of them (paths, bytes, file objects, PIL
+        images), or a preprocessed float32 array of shape (N, 224, 224, 3) or (224, 224, 3).
+        The first input that cannot be read raises :class:`~vggsim.ImageError`; to go on past
+        bad files, use :func:`vggsim.iter_embeddings`.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if isinstance(images, np.ndarray):
+            batch = images[None, ...] if images.ndim == 3 else images
+            return np.concatenate(
+                [self.run(batch[i : i + batch_size]) for i in range(0, len(batch), batch_size)]
+                or [np.zeros((0, self.dim), np.float32)]
+            )
+        sources = [images] if _is_single(images) else list(images)  # type: ignore[arg-type]
+        chunks = [self.run(np.stack([self.load(s) for s in part])) for part in _chunks(sources, batch_size)]
+        return np.concatenate(chunks) if chunks else np.zeros((0, self.dim), np.float32)
+
+    def embed_one(self, image: ImageSource) -> np.ndarray:
+        """The (512,) embedding of a single image."""
+        return self.embed([image])[0]
+
+    def similarity(self, a: ImageSource, b: ImageSource) -> float:
+        """Cosine similarity of two images' embeddings, as the recipe computes it."""
+        vectors = self.embed([a, b], batch_size=2)
+        return cosine(vectors[0], vectors[1])
+
+
+def _is_single(images: object) -> bool:
+    return isinstance(images, (str, bytes, bytearray, memoryview, os.PathLike)) or hasattr(
+        images, "read"
+    ) or type(images).__module__.startswith("PIL.")
+
+
+def _chunks(items: Sequence[ImageSource], size: int) -> Iterator[Sequence[ImageSource]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

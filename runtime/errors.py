@@ -1,0 +1,61 @@
+"""The exceptions vggsim raises. Every one says what failed and what to do next."""
+
+from __future__ import annotations
+
+
+class VggsimError(Exception):
+    """Base class of every error vggsim raises on purpose."""
+
+
+class ImageError(VggsimError, ValueError):
+    """An input could not be turned into a model input.
+
+    ``source`` names the input (a path, ``<bytes>``, ``<array>``...), ``kind`` is a short
+    machine-readable cause (``not_found``, ``empty``, ``not_an_image``, ``truncated``,
+    ``too_large``, ``format_refused``, ``decode_error``, ``bad_array``, ...), and
+    ``reason`` says it in words.
+    """
+
+    def __init__(self, source: str, kind: str, reason: str) -> None:
+        self.source = source
+        self.kind = kind
+        self.reason = reason
+        super().__init__(f"{source}: {reason}")
+
+
+class ModelError(VggsimError, ValueError):
+    """The model folder is missing, incomplete or does not match its manifest."""
+
+
+class ProviderError(VggsimError, RuntimeError):
+    """The requested execution provider is unavailable or is not the one running."""
+
+
+class StoreError(VggsimError, ValueError):
+    """An embedding store is invalid or was made by a different model or preprocessing."""
+
+
+class MissingExtraError(VggsimError, ImportError):
+    """An optional dependency is missing; the message holds the pip command that adds it."""
+
+    def __init__(self, extra: str, feature: str, missing: str) -> None:
+        self.extra = extra
+        self.pip_command = f"pip install 'vggsim[{extra}]'"
+        super().__init__(
+            f"{feature} needs the '{extra}' extra ({missing} is not installed). "
+            f"Install it with:\n    {self.pip_command}"
+        )
+
+
+class RandomWeightsWarning(UserWarning):
+    """The model was exported with random weights: its scores mean nothing."""
+
+
+def require(module: str, extra: str, feature: str) -> object:
+    """Import ``module`` or raise :class:`MissingExtraError` naming the extra to install."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingExtraError(extra, feature, module) from exc

@@ -1,0 +1,137 @@
+"""onnxruntime sessions: providers chosen and checked in one place, threads that fit the machine."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Sequence, Union
+
+import onnxruntime as ort
+
+from .errors import ProviderError
+
+ProviderRequest = Union[str, Sequence[Union[str, tuple[str, dict[str, Any]]]]]
+
+PROVIDER_ALIASES: dict[str, str] = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "coreml": "CoreMLExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
+    "dml": "DmlExecutionProvider",
+}
+
+
+def usable_cpus() -> int:
+    """CPUs this process may really use: its affinity mask, capped by a cgroup CPU quota."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        count = os.cpu_count() or 1
+    quota = _cgroup_cpu_quota()
+    if quota is not None:
+        count = min(count, max(1, int(quota + 0.999)))
+    return max(1, count)
+
+
+def _cgroup_cpu_quota() -> float | None:
+    """CPUs granted by the cgroup (v2 ``cpu.max`` or v1 ``cfs_quota``), or None if unlimited."""
+    try:
+        text = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if text and text[0] != "max":
+            return int(text[0]) / int(text[1])
+        return None
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        quota = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
+        period = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
+        return quota / period if quota > 0 and period > 0 else None
+    except (OSError, ValueError):
+        return None
+
+
+def available_providers() -> list[str]:
+    """Providers this onnxruntime build offers (a CUDA build lists CUDA even with no GPU)."""
+    return list(ort.get_available_providers())
+
+
+def resolve_providers(request: ProviderRequest = "auto") -> list[Any]:
+    """Turn ``"auto"``, ``"cpu"``, ``"cuda"`` or an explicit list into onnxruntime's list.
+
+    ``auto`` takes CUDA when this onnxruntime build has it, then CPU. A named provider the
+    build lacks is a :class:`ProviderError` that says what to install.
+    """
+    available = available_providers()
+    if isinstance(request, str):
+        key = request.lower()
+        if key == "auto":
+            wanted = [p for p in ("CUDAExecutionProvider",) if p in available]
+            return wanted + ["CPUExecutionProvider"]
+        if key not in PROVIDER_ALIASES and request not in available:
+            raise ProviderError(
+                f"Unknown provider {request!r}: use 'auto', one of {sorted(PROVIDER_ALIASES)}, "
+                f"or an onnxruntime provider name ({', '.join(available)})."
+            )
+        request = [PROVIDER_ALIASES.get(key, request)]
+    resolved: list[Any] = []
+    for item in request:
+        name = item[0] if isinstance(item, tuple) else PROVIDER_ALIASES.get(item.lower(), item)
+        if name not in available:
+            hint = (
+                " Install the GPU build: pip uninstall -y onnxruntime && pip install 'vggsim[gpu]'."
+                if name in ("CUDAExecutionProvider", "TensorrtExecutionProvider") else ""
+            )
+            raise ProviderError(
+                f"{name} is not available in this onnxruntime build (it offers "
+                f"{', '.join(available)}).{hint}"
+            )
+        resolved.append((name, item[1]) if isinstance(item, tuple) else name)
+    if "CPUExecutionProvider" not in [p[0] if isinstance(p, tuple) else p for p in resolved]:
+        resolved.append("CPUExecutionProvider")
+    return resolved
+
+
+def session_options(threads: int | None = None) -> ort.SessionOptions:
+    """Full graph optimisation; intra-op threads = ``threads`` or the usable CPUs."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads if threads and threads > 0 else usable_cpus()
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return options
+
+
+def create_session(
+    model_path: str | os.PathLike[str],
+    providers: ProviderRequest = "auto",
+    threads: int | None = None,
+    strict: bool = False,
+) -> tuple[ort.InferenceSession, str]:
+    """Create a session and return it with the provider that actually runs it.
+
+    With ``strict``, a session whose first provider is not the first one requested (for
+    example CUDA asked for, CPU running because no GPU or CUDA library was found) raises
+    :class:`ProviderError` instead of running silently on the CPU. ``auto`` is never strict
+    about CUDA: it asks for the best there is.
+    """
+    requested = resolve_providers(providers)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        session = ort.InferenceSession(
+            os.fspath(model_path), sess_options=session_options(threads), providers=requested
+        )
+    running = session.get_providers()[0]
+    first = requested[0][0] if isinstance(requested[0], tuple) else requested[0]
+    is_auto = isinstance(providers, str) and providers.lower() == "auto"
+    if running != first:
+        message = (
+            f"{first} was requested but {running} is running: onnxruntime could not start "
+            f"{first} (no GPU visible, or its CUDA/cuDNN libraries are missing)."
+        )
+        if strict and not is_auto:
+            raise ProviderError(message + " Run `vggsim doctor` to see what is missing.")
+        if not is_auto:
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
+    return session, running
