@@ -1,0 +1,69 @@
+"""Shared fixtures: real photos from installed packages and random-weight models exported once."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vggsim import RandomWeightsWarning, sample_photos
+
+HAS_TENSORFLOW = importlib.util.find_spec("tensorflow") is not None
+needs_tensorflow = pytest.mark.skipif(not HAS_TENSORFLOW, reason="needs the export extra")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    warnings.filterwarnings("ignore", category=RandomWeightsWarning)
+
+
+@pytest.fixture(scope="session")
+def photos() -> list[Path]:
+    found = sample_photos()
+    if len(found) < 2:
+        pytest.skip("needs scikit-learn or scikit-image for real sample photos")
+    return found
+
+
+def _export(root: Path, normalization: str) -> Path:
+    from vggsim.export import export_model
+
+    out = root / f"random-{normalization}"
+    export_model(out=out, weights="random", seed=0, normalization=normalization)
+    return out
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-weight caffe model: $VGGSIM_TEST_MODEL if set, else exported for this session."""
+    preset = os.environ.get("VGGSIM_TEST_MODEL")
+    if preset:
+        return Path(preset)
+    if not HAS_TENSORFLOW:
+        pytest.skip("needs the export extra or VGGSIM_TEST_MODEL")
+    return _export(tmp_path_factory.mktemp("models"), "caffe")
+
+
+@pytest.fixture(scope="session")
+def model_dir_none(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if not HAS_TENSORFLOW:
+        pytest.skip("needs the export extra")
+    return _export(tmp_path_factory.mktemp("models"), "none")
+
+
+@pytest.fixture(scope="session")
+def embedder(model_dir: Path):  # type: ignore[no-untyped-def]
+    from vggsim import Embedder
+
+    return Embedder(model_dir, providers="cpu")
+
+
+@pytest.fixture
+def rgb_image() -> Image.Image:
+    rng = np.random.default_rng(1)
+    return Image.fromarray(rng.integers(0, 256, (120, 160, 3), dtype=np.uint8), "RGB")

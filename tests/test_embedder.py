@@ -1,0 +1,96 @@
+"""Embedder: shapes, batching, providers, and the manifest guard."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vggsim import Embedder, ImageError, ModelError, ProviderError, RandomWeightsWarning, load_image
+from vggsim.session import resolve_providers, usable_cpus
+
+
+def test_embed_shapes_dtype_and_order(embedder: Embedder, photos: list[Path]) -> None:
+    vectors = embedder.embed(photos[:3], batch_size=2)
+    assert vectors.shape == (3, 512) and vectors.dtype == np.float32
+    assert np.all(np.isfinite(vectors))
+    one = embedder.embed_one(photos[2])
+    assert np.allclose(one, vectors[2], rtol=1e-5, atol=1e-4)
+
+
+def test_batch_size_does_not_change_results(embedder: Embedder, photos: list[Path]) -> None:
+    a = embedder.embed(photos[:4], batch_size=1)
+    b = embedder.embed(photos[:4], batch_size=4)
+    assert np.abs(a - b).max() <= 1e-4 * np.abs(a).max()
+
+
+def test_arrays_in_and_wrong_shapes_out(embedder: Embedder, photos: list[Path]) -> None:
+    array = load_image(photos[0])
+    assert np.allclose(embedder.embed(array), embedder.embed([photos[0]]), rtol=1e-5, atol=1e-4)
+    with pytest.raises(ImageError, match=r"\(N, 224, 224, 3\)") as info:
+        embedder.embed(np.zeros((2, 100, 100, 3), np.float32))
+    assert info.value.kind == "bad_array"
+
+
+def test_similarity_is_symmetric_and_self_is_one(embedder: Embedder, photos: list[Path]) -> None:
+    assert embedder.similarity(photos[0], photos[0]) == pytest.approx(1.0, abs=1e-6)
+    assert embedder.similarity(photos[0], photos[1]) == pytest.approx(
+        embedder.similarity(photos[1], photos[0]), abs=1e-6)
+
+
+def test_bad_input_names_the_file(embedder: Embedder, tmp_path: Path, photos: list[Path]) -> None:
+    with pytest.raises(ImageError, match="missing.jpg"):
+        embedder.embed([photos[0], tmp_path / "missing.jpg"])
+
+
+def _copy_model(model_dir: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "model"
+    shutil.copytree(model_dir, copy)
+    return copy
+
+
+def test_tampered_model_is_refused(model_dir: Path, tmp_path: Path) -> None:
+    copy = _copy_model(model_dir, tmp_path)
+    with open(copy / "model.onnx", "ab") as fp:
+        fp.write(b"\0")
+    with pytest.raises(ModelError, match="does not match its manifest"):
+        Embedder(copy)
+
+
+def test_missing_manifest_and_missing_folder(model_dir: Path, tmp_path: Path) -> None:
+    copy = _copy_model(model_dir, tmp_path)
+    (copy / "manifest.json").unlink()
+    with pytest.raises(ModelError, match="no manifest.json"):
+        Embedder(copy)
+    with pytest.raises(ModelError, match="vggsim export"):
+        Embedder(tmp_path / "nowhere")
+
+
+def test_random_weights_warn(model_dir: Path) -> None:
+    assert json.loads((model_dir / "manifest.json").read_text())["weights"]["source"] == "random"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        Embedder(model_dir, providers="cpu")
+    assert any(issubclass(w.category, RandomWeightsWarning) for w in caught)
+
+
+def test_provider_reporting_and_strict_mode(model_dir: Path) -> None:
+    assert Embedder(model_dir, providers="cpu", strict=True).provider == "CPUExecutionProvider"
+    assert Embedder(model_dir, providers="auto").provider in ("CPUExecutionProvider", "CUDAExecutionProvider")
+    import onnxruntime
+
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        with pytest.raises(ProviderError, match="vggsim\\[gpu\\]"):
+            Embedder(model_dir, providers="cuda", strict=True)
+    with pytest.raises(ProviderError, match="Unknown provider"):
+        resolve_providers("warp-drive")
+
+
+def test_threads_follow_usable_cpus(model_dir: Path) -> None:
+    assert usable_cpus() >= 1
+    embedder = Embedder(model_dir, providers="cpu", threads=1)
+    assert embedder.session.get_session_options().intra_op_num_threads == 1

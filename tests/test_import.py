@@ -1,0 +1,61 @@
+"""The runtime never loads TensorFlow, and the package is what pyproject says it is."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+import vggsim
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_import_does_not_load_tensorflow_or_keras() -> None:
+    code = (
+        "import json, sys, vggsim, vggsim.cli, vggsim.export; "
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'tensorflow', 'keras', 'tf2onnx', 'tf_keras'})))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == []
+
+
+def test_the_check_would_see_tensorflow_if_it_were_imported() -> None:
+    pytest.importorskip("tensorflow")
+    code = "import sys, vggsim, tensorflow; print('tensorflow' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().endswith("True")
+
+
+def test_public_api_and_typing_marker() -> None:
+    assert issubclass(vggsim.ImageError, ValueError)
+    assert Path(vggsim.__file__).with_name("py.typed").is_file()
+    for name in vggsim.__all__:
+        assert hasattr(vggsim, name), name
+
+
+@pytest.mark.skipif(os.environ.get("VGGSIM_RUNTIME_ONLY") != "1", reason="runtime-only environment")
+def test_runtime_only_environment_has_no_tensorflow() -> None:
+    import importlib.util
+
+    assert importlib.util.find_spec("tensorflow") is None
+    assert importlib.util.find_spec("keras") is None
+
+
+@pytest.mark.slow
+def test_wheel_holds_vggsim_and_vggsim_export_only(tmp_path: Path) -> None:
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation",
+                    "-q", "-w", str(tmp_path)], check=True, capture_output=True)
+    wheel = next(tmp_path.glob("vggsim-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    packages = {n.split("/")[0] for n in names if not n.startswith("vggsim-")}
+    assert packages == {"vggsim"}
+    assert any(n.startswith("vggsim/export/") for n in names)
+    assert "vggsim/py.typed" in names
+    assert not any(part in n for n in names for part in ("tests/", "models/", "benchmarks/", ".onnx"))
