@@ -24,6 +24,7 @@ NORMALIZATIONS = ("caffe", "none")
 
 def import_keras() -> Any:
     """Import TensorFlow's Keras, or raise MissingExtraError with the pip command."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     for module in ("tensorflow", "tf2onnx", "onnx"):
         try:
             __import__(module)
