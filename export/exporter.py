@@ -117,6 +117,7 @@ def export_model(
             parity = _verify(model, staged_model, normalization, photos, tolerance, log)
         manifest = build_manifest(staged_model, normalization=normalization, weights=weights_info,
                                   opset=opset, spec=spec, parity=parity)
+        manifest["dedup"] = _calibrate(staged_model, photos, spec, log)
         (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         # model first, manifest last: a folder with a manifest always has its model.
         os.replace(staged_model, out_dir / MODEL_FILE)
@@ -125,6 +126,26 @@ def export_model(
         shutil.rmtree(staging, ignore_errors=True)
     log(f"wrote {out_dir / MODEL_FILE} and {out_dir / MANIFEST_FILE}")
     return ExportResult(out_dir, manifest)
+
+
+def _calibrate(model_path: Path, photos: Sequence[str | os.PathLike[str]] | None,
+               spec: PreprocessSpec, log: Log) -> dict[str, Any] | None:
+    """Measure the near-duplicate threshold on this model's own weights (see vggsim.dedup)."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from vggsim.dedup import calibrate_threshold
+    from vggsim.preprocess import load_image
+
+    chosen = [Path(p) for p in photos] if photos else sample_photos()
+    if len(chosen) < 2:
+        return None
+    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    result = calibrate_threshold(
+        lambda images: onnx_embed(session, np.stack([load_image(im, spec) for im in images])), chosen)
+    log(f"dedup threshold {result['threshold']} (near-duplicates >= {result['near_duplicate_min']:.4f}, "
+        f"distinct photos <= {result['distinct_max']:.4f}, separable: {result['separable']})")
+    return result
 
 
 def _verify(model: Any, model_path: Path, normalization: str,
