@@ -165,14 +165,13 @@ class Store:
     def table(self) -> Any:
         """The current view: the latest record per path, files deleted by prune left out."""
         if self._table is None:
-            pa = _pyarrow()
+            _pyarrow()
             import pyarrow.compute as pc
 
             history = self.history()
             latest = history.group_by("path").aggregate([("seq", "max")]).column("seq_max")
-            current = history.take(pc.sort_indices(latest))
+            current = history.take(np.sort(latest.to_numpy()))  # seq is the row number in history
             self._table = current.filter(pc.not_equal(current.column("status"), "deleted"))
-
         return self._table
 
     def blocks(self, block_rows: int = 65536) -> Iterator[Block]:
