@@ -16,6 +16,8 @@ import numpy as np
 
 from .errors import StoreError, VggsimError, require
 
+DEDUP_BLOCK_ROWS = 4096  # a 4096 x 4096 float32 score block is 64 MB
+
 
 def add_collection_parsers(sub: Any, add_model_args: Callable[[Any], None]) -> None:
     """Register the collection subcommands."""
@@ -205,7 +207,7 @@ def cmd_dedup(args: argparse.Namespace) -> int:
         if "threshold" not in calibration:
             raise VggsimError("this model's manifest has no calibrated dedup threshold: pass --threshold T")
         threshold = float(calibration["threshold"])
-    groups = group_pairs(similar_pairs(store.blocks, threshold))
+    groups = group_pairs(similar_pairs(lambda: store.blocks(DEDUP_BLOCK_ROWS), threshold))
     paths = store.table().column("path").to_pylist()
     vectors = _vectors_by_id(store, {i for g in groups for i in g})
     rows = []

@@ -175,17 +175,33 @@ class Store:
         return self._table
 
     def blocks(self, block_rows: int = 65536) -> Iterator[Block]:
-        """The current ok vectors in blocks, read from memory-mapped shards (bounded memory)."""
+        """The current ok vectors in blocks of at most ``block_rows``, as float32.
+
+        Shards are read window by window with plain reads, not memory-mapped, so resident
+        memory stays at a block or two whatever the size of the store.
+        """
         table = self.table()
         status = np.asarray(table.column("status").to_pylist(), dtype=object) == "ok"
         shards = table.column("shard").to_numpy()
         rows = table.column("row").to_numpy()
         for shard in np.unique(shards[status]):
             ids = np.flatnonzero(status & (shards == shard))
-            matrix = np.load(self.root / "vectors" / f"{shard:06d}.npy", mmap_mode="r", allow_pickle=False)
-            for start in range(0, len(ids), block_rows):
-                part = ids[start:start + block_rows]
-                yield Block(part, np.asarray(matrix[rows[part]], dtype=np.float32))
+            ids = ids[np.argsort(rows[ids], kind="stable")]
+            shard_rows = rows[ids]
+            with open(self.root / "vectors" / f"{shard:06d}.npy", "rb") as fp:
+                version = np.lib.format.read_magic(fp)
+                read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) \
+                    else np.lib.format.read_array_header_2_0
+                shape, _, dtype = read_header(fp)
+                header, width = fp.tell(), int(shape[1])
+                for start in range(0, int(shape[0]), block_rows):
+                    lo, hi = np.searchsorted(shard_rows, [start, start + block_rows])
+                    if lo == hi:
+                        continue
+                    fp.seek(header + start * width * dtype.itemsize)
+                    window = np.fromfile(fp, dtype=dtype, count=min(block_rows, int(shape[0]) - start) * width)
+                    window = window.reshape(-1, width)
+                    yield Block(ids[lo:hi], np.asarray(window[shard_rows[lo:hi] - start], dtype=np.float32))
 
     def next_shard_id(self) -> int:
         journals = [int(p.stem) for p in (self.root / "journal").glob("*.jsonl")]
