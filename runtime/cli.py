@@ -33,7 +33,8 @@ def _export_parser(sub: Any) -> None:
                        description="Build VGG16(include_top=False, pooling='max') in Keras, convert "
                        "it with tf2onnx, check parity against Keras and write OUT/model.onnx and "
                        "OUT/manifest.json.")
-    p.add_argument("--out", default="models/vgg16", help="output folder (default: models/vgg16)")
+    p.add_argument("--out", default=None,
+                   help="output folder (default: models/vgg16, or models/vgg16-PRECISION for variants)")
     p.add_argument("--weights", default="imagenet",
                    help="imagenet (Keras's download and cache), PATH to a weights file, or random")
     p.add_argument("--seed", type=int, default=0, help="seed for --weights random (default 0)")
@@ -45,8 +46,10 @@ def _export_parser(sub: Any) -> None:
                    "(default: the sample photos scikit-learn and scikit-image ship)")
     p.add_argument("--no-verify", action="store_true", help="skip the parity check against Keras")
     p.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32",
-                   help="fp32 (default); fp16 or int8 variants are derived from the fp32 export")
-    p.add_argument("--calibration", help="folder of real photos for int8 calibration")
+                   help="fp32 (default); int8 (static QDQ, calibrated on real photos) or fp16 (for GPUs) "
+                   "are derived from a verified fp32 export and checked against it")
+    p.add_argument("--calibration", help="folder of real photos for int8 calibration "
+                   "(default: half of the sample photos; the other half is held out)")
     p.add_argument("--exif-transpose", action="store_true",
                    help="record EXIF orientation handling on in the manifest's preprocessing")
     p.add_argument("--jpeg-draft", action="store_true",

@@ -47,20 +47,25 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .export import export_model
     from .export.convert import DEFAULT_OPSET
 
+    out = Path(args.out or ("models/vgg16" if args.precision == "fp32" else f"models/vgg16-{args.precision}"))
     spec = PreprocessSpec(exif_transpose=args.exif_transpose, jpeg_draft=args.jpeg_draft)
-    result = export_model(
-        out=args.out, weights=args.weights, seed=args.seed, normalization=args.normalization,
-        opset=args.opset or DEFAULT_OPSET, verify=not args.no_verify,
-        photos=_photos_in(args.photos), spec=spec, log=_log,
-    )
-    if args.weights == "random":
-        _log("warning: random weights: scores from this model are not meaningful")
-    if args.precision != "fp32":
+    options = dict(weights=args.weights, seed=args.seed, normalization=args.normalization,
+                   opset=args.opset or DEFAULT_OPSET, verify=not args.no_verify,
+                   photos=_photos_in(args.photos), spec=spec, log=_log)
+    if args.precision == "fp32":
+        export_model(out=out, **options)  # type: ignore[arg-type]
+    else:
+        import tempfile
+
         from .export.variants import export_variant
 
-        calibration = _photos_in(args.calibration)
-        variant = export_variant(result.out, args.precision, calibration, log=_log)
-        _log(f"{args.precision} variant in {variant}")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".fp32-", dir=out.parent) as fp32_dir:
+            export_model(out=fp32_dir, **options)  # type: ignore[arg-type]
+            export_variant(Path(fp32_dir), out, args.precision, _photos_in(args.calibration), log=_log)
+        _log(f"wrote the {args.precision} model to {out}")
+    if args.weights == "random":
+        _log("warning: random weights: scores from this model are not meaningful")
     return 0
 
 

@@ -174,14 +174,16 @@ class Store:
             self._table = current.filter(pc.not_equal(current.column("status"), "deleted"))
         return self._table
 
-    def blocks(self, block_rows: int = 65536) -> Iterator[Block]:
+    def blocks(self, block_rows: int = 16384) -> Iterator[Block]:
         """The current ok vectors in blocks of at most ``block_rows``, as float32.
 
         Shards are read window by window with plain reads, not memory-mapped, so resident
         memory stays at a block or two whatever the size of the store.
         """
+        import pyarrow.compute as pc
+
         table = self.table()
-        status = np.asarray(table.column("status").to_pylist(), dtype=object) == "ok"
+        status = pc.equal(table.column("status"), "ok").to_numpy(zero_copy_only=False)
         shards = table.column("shard").to_numpy()
         rows = table.column("row").to_numpy()
         for shard in np.unique(shards[status]):

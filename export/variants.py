@@ -1,0 +1,157 @@
+"""Reduced-precision variants of an exported fp32 model: int8 (static QDQ) and fp16.
+
+Both use the ONNX ecosystem's own tools (onnxruntime.quantization, onnxconverter-common)
+and keep float32 input and output, so callers do not change. Each variant's manifest
+records its accuracy against the fp32 model of the same weights, measured on held-out real
+photos; an export whose min cosine falls below the bound fails with AccuracyError.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from vggsim.dedup import NEAR_DUPLICATE_EDITS
+from vggsim.errors import require
+from vggsim.manifest import MANIFEST_FILE, MODEL_FILE, read_manifest, sha256_file
+from vggsim.preprocess import load_image
+from vggsim.samples import sample_photos
+from vggsim.similarity import l2_normalize
+
+from .errors import AccuracyError, ExportError
+
+PRECISIONS = ("fp16", "int8")
+MIN_COSINE_BOUND = 0.99
+CALIBRATION_METHOD = "MinMax"
+
+
+def split_photos(calibration: Sequence[Path] | None) -> tuple[list[Path], list[Path]]:
+    """(calibration, held-out) photos: a named folder calibrates and the samples are held out;
+    otherwise the sample photos are split alternately, so no photo is in both."""
+    samples = sample_photos()
+    if calibration:
+        held_out = [p for p in samples if p not in set(calibration)]
+        return list(calibration), held_out
+    return samples[0::2], samples[1::2]
+
+
+def _arrays(photos: Sequence[Path], spec: Any) -> Iterator[np.ndarray]:
+    for path in photos:
+        image = Image.open(path).convert("RGB")
+        for variant in (image, ImageOps.mirror(image)):
+            yield load_image(variant, spec)[None]
+
+
+def _quantize_int8(fp32: Path, target: Path, calibration: Sequence[Path], spec: Any, input_name: str) -> dict[str, Any]:
+    require("sympy", "export", "The int8 export")
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                          quant_pre_process, quantize_static)
+
+    class Reader(CalibrationDataReader):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.batches = _arrays(calibration, spec)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            batch = next(self.batches, None)
+            return None if batch is None else {input_name: batch}
+
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        quant_pre_process(str(fp32), str(prepared))
+        quantize_static(str(prepared), str(target), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=getattr(CalibrationMethod, CALIBRATION_METHOD))
+    return {"tool": "onnxruntime.quantization.quantize_static", "format": "QDQ", "per_channel": True,
+            "activations": "uint8", "weights": "int8", "calibration_method": CALIBRATION_METHOD,
+            "calibration_images": [p.name for p in calibration], "calibration_augment": "each photo and its mirror"}
+
+
+def _convert_fp16(fp32: Path, target: Path) -> dict[str, Any]:
+    require("onnxconverter_common", "fp16", "The fp16 export")
+    import onnx
+    from onnxconverter_common import float16
+
+    model = float16.convert_float_to_float16(onnx.load(str(fp32)), keep_io_types=True)
+    onnx.save(model, str(target))
+    return {"tool": "onnxconverter_common.float16.convert_float_to_float16", "keep_io_types": True}
+
+
+def _held_out_set(held_out: Sequence[Path], spec: Any) -> np.ndarray:
+    """Held-out photos and five near-duplicate edits of each: a small retrieval set."""
+    arrays = []
+    for path in held_out:
+        image = Image.open(path).convert("RGB")
+        arrays.append(load_image(image, spec))
+        arrays.extend(load_image(edit(image), spec) for edit in NEAR_DUPLICATE_EDITS.values())
+    return np.stack(arrays)
+
+
+def accuracy(run_fp32: Callable[[np.ndarray], np.ndarray], run_variant: Callable[[np.ndarray], np.ndarray],
+             inputs: np.ndarray, k: int = 10) -> dict[str, Any]:
+    """Min and mean cosine between fp32 and variant embeddings, and top-k retrieval agreement."""
+    reference = l2_normalize(np.concatenate([run_fp32(inputs[i:i + 8]) for i in range(0, len(inputs), 8)]))
+    candidate = l2_normalize(np.concatenate([run_variant(inputs[i:i + 8]) for i in range(0, len(inputs), 8)]))
+    cosines = np.sum(reference * candidate, axis=1)
+    k = min(k, len(inputs) - 1)
+    top_reference = np.argsort(-(reference @ reference.T), axis=1)[:, 1:k + 1]
+    top_candidate = np.argsort(-(candidate @ candidate.T), axis=1)[:, 1:k + 1]
+    agreement = np.mean([len(set(a) & set(b)) / k for a, b in zip(top_reference, top_candidate)])
+    return {"images": int(len(inputs)), "min_cosine": float(cosines.min()), "mean_cosine": float(cosines.mean()),
+            f"top{k}_agreement": float(agreement), "bound_min_cosine": MIN_COSINE_BOUND}
+
+
+def export_variant(fp32_dir: Path, out: Path, precision: str, calibration: Sequence[Path] | None = None,
+                   log: Callable[[str], None] = lambda m: None) -> Path:
+    """Derive the ``precision`` variant of the fp32 model in ``fp32_dir`` into ``out``."""
+    import onnxruntime as ort
+
+    if precision not in PRECISIONS:
+        raise ExportError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    base = read_manifest(fp32_dir)
+    spec = base.preprocess
+    calibration_photos, held_out = split_photos(calibration)
+    if len(held_out) < 2 or (precision == "int8" and not calibration_photos):
+        raise ExportError("variants need real photos: install scikit-learn and scikit-image (they ship "
+                          "the sample photos) or pass --calibration DIR")
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".variant-", dir=out))
+    try:
+        target = staging / MODEL_FILE
+        log(f"making the {precision} variant")
+        if precision == "int8":
+            method = _quantize_int8(base.model_path, target, calibration_photos, spec, base.input_name)
+        else:
+            method = _convert_fp16(base.model_path, target)
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        fp32_session = ort.InferenceSession(str(base.model_path), options, providers=["CPUExecutionProvider"])
+        try:
+            variant_session = ort.InferenceSession(str(target), options, providers=ort.get_available_providers())
+        except Exception as exc:  # fp16 kernels are missing on some CPU builds
+            raise ExportError(f"onnxruntime cannot run the {precision} model here ({exc})") from None
+        name = base.input_name
+        measured = accuracy(lambda x: fp32_session.run(None, {name: x})[0],
+                            lambda x: variant_session.run(None, {name: x})[0], _held_out_set(held_out, spec))
+        measured["held_out_photos"] = [p.name for p in held_out]
+        log(f"{precision} against fp32: min cosine {measured['min_cosine']:.5f}, mean {measured['mean_cosine']:.5f}")
+        if measured["min_cosine"] < MIN_COSINE_BOUND:
+            raise AccuracyError(f"the {precision} model drifts from fp32: min cosine {measured['min_cosine']:.5f} "
+                                f"< {MIN_COSINE_BOUND} on held-out photos; nothing was written")
+        manifest = dict(base.data)
+        manifest.update(precision=precision, quantization=method, accuracy_vs_fp32=measured,
+                        model={"file": MODEL_FILE, "sha256": sha256_file(target), "bytes": target.stat().st_size},
+                        variant_of={"sha256": base.model_sha256, "precision": "fp32"})
+        manifest["fp32_parity"] = manifest.pop("parity", None)
+        (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+        os.replace(target, out / MODEL_FILE)
+        os.replace(staging / MANIFEST_FILE, out / MANIFEST_FILE)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out
