@@ -79,6 +79,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler="doctor")
 
+    p = sub.add_parser("bench", help="measure latency and throughput on this machine")
+    p.add_argument("--model", action="append", help="model folder; repeat to compare variants "
+                   "(default: $VGGSIM_MODEL or models/vgg16)")
+    p.add_argument("--keras", action="store_true", help="the Keras recipe side by side (needs vggsim[export])")
+    p.add_argument("--providers", default="auto", help="auto, cpu or cuda (default auto)")
+    p.add_argument("--batch-sizes", default="1,8", help="comma-separated batch sizes (default 1,8)")
+    p.add_argument("--threads", default=None, help="comma-separated thread counts to sweep (default: 1 and all usable)")
+    p.add_argument("--rounds", type=int, default=10, help="timed rounds per figure (default 10)")
+    p.add_argument("--images", help="folder of images to use (default: the sample photos)")
+    p.add_argument("--json", metavar="OUT.json", help="write the full report as JSON")
+    p.add_argument("--plot", metavar="OUT.png", help="latency per image against batch size (vggsim[plot])")
+    p.set_defaults(handler="bench")
+
     from .collection_cli import add_collection_parsers
 
     add_collection_parsers(sub, _add_model_args)

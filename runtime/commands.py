@@ -145,4 +145,27 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["cmd_export", "cmd_compare", "cmd_doctor", "embedder_from_args", "ModelError"]
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import report_json, run_bench, summary_lines, write_plot
+    from .samples import sample_photos
+    from .session import usable_cpus
+
+    photos = _photos_in(args.images) or sample_photos()
+    if not photos:
+        raise VggsimError("bench needs images: pass --images DIR or install scikit-learn (it ships sample photos)")
+    try:
+        sizes = [int(v) for v in args.batch_sizes.split(",")]
+        threads = [int(v) for v in args.threads.split(",")] if args.threads else sorted({1, usable_cpus()})
+    except ValueError:
+        raise VggsimError("--batch-sizes and --threads take comma-separated whole numbers") from None
+    models = args.model or [os.environ.get("VGGSIM_MODEL", "models/vgg16")]
+    report = run_bench(models, photos, sizes, threads, args.rounds, args.keras, args.providers)
+    if args.json:
+        report_json(report, args.json)
+    if args.plot:
+        write_plot(report, args.plot)
+    print("\n".join(summary_lines(report)))
+    return 0
+
+
+__all__ = ["cmd_export", "cmd_compare", "cmd_doctor", "cmd_bench", "embedder_from_args", "ModelError"]

@@ -1,0 +1,230 @@
+"""``vggsim bench``: latency, throughput and efficiency measured on the machine it runs on.
+
+Every figure comes from this run: per-stage warm latencies (decode, resize, inference),
+batch-size and thread sweeps, end-to-end throughput, cold start in a fresh process, and
+the achieved GFLOP/s against a float32 matrix-multiply peak measured in the same run.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from PIL import Image
+
+from .embedder import Embedder
+from .preprocess import prepare
+from .session import usable_cpus
+
+# VGG16 without its top at 224x224: 13 3x3 convolutions, (input channels, output channels, side).
+_VGG16_CONVS = [(3, 64, 224), (64, 64, 224), (64, 128, 112), (128, 128, 112), (128, 256, 56), (256, 256, 56),
+                (256, 256, 56), (256, 512, 28), (512, 512, 28), (512, 512, 28), (512, 512, 14), (512, 512, 14),
+                (512, 512, 14)]
+VGG16_GFLOP = sum(2 * 9 * cin * cout * side * side for cin, cout, side in _VGG16_CONVS) / 1e9
+
+
+def percentiles(seconds: Sequence[float]) -> dict[str, float]:
+    """p50/p95/p99 in milliseconds."""
+    values = np.asarray(seconds) * 1000
+    return {f"p{q}": round(float(np.percentile(values, q)), 2) for q in (50, 95, 99)}
+
+
+def timed(fn: Callable[[], Any], rounds: int, warmup: int = 1) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def matmul_peak_gflops(size: int = 2048, rounds: int = 5, threads: int | None = None) -> float:
+    """Best float32 GFLOP/s of a square matrix multiply in onnxruntime (MLAS, the engine that
+    runs the model's convolutions), with the same thread settings as the model's sessions.
+
+    NumPy's BLAS is not used: its speed depends on the BLAS build and on environment settings
+    (OPENBLAS_CORETYPE) that have nothing to do with onnxruntime.
+    """
+    import onnxruntime as ort
+
+    from .session import session_options
+
+    session = ort.InferenceSession(str(Path(__file__).with_name("data") / "matmul.onnx"),
+                                   sess_options=session_options(threads), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    feed = {"a": rng.standard_normal((size, size), np.float32), "b": rng.standard_normal((size, size), np.float32)}
+    return 2 * size**3 / min(timed(lambda: session.run(None, feed), rounds)) / 1e9
+
+
+def matmul_peak(threads: int | None = None) -> dict[str, float]:
+    """The best of several square sizes: the reference for "fraction of peak"."""
+    by_size = {str(size): round(matmul_peak_gflops(size, threads=threads), 1) for size in (1024, 2048, 3072)}
+    return {"gflops": max(by_size.values()), "by_size": by_size}  # type: ignore[dict-item]
+
+
+def cold_start(model: str, photo: str, rounds: int = 3) -> dict[str, float]:
+    """New process to first embedding, median of ``rounds`` fresh interpreters."""
+    code = ("import time; t = time.perf_counter(); import warnings; warnings.simplefilter('ignore'); import vggsim; "
+            f"vggsim.Embedder({model!r}, providers='cpu').embed([{photo!r}]); print(time.perf_counter() - t)")
+    times = [float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                                  timeout=600).stdout.strip().splitlines()[-1]) for _ in range(rounds)]
+    return {"seconds": round(statistics.median(times), 3)}
+
+
+def hardware() -> dict[str, Any]:
+    model = platform.processor()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": model, "os_cpu_count": os.cpu_count(), "usable_cpus": usable_cpus(), "machine": platform.machine(),
+            "python": platform.python_version()}
+
+
+def bench_model(model: str, photos: Sequence[Path], batch_sizes: Sequence[int], threads: Sequence[int],
+                rounds: int, providers: str = "auto") -> dict[str, Any]:
+    """Every figure for one model folder."""
+    embedder = Embedder(model, providers=providers)
+    data = photos[0].read_bytes()
+    decoded = Image.open(io.BytesIO(data))
+    decoded.load()
+    stages = {
+        "decode": timed(lambda: Image.open(io.BytesIO(data)).load(), rounds),
+        "resize": timed(lambda: prepare(decoded, embedder.spec), rounds),
+        "inference": timed(lambda: embedder.run(embedder.load(photos[0])[None]), rounds),
+    }
+    arrays = np.stack([embedder.load(p) for p in photos])
+    batches = {}
+    for size in batch_sizes:
+        batch = np.resize(arrays, (size, *arrays.shape[1:]))
+        median = statistics.median(timed(lambda: embedder.run(batch), max(2, rounds // max(1, size // 4))))
+        batches[str(size)] = {"ms": round(median * 1000, 2), "images_per_s": round(size / median, 2),
+                              "gflops": round(size * VGG16_GFLOP / median, 1)}
+    sweep = {}
+    for count in threads:
+        single = Embedder(model, providers=providers, threads=count)
+        sweep[str(count)] = round(statistics.median(timed(lambda: single.run(arrays[:1]), max(3, rounds // 2))) * 1000, 2)
+    from .pipeline import iter_embeddings
+
+    files = [photos[i % len(photos)] for i in range(max(16, 2 * max(batch_sizes)))]
+    start = time.perf_counter()
+    done = sum(r.ok for r in iter_embeddings(embedder, files, batch_size=8))
+    end_to_end = done / (time.perf_counter() - start)
+    return {
+        "model": model, "precision": embedder.manifest.precision, "provider": embedder.provider,
+        "model_sha256": embedder.model_sha256, "stages_ms": {k: percentiles(v) for k, v in stages.items()},
+        "batch": batches, "threads_batch1_ms": sweep,
+        "end_to_end_batch8_images_per_s": round(end_to_end, 2),
+        "cold_start": cold_start(model, str(photos[0])),
+    }
+
+
+def keras_figures(batch_sizes: Sequence[int], rounds: int, photo: Path) -> dict[str, Any]:
+    """The Keras recipe side by side (needs the export extra). Weights do not change speed,
+    so the model gets vggsim's deterministic random weights and needs no download."""
+    from .export.keras_model import build_model
+
+    model, _ = build_model("random", 0)
+    batches = {}
+    for size in batch_sizes:
+        batch = np.random.default_rng(0).uniform(0, 255, (size, 224, 224, 3)).astype(np.float32)
+        median = statistics.median(timed(lambda: model.predict(batch, verbose=0), max(2, rounds // max(1, size // 4))))
+        batches[str(size)] = {"ms": round(median * 1000, 2), "images_per_s": round(size / median, 2)}
+    code = ("import time; t = time.perf_counter(); import os; os.environ['TF_CPP_MIN_LOG_LEVEL'] = '3'; "
+            "import numpy as np; from PIL import Image; from tensorflow.keras.applications import VGG16; "
+            "from tensorflow.keras.preprocessing import image; "
+            "m = VGG16(weights=None, include_top=False, pooling='max', input_shape=(224, 224, 3)); "
+            f"m.predict(np.expand_dims(image.img_to_array(Image.open({str(photo)!r}).resize((224, 224))), 0), verbose=0); "
+            "print(time.perf_counter() - t)")
+    cold = [float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                                 timeout=600).stdout.strip().splitlines()[-1]) for _ in range(3)]
+    return {"batch": batches, "cold_start": {"seconds": round(statistics.median(cold), 3)}}
+
+
+def run_bench(models: Sequence[str], photos: Sequence[Path], batch_sizes: Sequence[int], threads: Sequence[int],
+              rounds: int, keras: bool, providers: str = "auto") -> dict[str, Any]:
+    """The whole report, as ``vggsim bench --json`` writes it."""
+    from importlib import metadata
+
+    versions = {}
+    for name in ("vggsim", "onnxruntime", "onnxruntime-gpu", "numpy", "pillow"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    report: dict[str, Any] = {"hardware": hardware(), "versions": versions, "vgg16_gflop_per_image": round(VGG16_GFLOP, 2),
+                              "matmul_peak": matmul_peak()}
+    report["matmul_peak_gflops"] = report["matmul_peak"]["gflops"]
+    report["models"] = [bench_model(m, photos, batch_sizes, threads, rounds, providers) for m in models]
+    for entry in report["models"]:
+        for figures in entry["batch"].values():
+            figures["fraction_of_matmul_peak"] = round(figures["gflops"] / report["matmul_peak_gflops"], 3)
+    if keras:
+        report["keras"] = keras_figures(batch_sizes, rounds, photos[0])
+    return report
+
+
+def write_plot(report: dict[str, Any], out: str) -> None:
+    """Latency per image against batch size, one line per model (and Keras)."""
+    from .errors import require
+
+    require("matplotlib", "plot", "The bench plot")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    lines = [(f"{Path(m['model']).name} ({m['precision']}, {m['provider'].replace('ExecutionProvider', '')})", m["batch"])
+             for m in report["models"]]
+    if "keras" in report:
+        lines.append(("Keras model.predict", report["keras"]["batch"]))
+    for label, batches in lines:
+        sizes = sorted(int(s) for s in batches)
+        axis.plot(sizes, [batches[str(s)]["ms"] / s for s in sizes], marker="o", label=label)
+    axis.set_xscale("log", base=2)
+    axis.set_xlabel("batch size")
+    axis.set_ylabel("ms per image")
+    axis.set_title(f"vggsim bench on {report['hardware']['cpu'][:48]}")
+    axis.grid(alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(out, dpi=110)
+
+
+def summary_lines(report: dict[str, Any]) -> list[str]:
+    """The human-readable table `vggsim bench` prints."""
+    lines = [f"{report['hardware']['cpu']} ({report['hardware']['usable_cpus']} usable CPUs); "
+             f"matmul peak {report['matmul_peak_gflops']} GFLOP/s; VGG16 {report['vgg16_gflop_per_image']} GFLOP/image"]
+    for m in report["models"]:
+        lines.append(f"{m['model']} [{m['precision']}, {m['provider']}]: cold start {m['cold_start']['seconds']} s, "
+                     f"end to end {m['end_to_end_batch8_images_per_s']} img/s")
+        lines.append("  stages ms p50/p95/p99: " + ", ".join(
+            f"{k} {v['p50']}/{v['p95']}/{v['p99']}" for k, v in m["stages_ms"].items()))
+        for size, b in m["batch"].items():
+            lines.append(f"  batch {size:>3}: {b['ms']:9.1f} ms  {b['images_per_s']:7.2f} img/s  "
+                         f"{b['gflops']:7.1f} GFLOP/s ({b['fraction_of_matmul_peak']:.0%} of matmul peak)")
+        lines.append("  threads (batch 1 ms): " + ", ".join(f"{t}: {ms}" for t, ms in m["threads_batch1_ms"].items()))
+    if "keras" in report:
+        k = report["keras"]
+        lines.append(f"keras model.predict: cold start {k['cold_start']['seconds']} s; " + ", ".join(
+            f"batch {s}: {b['ms']} ms" for s, b in k["batch"].items()))
+    return lines
+
+
+def report_json(report: dict[str, Any], out: str) -> None:
+    Path(out).write_text(json.dumps(report, indent=2) + "\n")
