@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -78,7 +79,9 @@ def _convert_fp16(fp32: Path, target: Path) -> dict[str, Any]:
     import onnx
     from onnxconverter_common import float16
 
-    model = float16.convert_float_to_float16(onnx.load(str(fp32)), keep_io_types=True)
+    with warnings.catch_warnings():  # it warns for every tiny weight it rounds to fp16's range
+        warnings.simplefilter("ignore", UserWarning)
+        model = float16.convert_float_to_float16(onnx.load(str(fp32)), keep_io_types=True)
     onnx.save(model, str(target))
     return {"tool": "onnxconverter_common.float16.convert_float_to_float16", "keep_io_types": True}
 
