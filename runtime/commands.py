@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -29,8 +30,7 @@ def embedder_from_args(args: argparse.Namespace) -> Embedder:
         providers = [p.strip() for p in providers.split(",") if p.strip()]
     embedder = Embedder(args.model, providers=providers, threads=args.threads, strict=args.strict)
     if getattr(args, "exif_transpose", False):
-        spec = embedder.spec
-        embedder.spec = PreprocessSpec(spec.size, spec.resample, spec.alpha, True, spec.jpeg_draft)
+        embedder.spec = dataclasses.replace(embedder.spec, exif_transpose=True)
     return embedder
 
 
