@@ -26,6 +26,8 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
                         help="fail if the requested provider is not the one that runs")
     parser.add_argument("--exif-transpose", action="store_true",
                         help="apply EXIF orientation before resizing (off by default, as in Keras)")
+    parser.add_argument("--cache-optimized", action="store_true",
+                        help="save onnxruntime's optimised graph beside the model for faster starts")
 
 
 def _export_parser(sub: Any) -> None:

@@ -28,7 +28,8 @@ def embedder_from_args(args: argparse.Namespace) -> Embedder:
     providers: Any = args.providers
     if "," in providers:
         providers = [p.strip() for p in providers.split(",") if p.strip()]
-    embedder = Embedder(args.model, providers=providers, threads=args.threads, strict=args.strict)
+    embedder = Embedder(args.model, providers=providers, threads=args.threads, strict=args.strict,
+                        cache_optimized=getattr(args, "cache_optimized", False))
     if getattr(args, "exif_transpose", False):
         embedder.spec = dataclasses.replace(embedder.spec, exif_transpose=True)
     return embedder

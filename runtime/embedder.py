@@ -30,6 +30,10 @@ class Embedder:
     ``"auto"``, ``"cpu"``, ``"cuda"`` or an onnxruntime provider list; ``.provider`` says
     which one runs, and ``strict=True`` raises if it is not the one requested.
     ``spec`` overrides the manifest's preprocessing (say, ``exif_transpose=True``).
+    ``cache_optimized=True`` saves onnxruntime's optimised graph beside the model on first
+    use (keyed by model, onnxruntime version, provider and CPU) for faster cold starts.
+    ``io_binding`` (default: on for CUDA) runs through onnxruntime's I/O binding, so the
+    output is allocated once by the provider instead of copied through a Python list.
     """
 
     def __init__(
@@ -40,6 +44,8 @@ class Embedder:
         strict: bool = False,
         spec: PreprocessSpec | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        cache_optimized: bool = False,
+        io_binding: bool | None = None,
     ) -> None:
         self.manifest: Manifest = read_manifest(model, verify=True)
         if self.manifest.random_weights:
@@ -53,8 +59,10 @@ class Embedder:
         self.spec: PreprocessSpec = spec or self.manifest.preprocess
         self.max_pixels = max_pixels
         self.session, self.provider = create_session(
-            self.manifest.model_path, providers, threads, strict
+            self.manifest.model_path, providers, threads, strict,
+            cache_key=self.manifest.model_sha256 if cache_optimized else None,
         )
+        self.io_binding = self.provider == "CUDAExecutionProvider" if io_binding is None else io_binding
         self._input_name = self.manifest.input_name
         self.dim: int = self.manifest.embedding_dim
         self.input_size: tuple[int, int] = self.spec.size
@@ -77,6 +85,12 @@ class Embedder:
                 f"got {tuple(batch.shape)}",
             )
         feed = np.ascontiguousarray(batch, dtype=np.float32)
+        if self.io_binding:
+            binding = self.session.io_binding()
+            binding.bind_cpu_input(self._input_name, feed)
+            binding.bind_output(self.manifest.output_name)
+            self.session.run_with_iobinding(binding)
+            return np.asarray(binding.copy_outputs_to_cpu()[0], dtype=np.float32)
         output = self.session.run(None, {self._input_name: feed})[0]
         return np.asarray(output, dtype=np.float32)
 

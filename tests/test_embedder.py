@@ -94,3 +94,16 @@ def test_threads_follow_usable_cpus(model_dir: Path) -> None:
     assert usable_cpus() >= 1
     embedder = Embedder(model_dir, providers="cpu", threads=1)
     assert embedder.session.get_session_options().intra_op_num_threads == 1
+
+
+def test_optimized_graph_cache_and_io_binding(model_dir: Path, tmp_path: Path, photos: list[Path]) -> None:
+    copy = _copy_model(model_dir, tmp_path)
+    plain = Embedder(copy, providers="cpu").embed(photos[:2])
+    first = Embedder(copy, providers="cpu", cache_optimized=True)
+    cached = list(copy.glob("model.optimized-*.onnx"))
+    assert len(cached) == 1 and not list(copy.glob(".*.tmp"))
+    second = Embedder(copy, providers="cpu", cache_optimized=True)
+    assert list(copy.glob("model.optimized-*.onnx")) == cached
+    for embedder in (first, second, Embedder(copy, providers="cpu", io_binding=True)):
+        assert np.allclose(embedder.embed(photos[:2]), plain, rtol=1e-4, atol=1e-3)
+    assert Embedder(copy, providers="cpu").io_binding is False
