@@ -215,9 +215,10 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
                      f"end to end {m['end_to_end_batch8_images_per_s']} img/s")
         lines.append("  stages ms p50/p95/p99: " + ", ".join(
             f"{k} {v['p50']}/{v['p95']}/{v['p99']}" for k, v in m["stages_ms"].items()))
+        unit = "GFLOP/s" if m["precision"] == "fp32" else "fp32-equivalent GFLOP/s"
         for size, b in m["batch"].items():
             lines.append(f"  batch {size:>3}: {b['ms']:9.1f} ms  {b['images_per_s']:7.2f} img/s  "
-                         f"{b['gflops']:7.1f} GFLOP/s ({b['fraction_of_matmul_peak']:.0%} of matmul peak)")
+                         f"{b['gflops']:7.1f} {unit} ({b['fraction_of_matmul_peak']:.0%} of matmul peak)")
         lines.append("  threads (batch 1 ms): " + ", ".join(f"{t}: {ms}" for t, ms in m["threads_batch1_ms"].items()))
     if "keras" in report:
         k = report["keras"]
