@@ -11,7 +11,8 @@ import tempfile
 from dataclasses import dataclass
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
+from collections.abc import Callable, Sequence
 
 from vggsim.manifest import MANIFEST_FILE, MANIFEST_FORMAT, MODEL_FILE, sha256_file
 from vggsim.preprocess import DEFAULT_SPEC, PreprocessSpec
@@ -20,7 +21,7 @@ from vggsim.samples import sample_photos
 from .convert import BATCH_DIM, DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, finish, onnx_embed, to_onnx
 from .errors import ExportError
 from .keras_model import INPUT_SHAPE, build_model, keras_embed
-from .parity import ParityTolerance, parity_report
+from .parity import DEFAULT_TOLERANCE, ParityTolerance, parity_report
 
 Log = Callable[[str], None]
 
@@ -89,7 +90,7 @@ def export_model(
     verify: bool = True,
     photos: Sequence[str | os.PathLike[str]] | None = None,
     spec: PreprocessSpec = DEFAULT_SPEC,
-    tolerance: ParityTolerance = ParityTolerance(),
+    tolerance: ParityTolerance = DEFAULT_TOLERANCE,
     log: Log = lambda message: None,
 ) -> ExportResult:
     """Export the recipe's VGG16 to ``out/model.onnx`` with ``out/manifest.json``.

@@ -49,7 +49,7 @@ def _notop_origin() -> str:
     except (ImportError, AttributeError):  # older Keras layouts
         from keras.applications import vgg16 as keras_vgg16  # type: ignore[no-redef]
 
-        return str(getattr(keras_vgg16, "WEIGHTS_PATH_NO_TOP"))
+        return str(keras_vgg16.WEIGHTS_PATH_NO_TOP)
 
 
 def fetch_imagenet_weights(keras: Any) -> Path:

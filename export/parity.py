@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -28,6 +29,9 @@ class ParityTolerance:
     min_cosine: float = 0.99999
     max_score_diff: float = 1e-5
     max_rel_error: float = 1e-4
+
+
+DEFAULT_TOLERANCE = ParityTolerance()
 
 
 def compare(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
@@ -61,7 +65,7 @@ def parity_report(
     keras_embed: Embed,
     onnx_embed: Embed,
     photos: Sequence[Path],
-    tolerance: ParityTolerance = ParityTolerance(),
+    tolerance: ParityTolerance = DEFAULT_TOLERANCE,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Run Keras and ONNX side by side and return the figures; raise ParityError on failure.

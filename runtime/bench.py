@@ -16,7 +16,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -111,13 +112,13 @@ def bench_model(model: str, photos: Sequence[Path], batch_sizes: Sequence[int], 
     batches = {}
     for size in batch_sizes:
         batch = np.resize(arrays, (size, *arrays.shape[1:]))
-        median = statistics.median(timed(lambda: embedder.run(batch), max(2, rounds // max(1, size // 4))))
+        median = statistics.median(timed(lambda: embedder.run(batch), max(2, rounds // max(1, size // 4))))  # noqa: B023 (called now)
         batches[str(size)] = {"ms": round(median * 1000, 2), "images_per_s": round(size / median, 2),
                               "gflops": round(size * VGG16_GFLOP / median, 1)}
     sweep = {}
     for count in threads:
         single = Embedder(model, providers=providers, threads=count)
-        sweep[str(count)] = round(statistics.median(timed(lambda: single.run(arrays[:1]), max(3, rounds // 2))) * 1000, 2)
+        sweep[str(count)] = round(statistics.median(timed(lambda: single.run(arrays[:1]), max(3, rounds // 2))) * 1000, 2)  # noqa: B023
     from .pipeline import iter_embeddings
 
     files = [photos[i % len(photos)] for i in range(max(16, 2 * max(batch_sizes)))]
@@ -142,7 +143,7 @@ def keras_figures(batch_sizes: Sequence[int], rounds: int, photo: Path) -> dict[
     batches = {}
     for size in batch_sizes:
         batch = np.random.default_rng(0).uniform(0, 255, (size, 224, 224, 3)).astype(np.float32)
-        median = statistics.median(timed(lambda: model.predict(batch, verbose=0), max(2, rounds // max(1, size // 4))))
+        median = statistics.median(timed(lambda: model.predict(batch, verbose=0), max(2, rounds // max(1, size // 4))))  # noqa: B023
         batches[str(size)] = {"ms": round(median * 1000, 2), "images_per_s": round(size / median, 2)}
     code = ("import time; t = time.perf_counter(); import os; os.environ['TF_CPP_MIN_LOG_LEVEL'] = '3'; "
             "import numpy as np; from PIL import Image; from tensorflow.keras.applications import VGG16; "

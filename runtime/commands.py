@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .embedder import Embedder
-from .errors import ModelError, VggsimError
+from .errors import VggsimError
 from .preprocess import PreprocessSpec
 from .session import available_providers, resolve_providers, usable_cpus
 
@@ -54,7 +54,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                    opset=args.opset or DEFAULT_OPSET, verify=not args.no_verify,
                    photos=_photos_in(args.photos), spec=spec, log=_log)
     if args.precision == "fp32":
-        export_model(out=out, **options)  # type: ignore[arg-type]
+        export_model(out=out, **options)
     else:
         import tempfile
 
@@ -62,7 +62,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
         out.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=".fp32-", dir=out.parent) as fp32_dir:
-            export_model(out=fp32_dir, **options)  # type: ignore[arg-type]
+            export_model(out=fp32_dir, **options)
             export_variant(Path(fp32_dir), out, args.precision, _photos_in(args.calibration), log=_log)
         _log(f"wrote the {args.precision} model to {out}")
     if args.weights == "random":
@@ -169,4 +169,4 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["cmd_export", "cmd_compare", "cmd_doctor", "cmd_bench", "embedder_from_args", "ModelError"]
+__all__ = ["cmd_export", "cmd_compare", "cmd_doctor", "cmd_bench", "embedder_from_args"]

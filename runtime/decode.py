@@ -12,7 +12,8 @@ import io
 import os
 import warnings
 from pathlib import Path
-from typing import BinaryIO, Callable, Optional, Union
+from typing import BinaryIO, Optional, Union
+from collections.abc import Callable
 
 from PIL import Image, UnidentifiedImageError
 
@@ -61,7 +62,8 @@ def describe_source(source: object) -> str:
     return str(name) if isinstance(name, str) else f"<{type(source).__name__}>"
 
 
-def _check_path(path: Path, name: str) -> None:
+def check_path(path: Path, name: str) -> None:
+    """Raise ImageError if ``path`` is missing, a folder, unreadable or empty."""
     try:
         if path.is_dir():
             raise ImageError(name, "is_directory", "is a directory, not an image file")
@@ -124,7 +126,7 @@ def open_image(
         return source
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
-        _check_path(path, name)
+        check_path(path, name)
         try:
             with path.open("rb") as fp:
                 return _decode(fp, name, max_pixels, before_load)

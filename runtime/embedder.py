@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import Iterable, Iterator, Sequence, Union
+from typing import Union
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -110,13 +111,15 @@ class Embedder:
                 [self.run(batch[i : i + batch_size]) for i in range(0, len(batch), batch_size)]
                 or [np.zeros((0, self.dim), np.float32)]
             )
-        sources = [images] if _is_single(images) else list(images)  # type: ignore[arg-type]
+        sources: list[ImageSource] = [images] if _is_single(images) else list(images)  # type: ignore[list-item,arg-type]
         chunks = [self.run(np.stack([self.load(s) for s in part])) for part in _chunks(sources, batch_size)]
-        return np.concatenate(chunks) if chunks else np.zeros((0, self.dim), np.float32)
+        result: np.ndarray = np.concatenate(chunks) if chunks else np.zeros((0, self.dim), np.float32)
+        return result
 
     def embed_one(self, image: ImageSource) -> np.ndarray:
         """The (512,) embedding of a single image."""
-        return self.embed([image])[0]
+        vector: np.ndarray = self.embed([image])[0]
+        return vector
 
     def similarity(self, a: ImageSource, b: ImageSource) -> float:
         """Cosine similarity of two images' embeddings, as the recipe computes it."""

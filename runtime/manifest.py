@@ -86,7 +86,7 @@ class Manifest:
 
     @property
     def random_weights(self) -> bool:
-        return self.data.get("weights", {}).get("source") == "random"
+        return bool(self.data.get("weights", {}).get("source") == "random")
 
     def identity(self) -> dict[str, Any]:
         """What a store records to refuse vectors from another model or preprocessing."""

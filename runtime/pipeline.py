@@ -15,14 +15,15 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-from .decode import _check_path, open_image
+from .decode import check_path, open_image
 from .embedder import Embedder
 from .errors import ImageError
-from .preprocess import _jpeg_draft, prepare
+from .preprocess import jpeg_draft_hook, prepare
 
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 DEFAULT_DECODE_TIMEOUT = 60.0
@@ -56,7 +57,7 @@ class EmbedResult:
 def read_file(path: Path, embedder: Embedder, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[np.ndarray, FileInfo]:
     """Read, hash, decode and preprocess one file; raise ImageError naming it."""
     name = str(path)
-    _check_path(path, name)
+    check_path(path, name)
     stat = path.stat()
     if stat.st_size > max_bytes:
         raise ImageError(name, "too_large", f"file is {stat.st_size:,} bytes, over the {max_bytes:,}-byte limit")
@@ -64,7 +65,7 @@ def read_file(path: Path, embedder: Embedder, max_bytes: int = DEFAULT_MAX_BYTES
         data = path.read_bytes()
     except OSError as exc:
         raise ImageError(name, "unreadable", f"cannot read the file ({exc.strerror or exc})") from None
-    before_load = _jpeg_draft(embedder.spec) if embedder.spec.jpeg_draft else None
+    before_load = jpeg_draft_hook(embedder.spec) if embedder.spec.jpeg_draft else None
     try:
         image = open_image(data, embedder.max_pixels, before_load)
     except ImageError as exc:

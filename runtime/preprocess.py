@@ -161,11 +161,11 @@ def load_image(
     :class:`~vggsim.ImageError` (a ``ValueError``) naming the input and the cause.
     """
     name = describe_source(source)
-    before_load = _jpeg_draft(spec) if spec.jpeg_draft else None
+    before_load = jpeg_draft_hook(spec) if spec.jpeg_draft else None
     return prepare(open_image(source, max_pixels, before_load), spec, name)
 
 
-def _jpeg_draft(spec: PreprocessSpec) -> BeforeLoad:
+def jpeg_draft_hook(spec: PreprocessSpec) -> BeforeLoad:
     """DCT-domain downscaling in libjpeg to no less than twice the target size."""
 
     def draft(image: Image.Image) -> None:

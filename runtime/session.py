@@ -7,13 +7,14 @@ import os
 import platform
 import warnings
 from pathlib import Path
-from typing import Any, Sequence, Union
+from typing import Any, Union
+from collections.abc import Sequence
 
 import onnxruntime as ort
 
 from .errors import ProviderError
 
-ProviderRequest = Union[str, Sequence[Union[str, tuple[str, dict[str, Any]]]]]
+ProviderRequest = Union[str, Sequence[str | tuple[str, dict[str, Any]]]]
 
 PROVIDER_ALIASES: dict[str, str] = {
     "cpu": "CPUExecutionProvider",
@@ -71,24 +72,27 @@ def resolve_providers(request: ProviderRequest = "auto") -> list[Any]:
     build lacks is a :class:`ProviderError` that says what to install.
     """
     available = available_providers()
+    cuda: list[Any] = [CUDA_DEFAULT] if "CUDAExecutionProvider" in available else []
+    items: list[Any]
     if isinstance(request, str):
         key = request.lower()
         if key == "auto":
-            wanted = [CUDA_DEFAULT] if "CUDAExecutionProvider" in available else []
-            return wanted + ["CPUExecutionProvider"]
+            return cuda + ["CPUExecutionProvider"]
         if key == "tensorrt":  # TensorRT first, then CUDA for what it cannot take
-            request = ["TensorrtExecutionProvider"] + (
-                [CUDA_DEFAULT] if "CUDAExecutionProvider" in available else [])  # type: ignore[list-item]
+            items = ["TensorrtExecutionProvider", *cuda]
         elif key == "cuda":
-            request = [CUDA_DEFAULT]  # type: ignore[list-item]
-        if key not in PROVIDER_ALIASES and request not in available:
+            items = [CUDA_DEFAULT]
+        elif key in PROVIDER_ALIASES or request in available:
+            items = [PROVIDER_ALIASES.get(key, request)]
+        else:
             raise ProviderError(
                 f"Unknown provider {request!r}: use 'auto', one of {sorted(PROVIDER_ALIASES)}, "
                 f"or an onnxruntime provider name ({', '.join(available)})."
             )
-        request = [PROVIDER_ALIASES.get(key, request)]
+    else:
+        items = list(request)
     resolved: list[Any] = []
-    for item in request:
+    for item in items:
         name = item[0] if isinstance(item, tuple) else PROVIDER_ALIASES.get(item.lower(), item)
         if name not in available:
             hint = (

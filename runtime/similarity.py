@@ -8,10 +8,11 @@ from numpy.typing import ArrayLike
 
 def l2_normalize(vectors: ArrayLike, dtype: type = np.float32) -> np.ndarray:
     """Rows scaled to unit length. A zero row stays zero (as in scikit-learn's ``normalize``)."""
-    matrix = np.atleast_2d(np.asarray(vectors, dtype=dtype))
+    matrix: np.ndarray = np.atleast_2d(np.asarray(vectors, dtype=dtype))
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     norms[norms == 0] = 1.0
-    return matrix / norms
+    normalized: np.ndarray = matrix / norms
+    return normalized
 
 
 def cosine_similarity(x: ArrayLike, y: ArrayLike | None = None) -> np.ndarray:

@@ -6,7 +6,8 @@ import glob
 import os
 import sys
 from pathlib import Path
-from typing import Iterable, Iterator, TextIO
+from typing import TextIO
+from collections.abc import Iterable, Iterator
 
 from PIL import Image
 

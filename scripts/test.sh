@@ -9,7 +9,9 @@ export TF_CPP_MIN_LOG_LEVEL=3 PIP_DISABLE_PIP_VERSION_CHECK=1
 echo "== full environment (.venv): vggsim[export,test,ann]"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip setuptools wheel
-.venv/bin/python -m pip install -q -e ".[export,test,ann,fp16]"
+.venv/bin/python -m pip install -q -e ".[export,test,ann,fp16]" "mypy==2.4.1" "ruff==0.17.6"
+.venv/bin/ruff check runtime export tests benchmarks
+.venv/bin/mypy
 .venv/bin/python -m pytest -q -p no:cacheprovider tests
 
 echo "== runtime-only environment (.venv-runtime): vggsim[test], no TensorFlow"

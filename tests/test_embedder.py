@@ -107,3 +107,15 @@ def test_optimized_graph_cache_and_io_binding(model_dir: Path, tmp_path: Path, p
     for embedder in (first, second, Embedder(copy, providers="cpu", io_binding=True)):
         assert np.allclose(embedder.embed(photos[:2]), plain, rtol=1e-4, atol=1e-3)
     assert Embedder(copy, providers="cpu").io_binding is False
+
+
+def test_provider_resolution_on_a_gpu_build(monkeypatch: pytest.MonkeyPatch) -> None:
+    from vggsim import session
+
+    monkeypatch.setattr(session, "available_providers",
+                        lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"])
+    cuda = ("CUDAExecutionProvider", {"cudnn_conv_algo_search": "EXHAUSTIVE"})
+    assert resolve_providers("auto") == [cuda, "CPUExecutionProvider"]
+    assert resolve_providers("cuda") == [cuda, "CPUExecutionProvider"]
+    assert resolve_providers("tensorrt") == ["TensorrtExecutionProvider", cuda, "CPUExecutionProvider"]
+    assert resolve_providers(["cuda", "cpu"]) == ["CUDAExecutionProvider", "CPUExecutionProvider"]
