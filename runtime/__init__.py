@@ -14,6 +14,7 @@ from .errors import (
     VggsimError,
 )
 from .manifest import Manifest, read_manifest
+from .pipeline import EmbedResult, iter_embeddings
 from .preprocess import DEFAULT_SPEC, PreprocessSpec, load_image, to_rgb
 from .samples import sample_photos
 from .session import available_providers, usable_cpus
@@ -22,9 +23,9 @@ from .similarity import cosine, cosine_similarity, l2_normalize
 __version__ = "0.1.0"
 
 __all__ = [
-    "ALLOWED_FORMATS", "DEFAULT_MAX_PIXELS", "DEFAULT_SPEC", "Embedder", "ImageError",
+    "ALLOWED_FORMATS", "DEFAULT_MAX_PIXELS", "DEFAULT_SPEC", "EmbedResult", "Embedder", "ImageError",
     "Manifest", "MissingExtraError", "ModelError", "PreprocessSpec", "ProviderError",
     "RandomWeightsWarning", "StoreError", "VggsimError", "available_providers", "cosine",
     "cosine_similarity", "l2_normalize", "load_image", "read_manifest", "sample_photos",
-    "to_rgb", "usable_cpus", "__version__",
+    "iter_embeddings", "to_rgb", "usable_cpus", "__version__",
 ]
