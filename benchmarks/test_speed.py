@@ -100,3 +100,26 @@ def test_12_megapixel_jpegs_against_the_keras_recipe(keras_model: Any, models: d
     RESULTS["12 MP JPEG img/s: keras / vggsim int8+draft"] = (
         f"{keras_rate:.2f} / {ours:.2f} = {ours / keras_rate:.1f}x; min cosine vs exact fp32 {cosines.min():.5f}")
     assert ours >= 3 * keras_rate and cosines.min() >= 0.99
+
+
+@pytest.mark.parametrize("megapixels", [1, 3, 12, 24])
+def test_jpeg_draft_fidelity_and_decode_gain_by_size(models: dict[str, Path], tmp_path: Path, megapixels: int) -> None:
+    from vggsim import load_image
+
+    width = int((megapixels * 1e6 * 4 / 3) ** 0.5)
+    height = int(width * 3 / 4)
+    files = []
+    for n, photo in enumerate(sample_photos()[:4]):
+        path = tmp_path / f"p{n}.jpg"
+        Image.open(photo).convert("RGB").resize((width, height), Image.Resampling.BICUBIC).save(path, quality=90)
+        files.append(path)
+    draft_spec = PreprocessSpec(jpeg_draft=True)
+    exact_s = statistics.median(timed(lambda: [load_image(f) for f in files], 3)) / len(files)
+    draft_s = statistics.median(timed(lambda: [load_image(f, draft_spec) for f in files], 3)) / len(files)
+    embedder = Embedder(models["caffe"], providers="cpu")
+    exact = embedder.embed(np.stack([load_image(f) for f in files]))
+    draft = embedder.embed(np.stack([load_image(f, draft_spec) for f in files]))
+    cosine = float(np.sum(l2_normalize(exact) * l2_normalize(draft), axis=1).min())
+    RESULTS[f"jpeg draft {megapixels} MP ({width}x{height}): decode+resize ms exact / draft; min cos"] = (
+        f"{exact_s * 1000:.1f} / {draft_s * 1000:.1f} ({exact_s / draft_s:.1f}x); {cosine:.5f}")
+    assert cosine >= 0.99

@@ -224,3 +224,12 @@ def test_float16_store(model_dir: Path, tmp_path: Path, photos: list[Path]) -> N
     assert result.returncode == 0, result.stderr
     shard = np.load(next((tmp_path / "s" / "vectors").glob("*.npy")), allow_pickle=False)
     assert shard.dtype == np.float16 and shard.shape == (2, 512)
+
+
+def test_paths_from_stdin(model_dir: Path, tmp_path: Path, photos: list[Path]) -> None:
+    listing = f"{photos[0]}\n# skipped comment\n{tmp_path / 'absent.jpg'}\n"
+    result = run_cli("embed", "--from", "-", "--store", str(tmp_path / "s"), "--model", str(model_dir), "--json",
+                     input=listing)
+    summary = json.loads(result.stdout)
+    assert (summary["embedded"], summary["failed"], summary["failed_by_kind"]) == (1, 1, {"not_found": 1})
+    assert result.returncode == 1
