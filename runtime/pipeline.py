@@ -24,6 +24,7 @@ from .decode import check_path, open_image
 from .embedder import Embedder
 from .errors import ImageError
 from .preprocess import jpeg_draft_hook, prepare
+from .session import usable_cpus
 
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 DEFAULT_DECODE_TIMEOUT = 60.0
@@ -126,7 +127,7 @@ def iter_embeddings(
 
     A caller can stream a collection of any size: nothing is held beyond a few batches.
     """
-    workers = max(1, workers or min(8, os.cpu_count() or 1))
+    workers = max(1, workers or min(8, usable_cpus()))
     tasks: queue.Queue[Path | None] = queue.Queue(maxsize=2 * workers)
     results: queue.Queue[Any] = queue.Queue(maxsize=2 * workers + batch_size)
     counts = {"submitted": 0}
