@@ -61,7 +61,7 @@ def matmul_peak_gflops(size: int = 2048, rounds: int = 5, threads: int | None = 
 
     from .session import session_options
 
-    session = ort.InferenceSession(str(Path(__file__).with_name("data") / "matmul.onnx"),
+    session = ort.InferenceSession(str(Path(__file__).with_name("bench_matmul.onnx")),
                                    sess_options=session_options(threads), providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(0)
     feed = {"a": rng.standard_normal((size, size), np.float32), "b": rng.standard_normal((size, size), np.float32)}
