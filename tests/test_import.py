@@ -50,9 +50,18 @@ def test_runtime_only_environment_has_no_tensorflow() -> None:
 
 @pytest.mark.slow
 def test_wheel_holds_vggsim_and_vggsim_export_only(tmp_path: Path) -> None:
-    subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation",
-                    "-q", "-w", str(tmp_path)], check=True, capture_output=True)
-    wheel = next(tmp_path.glob("vggsim-*.whl"))
+    import shutil
+
+    source = tmp_path / "src"  # a clean copy: no stale build/ folder can leak into the wheel
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    for folder in ("runtime", "export", "tests", "models", "benchmarks"):
+        shutil.copytree(ROOT / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__", "*.onnx")
+                        if folder == "models" else shutil.ignore_patterns("__pycache__"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation",
+                    "-q", "-w", str(tmp_path / "dist")], check=True, capture_output=True)
+    wheel = next((tmp_path / "dist").glob("vggsim-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     packages = {n.split("/")[0] for n in names if not n.startswith("vggsim-")}
     assert packages == {"vggsim"}
