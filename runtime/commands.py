@@ -148,9 +148,12 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import report_json, run_bench, summary_lines, write_plot
+    from .errors import require
     from .samples import sample_photos
     from .session import usable_cpus
 
+    if args.plot:  # say so before minutes of measuring, not after
+        require("matplotlib", "plot", "The bench plot")
     photos = _photos_in(args.images) or sample_photos()
     if not photos:
         raise VggsimError("bench needs images: pass --images DIR or install scikit-learn (it ships sample photos)")
