@@ -119,3 +119,22 @@ def test_provider_resolution_on_a_gpu_build(monkeypatch: pytest.MonkeyPatch) -> 
     assert resolve_providers("cuda") == [cuda, "CPUExecutionProvider"]
     assert resolve_providers("tensorrt") == ["TensorrtExecutionProvider", cuda, "CPUExecutionProvider"]
     assert resolve_providers(["cuda", "cpu"]) == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+def test_cgroup_quota_caps_the_thread_count(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from vggsim import session
+
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    (v2 / "cpu.max").write_text("150000 100000\n")  # 1.5 CPUs
+    assert session._cgroup_cpu_quota(v2) == 1.5
+    (v2 / "cpu.max").write_text("max 100000\n")
+    assert session._cgroup_cpu_quota(v2) is None
+    v1 = tmp_path / "v1"
+    (v1 / "cpu").mkdir(parents=True)
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("300000")
+    (v1 / "cpu" / "cpu.cfs_period_us").write_text("100000")
+    assert session._cgroup_cpu_quota(v1) == 3.0
+    monkeypatch.setattr(session, "_cgroup_cpu_quota", lambda: 1.5)
+    monkeypatch.setattr(session.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    assert session.usable_cpus() == 2  # 1.5 CPUs of quota round up; affinity alone would say 4
