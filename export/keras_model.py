@@ -70,20 +70,28 @@ def fetch_imagenet_weights(keras: Any) -> Path:
     return Path(path)
 
 
-def _set_random_weights(model: Any, seed: int) -> str:
-    """He-normal kernels and zero biases from NumPy's PCG64: the same on every platform."""
+def random_weights(shapes: list[tuple[int, ...]], seed: int) -> list[np.ndarray]:
+    """He-normal kernels and zero biases from NumPy's PCG64: the same on every platform.
+
+    NumPy alone, so a random-weight model can be rebuilt bit for bit without TensorFlow.
+    """
     rng = np.random.Generator(np.random.PCG64(seed))
-    digest = hashlib.sha256()
     weights = []
-    for array in model.get_weights():
-        if array.ndim == 4:
-            fan_in = int(np.prod(array.shape[:3]))
-            value = (rng.standard_normal(array.shape) * np.sqrt(2.0 / fan_in)).astype(np.float32)
+    for shape in shapes:
+        if len(shape) == 4:
+            fan_in = int(np.prod(shape[:3]))
+            weights.append((rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32))
         else:
-            value = np.zeros(array.shape, dtype=np.float32)
-        digest.update(value.tobytes())
-        weights.append(value)
+            weights.append(np.zeros(shape, dtype=np.float32))
+    return weights
+
+
+def _set_random_weights(model: Any, seed: int) -> str:
+    weights = random_weights([tuple(w.shape) for w in model.get_weights()], seed)
     model.set_weights(weights)
+    digest = hashlib.sha256()
+    for value in weights:
+        digest.update(value.tobytes())
     return digest.hexdigest()
 
 

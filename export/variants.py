@@ -25,6 +25,7 @@ from vggsim.errors import require
 from vggsim.manifest import MANIFEST_FILE, MODEL_FILE, read_manifest, sha256_file
 from vggsim.preprocess import load_image
 from vggsim.samples import sample_photos
+from vggsim.session import resolve_providers
 from vggsim.similarity import l2_normalize
 
 from .errors import AccuracyError, ExportError
@@ -137,7 +138,7 @@ def export_variant(fp32_dir: Path, out: Path, precision: str, calibration: Seque
         options.log_severity_level = 3
         fp32_session = ort.InferenceSession(str(base.model_path), options, providers=["CPUExecutionProvider"])
         try:
-            variant_session = ort.InferenceSession(str(target), options, providers=ort.get_available_providers())
+            variant_session = ort.InferenceSession(str(target), options, providers=resolve_providers("auto"))
         except Exception as exc:  # fp16 kernels are missing on some CPU builds
             raise ExportError(f"onnxruntime cannot run the {precision} model here ({exc})") from None
         name = base.input_name

@@ -27,10 +27,10 @@ from .preprocess import prepare
 from .session import usable_cpus
 
 # VGG16 without its top at 224x224: 13 3x3 convolutions, (input channels, output channels, side).
-_VGG16_CONVS = [(3, 64, 224), (64, 64, 224), (64, 128, 112), (128, 128, 112), (128, 256, 56), (256, 256, 56),
+VGG16_CONVS = [(3, 64, 224), (64, 64, 224), (64, 128, 112), (128, 128, 112), (128, 256, 56), (256, 256, 56),
                 (256, 256, 56), (256, 512, 28), (512, 512, 28), (512, 512, 28), (512, 512, 14), (512, 512, 14),
                 (512, 512, 14)]
-VGG16_GFLOP = sum(2 * 9 * cin * cout * side * side for cin, cout, side in _VGG16_CONVS) / 1e9
+VGG16_GFLOP = sum(2 * 9 * cin * cout * side * side for cin, cout, side in VGG16_CONVS) / 1e9
 
 
 def percentiles(seconds: Sequence[float]) -> dict[str, float]:
@@ -50,37 +50,58 @@ def timed(fn: Callable[[], Any], rounds: int, warmup: int = 1) -> list[float]:
     return times
 
 
-def matmul_peak_gflops(size: int = 2048, rounds: int = 5, threads: int | None = None) -> float:
-    """Best float32 GFLOP/s of a square matrix multiply in onnxruntime (MLAS, the engine that
-    runs the model's convolutions), with the same thread settings as the model's sessions.
+def matmul_peak_gflops(size: int = 2048, rounds: int = 5, threads: int | None = None, providers: str = "cpu") -> float:
+    """Best float32 GFLOP/s of a square matrix multiply in onnxruntime, on the provider and
+    with the thread and provider settings the model's sessions use (on the CPU MLAS, the
+    engine that runs the model's convolutions; on CUDA cuBLAS, inputs and output kept on the GPU).
 
     NumPy's BLAS is not used: its speed depends on the BLAS build and on environment settings
     (OPENBLAS_CORETYPE) that have nothing to do with onnxruntime.
     """
     import onnxruntime as ort
 
-    from .session import session_options
+    from .session import create_session
 
-    session = ort.InferenceSession(str(Path(__file__).with_name("bench_matmul.onnx")),
-                                   sess_options=session_options(threads), providers=["CPUExecutionProvider"])
+    session, provider = create_session(Path(__file__).with_name("bench_matmul.onnx"), providers, threads)
     rng = np.random.default_rng(0)
-    feed = {"a": rng.standard_normal((size, size), np.float32), "b": rng.standard_normal((size, size), np.float32)}
-    return 2 * size**3 / min(timed(lambda: session.run(None, feed), rounds)) / 1e9
+    a, b = (rng.standard_normal((size, size), np.float32) for _ in range(2))
+    if provider == "CPUExecutionProvider":
+        run: Callable[[], Any] = lambda: session.run(None, {"a": a, "b": b})
+    else:
+        binding = session.io_binding()
+        device = "cuda" if provider == "CUDAExecutionProvider" else "cpu"
+        for name, value in (("a", a), ("b", b)):
+            binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(value, device, 0))
+        binding.bind_output("c", device)
+        run = lambda: session.run_with_iobinding(binding)
+    return 2 * size**3 / min(timed(run, rounds)) / 1e9
 
 
-def matmul_peak(threads: int | None = None) -> dict[str, float]:
+def matmul_peak(threads: int | None = None, providers: str = "cpu") -> dict[str, Any]:
     """The best of several square sizes: the reference for "fraction of peak"."""
-    by_size = {str(size): round(matmul_peak_gflops(size, threads=threads), 1) for size in (1024, 2048, 3072)}
-    return {"gflops": max(by_size.values()), "by_size": by_size}  # type: ignore[dict-item]
+    sizes = (1024, 2048, 3072) if providers == "cpu" else (2048, 4096, 8192)
+    by_size = {str(size): round(matmul_peak_gflops(size, threads=threads, providers=providers), 1) for size in sizes}
+    return {"gflops": max(by_size.values()), "by_size": by_size, "providers": providers}
 
 
-def cold_start(model: str, photo: str, rounds: int = 3) -> dict[str, float]:
+def cold_start(model: str, photo: str, rounds: int = 3, providers: str = "cpu") -> dict[str, float]:
     """New process to first embedding, median of ``rounds`` fresh interpreters."""
     code = ("import time; t = time.perf_counter(); import warnings; warnings.simplefilter('ignore'); import vggsim; "
-            f"vggsim.Embedder({model!r}, providers='cpu').embed([{photo!r}]); print(time.perf_counter() - t)")
+            f"vggsim.Embedder({model!r}, providers={providers!r}).embed([{photo!r}]); print(time.perf_counter() - t)")
     times = [float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                                   timeout=600).stdout.strip().splitlines()[-1]) for _ in range(rounds)]
     return {"seconds": round(statistics.median(times), 3)}
+
+
+def gpu_name() -> str | None:
+    """The first NVIDIA GPU's name, as nvidia-smi reports it, or None."""
+    try:
+        result = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
+                                capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    lines = result.stdout.strip().splitlines()
+    return lines[0].strip() if result.returncode == 0 and lines else None
 
 
 def hardware() -> dict[str, Any]:
@@ -93,7 +114,7 @@ def hardware() -> dict[str, Any]:
     except OSError:
         pass
     return {"cpu": model, "os_cpu_count": os.cpu_count(), "usable_cpus": usable_cpus(), "machine": platform.machine(),
-            "python": platform.python_version()}
+            "python": platform.python_version(), "gpu": gpu_name()}
 
 
 def bench_model(model: str, photos: Sequence[Path], batch_sizes: Sequence[int], threads: Sequence[int],
@@ -130,30 +151,53 @@ def bench_model(model: str, photos: Sequence[Path], batch_sizes: Sequence[int], 
         "model_sha256": embedder.model_sha256, "stages_ms": {k: percentiles(v) for k, v in stages.items()},
         "batch": batches, "threads_batch1_ms": sweep,
         "end_to_end_batch8_images_per_s": round(end_to_end, 2),
-        "cold_start": cold_start(model, str(photos[0])),
+        "cold_start": cold_start(model, str(photos[0]), providers=providers),
     }
 
 
-def keras_figures(batch_sizes: Sequence[int], rounds: int, photo: Path) -> dict[str, Any]:
-    """The Keras recipe side by side (needs the export extra). Weights do not change speed,
-    so the model gets vggsim's deterministic random weights and needs no download."""
-    from .export.keras_model import build_model
+def _keras_vgg16() -> tuple[Any, str]:
+    """The recipe's model with vggsim's deterministic random weights, and Keras's backend.
 
-    model, _ = build_model("random", 0)
+    With the export extra this is TensorFlow's Keras, as the recipe runs it; without
+    TensorFlow, any Keras 3 backend that is installed (``KERAS_BACKEND=jax`` or ``torch``).
+    """
+    from .errors import MissingExtraError
+
+    try:
+        from .export.keras_model import build_model
+
+        model, _ = build_model("random", 0)
+    except MissingExtraError:
+        try:
+            import keras
+        except ImportError:
+            raise MissingExtraError("export", "vggsim bench --keras", "keras") from None
+        from .export.keras_model import INPUT_SHAPE, random_weights
+
+        model = keras.applications.VGG16(weights=None, include_top=False, pooling="max", input_shape=INPUT_SHAPE)
+        model.set_weights(random_weights([tuple(w.shape) for w in model.get_weights()], 0))
+    import keras
+
+    return model, f"keras {keras.__version__} ({keras.backend.backend()})"
+
+
+def keras_figures(batch_sizes: Sequence[int], rounds: int, photo: Path) -> dict[str, Any]:
+    """The Keras recipe side by side. Weights do not change speed, so the model gets
+    vggsim's deterministic random weights and needs no download."""
+    model, backend = _keras_vgg16()
     batches = {}
     for size in batch_sizes:
         batch = np.random.default_rng(0).uniform(0, 255, (size, 224, 224, 3)).astype(np.float32)
         median = statistics.median(timed(lambda: model.predict(batch, verbose=0), max(2, rounds // max(1, size // 4))))  # noqa: B023
         batches[str(size)] = {"ms": round(median * 1000, 2), "images_per_s": round(size / median, 2)}
     code = ("import time; t = time.perf_counter(); import os; os.environ['TF_CPP_MIN_LOG_LEVEL'] = '3'; "
-            "import numpy as np; from PIL import Image; from tensorflow.keras.applications import VGG16; "
-            "from tensorflow.keras.preprocessing import image; "
-            "m = VGG16(weights=None, include_top=False, pooling='max', input_shape=(224, 224, 3)); "
-            f"m.predict(np.expand_dims(image.img_to_array(Image.open({str(photo)!r}).resize((224, 224))), 0), verbose=0); "
-            "print(time.perf_counter() - t)")
+            "import numpy as np; from PIL import Image; import keras; "
+            "m = keras.applications.VGG16(weights=None, include_top=False, pooling='max', input_shape=(224, 224, 3)); "
+            f"m.predict(np.expand_dims(keras.utils.img_to_array(Image.open({str(photo)!r}).resize((224, 224))), 0), "
+            "verbose=0); print(time.perf_counter() - t)")
     cold = [float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                                  timeout=600).stdout.strip().splitlines()[-1]) for _ in range(3)]
-    return {"batch": batches, "cold_start": {"seconds": round(statistics.median(cold), 3)}}
+    return {"backend": backend, "batch": batches, "cold_start": {"seconds": round(statistics.median(cold), 3)}}
 
 
 def run_bench(models: Sequence[str], photos: Sequence[Path], batch_sizes: Sequence[int], threads: Sequence[int],
@@ -167,16 +211,24 @@ def run_bench(models: Sequence[str], photos: Sequence[Path], batch_sizes: Sequen
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             pass
-    report: dict[str, Any] = {"hardware": hardware(), "versions": versions, "vgg16_gflop_per_image": round(VGG16_GFLOP, 2),
-                              "matmul_peak": matmul_peak()}
-    report["matmul_peak_gflops"] = report["matmul_peak"]["gflops"]
+    report: dict[str, Any] = {"hardware": hardware(), "versions": versions, "vgg16_gflop_per_image": round(VGG16_GFLOP, 2)}
     report["models"] = [bench_model(m, photos, batch_sizes, threads, rounds, providers) for m in models]
+    # The peak is measured where the models ran: cuBLAS for a CUDA run, MLAS on the CPU.
+    on_gpu = report["models"][0]["provider"] == "CUDAExecutionProvider"
+    report["matmul_peak"] = matmul_peak(providers="cuda" if on_gpu else "cpu")
+    report["matmul_peak_gflops"] = report["matmul_peak"]["gflops"]
     for entry in report["models"]:
         for figures in entry["batch"].values():
             figures["fraction_of_matmul_peak"] = round(figures["gflops"] / report["matmul_peak_gflops"], 3)
     if keras:
         report["keras"] = keras_figures(batch_sizes, rounds, photos[0])
     return report
+
+
+def _machine(report: dict[str, Any]) -> str:
+    hardware = report["hardware"]
+    on_gpu = any(m["provider"] == "CUDAExecutionProvider" for m in report["models"])
+    return f"{hardware['gpu']} + {hardware['cpu']}" if on_gpu and hardware.get("gpu") else str(hardware["cpu"])
 
 
 def write_plot(report: dict[str, Any], out: str) -> None:
@@ -193,14 +245,14 @@ def write_plot(report: dict[str, Any], out: str) -> None:
     lines = [(f"{Path(m['model']).name} ({m['precision']}, {m['provider'].replace('ExecutionProvider', '')})", m["batch"])
              for m in report["models"]]
     if "keras" in report:
-        lines.append(("Keras model.predict", report["keras"]["batch"]))
+        lines.append((f"Keras model.predict, {report['keras']['backend']}", report["keras"]["batch"]))
     for label, batches in lines:
         sizes = sorted(int(s) for s in batches)
         axis.plot(sizes, [batches[str(s)]["ms"] / s for s in sizes], marker="o", label=label)
     axis.set_xscale("log", base=2)
     axis.set_xlabel("batch size")
     axis.set_ylabel("ms per image")
-    axis.set_title(f"vggsim bench on {report['hardware']['cpu'][:48]}")
+    axis.set_title(f"vggsim bench on {_machine(report)[:60]}")
     axis.grid(alpha=0.3)
     axis.legend()
     figure.tight_layout()
@@ -209,7 +261,7 @@ def write_plot(report: dict[str, Any], out: str) -> None:
 
 def summary_lines(report: dict[str, Any]) -> list[str]:
     """The human-readable table `vggsim bench` prints."""
-    lines = [f"{report['hardware']['cpu']} ({report['hardware']['usable_cpus']} usable CPUs); "
+    lines = [f"{_machine(report)} ({report['hardware']['usable_cpus']} usable CPUs); "
              f"matmul peak {report['matmul_peak_gflops']} GFLOP/s; VGG16 {report['vgg16_gflop_per_image']} GFLOP/image"]
     for m in report["models"]:
         lines.append(f"{m['model']} [{m['precision']}, {m['provider']}]: cold start {m['cold_start']['seconds']} s, "
@@ -223,7 +275,7 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         lines.append("  threads (batch 1 ms): " + ", ".join(f"{t}: {ms}" for t, ms in m["threads_batch1_ms"].items()))
     if "keras" in report:
         k = report["keras"]
-        lines.append(f"keras model.predict: cold start {k['cold_start']['seconds']} s; " + ", ".join(
+        lines.append(f"keras model.predict [{k['backend']}]: cold start {k['cold_start']['seconds']} s; " + ", ".join(
             f"batch {s}: {b['ms']} ms" for s, b in k["batch"].items()))
     return lines
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import os
 import platform
 import warnings
@@ -27,8 +29,12 @@ PROVIDER_ALIASES: dict[str, str] = {
 
 
 # cuDNN tries every convolution algorithm once per shape and keeps the fastest: VGG16 has
-# few distinct shapes, so the search pays for itself after the first batch.
-CUDA_DEFAULT: tuple[str, dict[str, Any]] = ("CUDAExecutionProvider", {"cudnn_conv_algo_search": "EXHAUSTIVE"})
+# few distinct shapes, so the search pays for itself after the first batch. TF32 is off:
+# the fp32 model stays a float32 model on Ampere and later GPUs (parity is the product);
+# the fp16 model is the fast path on a GPU.
+CUDA_DEFAULT: tuple[str, dict[str, Any]] = (
+    "CUDAExecutionProvider", {"cudnn_conv_algo_search": "EXHAUSTIVE", "use_tf32": "0"})
+_GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 
 
 def usable_cpus() -> int:
@@ -103,7 +109,10 @@ def resolve_providers(request: ProviderRequest = "auto") -> list[Any]:
                 f"{name} is not available in this onnxruntime build (it offers "
                 f"{', '.join(available)}).{hint}"
             )
-        resolved.append((name, item[1]) if isinstance(item, tuple) else name)
+        if isinstance(item, tuple):
+            resolved.append((name, item[1]))
+        else:  # a bare name gets vggsim's settings; a (name, options) pair keeps its own
+            resolved.append(CUDA_DEFAULT if name == CUDA_DEFAULT[0] else name)
     if "CPUExecutionProvider" not in [p[0] if isinstance(p, tuple) else p for p in resolved]:
         resolved.append("CPUExecutionProvider")
     return resolved
@@ -139,6 +148,26 @@ def optimized_cache_path(model_path: Path, model_sha256: str, provider: str) -> 
     return model_path.with_name(f"model.optimized-{key}.onnx")
 
 
+def preload_cuda_libraries() -> str:
+    """Load CUDA and cuDNN from the ``nvidia-*`` wheels that ``onnxruntime-gpu[cuda,cudnn]``
+    installs, as onnxruntime asks when PyTorch has not loaded them already.
+
+    Returns what onnxruntime printed (empty when all went well), for the error message
+    should CUDA still fail to start. Libraries on the system's own path need none of this.
+    """
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is None:  # onnxruntime < 1.21
+        return ""
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            preload()
+        except Exception as exc:  # a missing folder or an unloadable library: CUDA reports it later
+            print(f"{type(exc).__name__}: {exc}")
+    return printed.getvalue().strip()
+
+
 def _new_session(path: Path, options: ort.SessionOptions, requested: list[Any]) -> ort.InferenceSession:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -164,6 +193,7 @@ def create_session(
     """
     requested = resolve_providers(providers)
     first_requested = requested[0][0] if isinstance(requested[0], tuple) else requested[0]
+    preload_output = preload_cuda_libraries() if first_requested in _GPU_PROVIDERS else ""
     path = Path(model_path)
     cached = optimized_cache_path(path, cache_key, first_requested) if cache_key else None
     if cached is not None and cached.is_file():
@@ -181,7 +211,8 @@ def create_session(
     if running != first_requested:
         message = (
             f"{first_requested} was requested but {running} is running: onnxruntime could not start "
-            f"{first_requested} (no GPU visible, or its CUDA/cuDNN libraries are missing)."
+            f"{first_requested} (no GPU visible, or its CUDA/cuDNN libraries are missing"
+            + (f": {preload_output}" if preload_output else "") + ")."
         )
         if strict and not is_auto:
             raise ProviderError(message + " Run `vggsim doctor` to see what is missing.")

@@ -114,11 +114,13 @@ def test_provider_resolution_on_a_gpu_build(monkeypatch: pytest.MonkeyPatch) -> 
 
     monkeypatch.setattr(session, "available_providers",
                         lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"])
-    cuda = ("CUDAExecutionProvider", {"cudnn_conv_algo_search": "EXHAUSTIVE"})
+    cuda = ("CUDAExecutionProvider", {"cudnn_conv_algo_search": "EXHAUSTIVE", "use_tf32": "0"})
     assert resolve_providers("auto") == [cuda, "CPUExecutionProvider"]
     assert resolve_providers("cuda") == [cuda, "CPUExecutionProvider"]
     assert resolve_providers("tensorrt") == ["TensorrtExecutionProvider", cuda, "CPUExecutionProvider"]
-    assert resolve_providers(["cuda", "cpu"]) == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert resolve_providers(["cuda", "cpu"]) == [cuda, "CPUExecutionProvider"]
+    tf32 = ("CUDAExecutionProvider", {"use_tf32": "1"})
+    assert resolve_providers([tf32]) == [tf32, "CPUExecutionProvider"]
 
 
 def test_cgroup_quota_caps_the_thread_count(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

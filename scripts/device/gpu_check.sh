@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The GPU checks, run on a machine with an NVIDIA GPU over a copy of this tree plus .devgpu/
+# (made here by scripts/device/pack.sh): no registry is needed there. Writes logs and the
+# bench report under $OUT.
+#   CUDA tests (tests/test_cuda.py, failing rather than skipping without CUDA), the fp16
+#   variant made and checked there, TF32 on/off, and vggsim bench at batch 1, 8 and 64 with
+#   Keras on the same GPU (Keras 3 on JAX: TensorFlow's GPU build cannot travel).
+set -uo pipefail
+export PYTHONUNBUFFERED=1 KERAS_BACKEND=jax XLA_PYTHON_CLIENT_PREALLOCATE=false TF_CPP_MIN_LOG_LEVEL=3
+OUT=${OUT:-/tmp/vggsim-gpu}; mkdir -p "$OUT"
+PY=${PYTHON:-python3}
+SITE=/tmp/vggsim-site MODELS=/tmp/vggsim-models
+rm -rf "$SITE" "$MODELS"; mkdir -p "$SITE"
+step() { echo; echo "== $* ($(date +%T))"; }
+
+step "machine"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || echo "no nvidia-smi"
+$PY --version
+
+step "install: onnxruntime-gpu, keras, onnxconverter-common, vggsim laid out as its wheel"
+$PY -c "import tarfile, sys; tarfile.open('.devgpu/onnxruntime-gpu.tar.xz').extractall(sys.argv[1])" "$SITE" || exit 1
+$PY -m pip install -q --no-index --no-deps --no-compile --target "$SITE" .devgpu/whl/*.whl || exit 1
+cp -r runtime "$SITE/vggsim" && cp -r export "$SITE/vggsim/export"
+# CUDA and cuDNN from the image's nvidia-* wheels, beside onnxruntime as onnxruntime-gpu[cuda,cudnn] puts them.
+NVIDIA=$($PY -c "import nvidia; print(list(nvidia.__path__)[0])" 2>/dev/null) && ln -s "$NVIDIA" "$SITE/nvidia"
+export PYTHONPATH=$SITE
+$PY -c "import onnxruntime as o, vggsim; print('onnxruntime', o.__version__, o.get_available_providers()); print('vggsim from', vggsim.__file__)"
+
+step "model: rebuild the random-weight test model (sha256 checked), derive fp16"
+$PY scripts/device/model_skeleton.py unpack .devgpu/model "$MODELS/fp32" || exit 1
+$PY -c "
+from pathlib import Path; from vggsim.export.variants import export_variant
+out = export_variant(Path('$MODELS/fp32'), Path('$MODELS/fp16'), 'fp16', log=print)
+import json; print(json.dumps(json.loads((out / 'manifest.json').read_text())['accuracy_vs_fp32']))"
+
+step "CUDA through vggsim's own library preload (no LD_LIBRARY_PATH)"
+probe="import vggsim, json; e = vggsim.Embedder('$MODELS/fp32', providers='cuda', strict=True); print(e.provider, json.dumps(e.session.get_provider_options()['CUDAExecutionProvider']))"
+if ! $PY -W ignore -c "$probe"; then
+  echo "preload did not start CUDA; falling back to LD_LIBRARY_PATH"
+  export LD_LIBRARY_PATH=$(find "$NVIDIA" -name 'lib*.so*' -printf '%h\n' | sort -u | paste -sd:)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  $PY -W ignore -c "$probe" || exit 1
+fi
+
+step "tests/test_cuda.py"
+VGGSIM_TEST_MODEL=$MODELS/fp32 VGGSIM_REQUIRE_CUDA=1 timeout 240 $PY -m pytest -q -rA -p no:cacheprovider tests/test_cuda.py 2>&1 | tee "$OUT/test_cuda.log"
+
+step "TF32 on and off: parity against the CPU and latency (fp32 model)"
+timeout 120 $PY -W ignore scripts/device/tf32_check.py "$MODELS/fp32" "$OUT/tf32.json"
+
+step "keras on the GPU?"
+KERAS_FLAG=""
+$PY -c "import keras, jax; print('keras', keras.__version__, keras.backend.backend(), jax.devices())" && KERAS_FLAG=--keras
+
+step "vggsim bench --providers cuda --batch-sizes 1,8,64 $KERAS_FLAG"
+timeout 330 $PY -W ignore -m vggsim bench --model "$MODELS/fp32" --model "$MODELS/fp16" --providers cuda \
+  --batch-sizes 1,8,64 --threads 16 --rounds 20 $KERAS_FLAG --json "$OUT/bench-gpu.json" --plot "$OUT/bench-gpu.png" \
+  2>&1 | tee "$OUT/bench.log"
+cp "$MODELS/fp16/manifest.json" "$OUT/fp16-manifest.json"
+step "done"
