@@ -50,6 +50,16 @@ def timed(fn: Callable[[], Any], rounds: int, warmup: int = 1) -> list[float]:
     return times
 
 
+def timed_within(fn: Callable[[], Any], rounds: int, budget_s: float = 3.0) -> list[float]:
+    """Up to ``rounds`` timed runs after one warm-up, stopping once ``budget_s`` is spent
+    (at least two): a slow CPU batch gets a few rounds, a fast GPU batch all of them."""
+    fn()
+    times: list[float] = []
+    while len(times) < max(2, rounds) and (len(times) < 2 or sum(times) < budget_s):
+        times.extend(timed(fn, 1, warmup=0))
+    return times
+
+
 def matmul_peak_gflops(size: int = 2048, rounds: int = 5, threads: int | None = None, providers: str = "cpu") -> float:
     """Best float32 GFLOP/s of a square matrix multiply in onnxruntime, on the provider and
     with the thread and provider settings the model's sessions use (on the CPU MLAS, the
@@ -133,7 +143,7 @@ def bench_model(model: str, photos: Sequence[Path], batch_sizes: Sequence[int], 
     batches = {}
     for size in batch_sizes:
         batch = np.resize(arrays, (size, *arrays.shape[1:]))
-        median = statistics.median(timed(lambda: embedder.run(batch), max(2, rounds // max(1, size // 4))))  # noqa: B023 (called now)
+        median = statistics.median(timed_within(lambda: embedder.run(batch), rounds))  # noqa: B023 (called now)
         batches[str(size)] = {"ms": round(median * 1000, 2), "images_per_s": round(size / median, 2),
                               "gflops": round(size * VGG16_GFLOP / median, 1)}
     sweep = {}
@@ -188,7 +198,7 @@ def keras_figures(batch_sizes: Sequence[int], rounds: int, photo: Path) -> dict[
     batches = {}
     for size in batch_sizes:
         batch = np.random.default_rng(0).uniform(0, 255, (size, 224, 224, 3)).astype(np.float32)
-        median = statistics.median(timed(lambda: model.predict(batch, verbose=0), max(2, rounds // max(1, size // 4))))  # noqa: B023
+        median = statistics.median(timed_within(lambda: model.predict(batch, verbose=0), rounds))  # noqa: B023
         batches[str(size)] = {"ms": round(median * 1000, 2), "images_per_s": round(size / median, 2)}
     code = ("import time; t = time.perf_counter(); import os; os.environ['TF_CPP_MIN_LOG_LEVEL'] = '3'; "
             "import numpy as np; from PIL import Image; import keras; "
@@ -205,7 +215,9 @@ def run_bench(models: Sequence[str], photos: Sequence[Path], batch_sizes: Sequen
     """The whole report, as ``vggsim bench --json`` writes it."""
     from importlib import metadata
 
-    versions = {}
+    import onnxruntime
+
+    versions = {"onnxruntime (imported)": onnxruntime.__version__}
     for name in ("vggsim", "onnxruntime", "onnxruntime-gpu", "numpy", "pillow"):
         try:
             versions[name] = metadata.version(name)

@@ -124,6 +124,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     warnings.showwarning = _show_warning
+    # onnxruntime's process-wide logger prints every convolution engine cuDNN's search
+    # rejects as an error; what matters reaches vggsim as an exception or a provider
+    # fallback with its reason, so the command line keeps stderr for vggsim's own lines.
+    import onnxruntime
+
+    onnxruntime.set_default_logger_severity(4)
     try:
         return _handler(args.handler)(args)
     except MissingExtraError as exc:

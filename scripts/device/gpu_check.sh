@@ -3,7 +3,7 @@
 # (made here by scripts/device/pack.sh): no registry is needed there. Writes logs and the
 # bench report under $OUT.
 #   CUDA tests (tests/test_cuda.py, failing rather than skipping without CUDA), the fp16
-#   variant made and checked there, TF32 on/off, and vggsim bench at batch 1, 8 and 64 with
+#   variant made and checked there, CUDA settings side by side, and vggsim bench at batch 1, 8 and 64 with
 #   Keras on the same GPU (Keras 3 on JAX: TensorFlow's GPU build cannot travel).
 set -uo pipefail
 export PYTHONUNBUFFERED=1 KERAS_BACKEND=jax XLA_PYTHON_CLIENT_PREALLOCATE=false TF_CPP_MIN_LOG_LEVEL=3
@@ -44,8 +44,8 @@ fi
 step "tests/test_cuda.py"
 VGGSIM_TEST_MODEL=$MODELS/fp32 VGGSIM_REQUIRE_CUDA=1 timeout 240 $PY -m pytest -q -rA -p no:cacheprovider tests/test_cuda.py 2>&1 | tee "$OUT/test_cuda.log"
 
-step "TF32 on and off: parity against the CPU and latency (fp32 model)"
-timeout 120 $PY -W ignore scripts/device/tf32_check.py "$MODELS/fp32" "$OUT/tf32.json"
+step "CUDA settings side by side (TF32, NHWC; fp32 and fp16), and Keras on the GPU with the same weights"
+timeout 180 $PY -W ignore scripts/device/cuda_options.py "$MODELS/fp32" "$MODELS/fp16" "$OUT/cuda_options.json" 2>&1 | grep -v cudnn_fe
 
 step "keras on the GPU?"
 KERAS_FLAG=""
