@@ -19,8 +19,9 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="model folder made by `vggsim export` "
                         "(default: $VGGSIM_MODEL or models/vgg16)")
     parser.add_argument("--providers", default="auto",
-                        help="auto (CUDA if usable, else CPU), cpu, cuda, or a comma-separated "
-                        "list of onnxruntime provider names (default: auto)")
+                        help="auto (CUDA if usable, else CPU), cpu, cuda (exact float32), cuda-tf32 "
+                        "(faster, TF32 convolutions), or a comma-separated list of onnxruntime "
+                        "provider names (default: auto)")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads (default: the CPUs this process may use)")
     parser.add_argument("--strict", action="store_true",
@@ -86,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", action="append", help="model folder; repeat to compare variants "
                    "(default: $VGGSIM_MODEL or models/vgg16)")
     p.add_argument("--keras", action="store_true", help="the Keras recipe side by side (needs vggsim[export])")
-    p.add_argument("--providers", default="auto", help="auto, cpu or cuda (default auto)")
+    p.add_argument("--providers", default="auto", help="auto, cpu, cuda or cuda-tf32 (default auto)")
     p.add_argument("--batch-sizes", default="1,8", help="comma-separated batch sizes (default 1,8)")
     p.add_argument("--threads", default=None, help="comma-separated thread counts to sweep (default: 1 and all usable)")
     p.add_argument("--rounds", type=int, default=10, help="timed rounds per figure (default 10)")

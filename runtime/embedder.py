@@ -28,7 +28,8 @@ class Embedder:
 
     ``model`` is a folder made by ``vggsim export`` (default ``$VGGSIM_MODEL`` or
     ``models/vgg16``); its sha256 is checked against the manifest. ``providers`` is
-    ``"auto"``, ``"cpu"``, ``"cuda"`` or an onnxruntime provider list; ``.provider`` says
+    ``"auto"``, ``"cpu"``, ``"cuda"`` (exact float32), ``"cuda-tf32"`` (TF32 convolutions:
+    faster, not bit-level parity) or an onnxruntime provider list; ``.provider`` says
     which one runs, and ``strict=True`` raises if it is not the one requested.
     ``spec`` overrides the manifest's preprocessing (say, ``exif_transpose=True``).
     ``cache_optimized=True`` saves onnxruntime's optimised graph beside the model on first

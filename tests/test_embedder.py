@@ -119,6 +119,8 @@ def test_provider_resolution_on_a_gpu_build(monkeypatch: pytest.MonkeyPatch) -> 
     assert resolve_providers("cuda") == [cuda, "CPUExecutionProvider"]
     assert resolve_providers("tensorrt") == ["TensorrtExecutionProvider", cuda, "CPUExecutionProvider"]
     assert resolve_providers(["cuda", "cpu"]) == [cuda, "CPUExecutionProvider"]
+    fast = ("CUDAExecutionProvider", {"cudnn_conv_algo_search": "EXHAUSTIVE", "use_tf32": "1", "prefer_nhwc": "1"})
+    assert resolve_providers("cuda-tf32") == [fast, "CPUExecutionProvider"]
     tf32 = ("CUDAExecutionProvider", {"use_tf32": "1"})
     assert resolve_providers([tf32]) == [tf32, "CPUExecutionProvider"]
 
