@@ -10,7 +10,7 @@ echo "== full environment (.venv): vggsim[export,test,ann]"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip setuptools wheel
 .venv/bin/python -m pip install -q -e ".[export,test,ann,fp16]" "mypy==2.4.1" "ruff==0.17.6"
-.venv/bin/ruff check runtime export tests benchmarks
+.venv/bin/ruff check runtime export tests benchmarks scripts
 .venv/bin/mypy
 .venv/bin/python -m pytest -q -p no:cacheprovider tests
 
