@@ -75,15 +75,14 @@ def matmul_peak_gflops(size: int = 2048, rounds: int = 5, threads: int | None = 
     session, provider = create_session(Path(__file__).with_name("bench_matmul.onnx"), providers, threads)
     rng = np.random.default_rng(0)
     a, b = (rng.standard_normal((size, size), np.float32) for _ in range(2))
-    if provider == "CPUExecutionProvider":
-        run: Callable[[], Any] = lambda: session.run(None, {"a": a, "b": b})
-    else:
+    if provider == "CUDAExecutionProvider":
         binding = session.io_binding()
-        device = "cuda" if provider == "CUDAExecutionProvider" else "cpu"
         for name, value in (("a", a), ("b", b)):
-            binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(value, device, 0))
-        binding.bind_output("c", device)
-        run = lambda: session.run_with_iobinding(binding)
+            binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(value, "cuda", 0))
+        binding.bind_output("c", "cuda")
+        run: Callable[[], Any] = lambda: session.run_with_iobinding(binding)
+    else:
+        run = lambda: session.run(None, {"a": a, "b": b})
     return 2 * size**3 / min(timed(run, rounds)) / 1e9
 
 
@@ -237,10 +236,15 @@ def run_bench(models: Sequence[str], photos: Sequence[Path], batch_sizes: Sequen
     return report
 
 
-def _machine(report: dict[str, Any]) -> str:
-    hardware = report["hardware"]
+def _gpu_used(report: dict[str, Any]) -> str | None:
+    """The GPU's name when a model ran on CUDA, else None."""
     on_gpu = any(m["provider"] == "CUDAExecutionProvider" for m in report["models"])
-    return f"{hardware['gpu']} + {hardware['cpu']}" if on_gpu and hardware.get("gpu") else str(hardware["cpu"])
+    return report["hardware"].get("gpu") if on_gpu else None
+
+
+def _machine(report: dict[str, Any]) -> str:
+    gpu, cpu = _gpu_used(report), report["hardware"]["cpu"]
+    return f"{gpu} + {cpu}" if gpu else str(cpu)
 
 
 def write_plot(report: dict[str, Any], out: str) -> None:
@@ -264,8 +268,7 @@ def write_plot(report: dict[str, Any], out: str) -> None:
     axis.set_xscale("log", base=2)
     axis.set_xlabel("batch size")
     axis.set_ylabel("ms per image")
-    on_gpu = any(m["provider"] == "CUDAExecutionProvider" for m in report["models"]) and report["hardware"].get("gpu")
-    axis.set_title(f"vggsim bench on {(report['hardware']['gpu'] if on_gpu else report['hardware']['cpu'])[:56]}")
+    axis.set_title(f"vggsim bench on {(_gpu_used(report) or report['hardware']['cpu'])[:56]}")
     axis.grid(alpha=0.3)
     axis.legend()
     figure.tight_layout()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import os
@@ -154,12 +155,14 @@ def optimized_cache_path(model_path: Path, model_sha256: str, provider: str) -> 
     return model_path.with_name(f"model.optimized-{key}.onnx")
 
 
+@functools.cache
 def preload_cuda_libraries() -> str:
     """Load CUDA and cuDNN from the ``nvidia-*`` wheels that ``onnxruntime-gpu[cuda,cudnn]``
     installs, as onnxruntime asks when PyTorch has not loaded them already.
 
     Returns what onnxruntime printed (empty when all went well), for the error message
     should CUDA still fail to start. Libraries on the system's own path need none of this.
+    Done once per process.
     """
     preload = getattr(ort, "preload_dlls", None)
     if preload is None:  # onnxruntime < 1.21
