@@ -55,5 +55,9 @@ step "vggsim bench --providers cuda --batch-sizes 1,8,64 $KERAS_FLAG"
 timeout 330 $PY -W ignore -m vggsim bench --model "$MODELS/fp32" --model "$MODELS/fp16" --providers cuda \
   --batch-sizes 1,8,64 --threads 16 --rounds 20 $KERAS_FLAG --json "$OUT/bench-gpu.json" --plot "$OUT/bench-gpu.png" \
   2>&1 | tee "$OUT/bench.log"
+
+step "vggsim bench --providers cuda-tf32 (fp32 model)"
+timeout 150 $PY -W ignore -m vggsim bench --model "$MODELS/fp32" --providers cuda-tf32 --batch-sizes 1,8,64 --threads 16 \
+  --rounds 20 --json "$OUT/bench-gpu-tf32.json" 2>&1 | tee "$OUT/bench-tf32.log"
 cp "$MODELS/fp16/manifest.json" "$OUT/fp16-manifest.json"
 step "done"
