@@ -86,13 +86,15 @@ def random_weights(shapes: list[tuple[int, ...]], seed: int) -> list[np.ndarray]
     return weights
 
 
-def _set_random_weights(model: Any, seed: int) -> str:
+def random_vgg16(keras: Any, seed: int) -> tuple[Any, str]:
+    """The recipe's VGG16 with :func:`random_weights` on any Keras 3 backend, and their sha256."""
+    model = _vgg16(keras, None)
     weights = random_weights([tuple(w.shape) for w in model.get_weights()], seed)
     model.set_weights(weights)
     digest = hashlib.sha256()
     for value in weights:
         digest.update(value.tobytes())
-    return digest.hexdigest()
+    return model, digest.hexdigest()
 
 
 def build_model(weights: str = "imagenet", seed: int = 0) -> tuple[Any, dict[str, Any]]:
@@ -103,10 +105,10 @@ def build_model(weights: str = "imagenet", seed: int = 0) -> tuple[Any, dict[str
     """
     keras = import_keras()
     if weights == "random":
-        model = _vgg16(keras, None)
+        model, digest = random_vgg16(keras, seed)
         info: dict[str, Any] = {
             "source": "random", "seed": seed, "init": "he_normal kernels, zero biases, numpy PCG64",
-            "sha256": _set_random_weights(model, seed),
+            "sha256": digest,
         }
     else:
         path = fetch_imagenet_weights(keras) if weights == "imagenet" else Path(weights)

@@ -181,10 +181,9 @@ def _keras_vgg16() -> tuple[Any, str]:
             import keras
         except ImportError:
             raise MissingExtraError("export", "vggsim bench --keras", "keras") from None
-        from .export.keras_model import INPUT_SHAPE, random_weights
+        from .export.keras_model import random_vgg16
 
-        model = keras.applications.VGG16(weights=None, include_top=False, pooling="max", input_shape=INPUT_SHAPE)
-        model.set_weights(random_weights([tuple(w.shape) for w in model.get_weights()], 0))
+        model, _ = random_vgg16(keras, 0)
     import keras
 
     return model, f"keras {keras.__version__} ({keras.backend.backend()})"

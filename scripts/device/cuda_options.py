@@ -54,10 +54,9 @@ def keras_entry(inputs: np.ndarray, reference: np.ndarray) -> dict[str, Any]:
     import keras
     from keras.applications.vgg16 import preprocess_input
 
-    from vggsim.export.keras_model import INPUT_SHAPE, random_weights
+    from vggsim.export.keras_model import random_vgg16
 
-    model = keras.applications.VGG16(weights=None, include_top=False, pooling="max", input_shape=INPUT_SHAPE)
-    model.set_weights(random_weights([tuple(w.shape) for w in model.get_weights()], 0))  # the test model's weights
+    model, _ = random_vgg16(keras, 0)  # the test model's weights
     entry: dict[str, Any] = parity(reference, np.asarray(model.predict(preprocess_input(inputs.copy()), verbose=0)))
     entry["backend"] = f"keras {keras.__version__} ({keras.backend.backend()})"
     for size in (8, 64):

@@ -39,7 +39,7 @@ def pack(model_dir: Path, out: Path) -> None:
     data = bytearray(manifest.model_path.read_bytes())
     offsets = []
     for kernel in _kernels_as_onnx_bytes(int(weights["seed"])):
-        offset = bytes(data).find(kernel)
+        offset = data.find(kernel)
         if offset < 0:
             sys.exit("a kernel was not found in the model file: not a vggsim random-weight VGG16 export")
         data[offset:offset + len(kernel)] = bytes(len(kernel))
