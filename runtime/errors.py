@@ -47,6 +47,11 @@ class MissingExtraError(VggsimError, ImportError):
         )
 
 
+#: Error kinds that say nothing lasting about a file (it was being written, a decode ran out
+#: of time, the disk was full...): a later ``embed`` retries such a file even if unchanged.
+RETRYABLE_ERROR_KINDS: frozenset[str] = frozenset({"changed", "timeout", "unreadable", "internal", "disk_full"})
+
+
 class RandomWeightsWarning(UserWarning):
     """The model was exported with random weights: its scores mean nothing."""
 
