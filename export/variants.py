@@ -76,16 +76,67 @@ def _quantize_int8(fp32: Path, target: Path, calibration: Sequence[Path], spec: 
             "calibration_images": [p.name for p in calibration], "calibration_augment": "each photo and its mirror"}
 
 
+FP16_FIRST_CONV_CHANNELS = 8
+
+
+def pad_first_conv_channels(model: Any, channels: int = FP16_FIRST_CONV_CHANNELS) -> int:
+    """Give the convolutions that read the 3-channel image ``channels`` input channels: the
+    input is zero-padded (one Pad node) and the kernel gets zero weights for the new
+    channels, so the output is unchanged. cuDNN's fp16 tensor-core kernels in NHWC want a
+    channel count that is a multiple of 8; with 3 channels the first convolution falls back
+    to a slow kernel (on an H100, fp16 NHWC took 46 ms at batch 64 against 17 ms in NCHW).
+    Returns how many convolutions were padded."""
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    initializers = {init.name: init for init in graph.initializer}
+    padded = 0
+    for index, node in enumerate(list(graph.node)):
+        if node.op_type != "Conv" or len(node.input) < 2 or node.input[1] not in initializers:
+            continue
+        kernel = numpy_helper.to_array(initializers[node.input[1]])
+        group = next((a.i for a in node.attribute if a.name == "group"), 1)
+        if kernel.ndim != 4 or kernel.shape[1] != 3 or group != 1:
+            continue
+        wide = np.zeros((kernel.shape[0], channels, *kernel.shape[2:]), kernel.dtype)
+        wide[:, :3] = kernel
+        initializers[node.input[1]].CopyFrom(numpy_helper.from_array(wide, node.input[1]))
+        pads_name, padded_name = f"{node.name}__channel_pads", f"{node.input[0]}__padded{channels}"
+        graph.initializer.append(numpy_helper.from_array(
+            np.array([0, 0, 0, 0, 0, channels - 3, 0, 0], np.int64), pads_name))
+        graph.node.insert(list(graph.node).index(node),
+                          helper.make_node("Pad", [node.input[0], pads_name], [padded_name],
+                                           name=f"{node.name}__channel_pad", mode="constant"))
+        node.input[0] = padded_name
+        padded += 1
+    return padded
+
+
 def _convert_fp16(fp32: Path, target: Path) -> dict[str, Any]:
     require("onnxconverter_common", "fp16", "The fp16 export")
     import onnx
     from onnxconverter_common import float16
 
+    model = onnx.load(str(fp32))
+    padded = pad_first_conv_channels(model)
     with warnings.catch_warnings():  # it warns for every tiny weight it rounds to fp16's range
         warnings.simplefilter("ignore", UserWarning)
-        model = float16.convert_float_to_float16(onnx.load(str(fp32)), keep_io_types=True)
+        # keep_io_types: one Cast after the float32 input and one before the float32 output;
+        # everything between (channel flip, mean subtraction, layout change, convolutions,
+        # pooling) runs in fp16.
+        model = float16.convert_float_to_float16(model, keep_io_types=True)
     onnx.save(model, str(target))
-    return {"tool": "onnxconverter_common.float16.convert_float_to_float16", "keep_io_types": True}
+    return {"tool": "onnxconverter_common.float16.convert_float_to_float16", "keep_io_types": True,
+            "first_conv_input_channels": FP16_FIRST_CONV_CHANNELS if padded else 3,
+            "graph_ops": graph_op_counts(model)}
+
+
+def graph_op_counts(model: Any) -> dict[str, int]:
+    """How many nodes of each type a graph holds (``Cast`` and ``Transpose`` are the ones to watch)."""
+    counts: dict[str, int] = {}
+    for node in model.graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def _held_out_set(held_out: Sequence[Path], spec: Any) -> np.ndarray:

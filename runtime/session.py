@@ -9,6 +9,7 @@ import io
 import os
 import platform
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
 from collections.abc import Sequence
@@ -40,6 +41,53 @@ CUDA_DEFAULT: tuple[str, dict[str, Any]] = (
 CUDA_TF32: tuple[str, dict[str, Any]] = (
     "CUDAExecutionProvider", {"cudnn_conv_algo_search": "EXHAUSTIVE", "use_tf32": "1", "prefer_nhwc": "1"})
 _GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+
+
+@dataclass(frozen=True)
+class CudaSetting:
+    """A named CUDA setting: onnxruntime provider options, and how batches must be fed.
+
+    ``cuda_graph``: onnxruntime captures the whole model as one CUDA graph and replays it,
+    so the caller must bind input and output to device buffers of a fixed shape whose
+    addresses never change (one graph per batch shape). ``overlap``: the caller keeps the
+    batches in pinned host buffers and copies batch N+1 to the GPU on a second stream while
+    batch N computes. Both are honoured by :class:`vggsim.bench.CudaRunner`.
+    """
+
+    name: str
+    options: dict[str, Any]
+    cuda_graph: bool = False
+    overlap: bool = False
+    note: str = ""
+
+    @property
+    def provider(self) -> tuple[str, dict[str, Any]]:
+        return ("CUDAExecutionProvider", self.options)
+
+
+_FAST = {"cudnn_conv_algo_search": "EXHAUSTIVE", "use_tf32": "1", "prefer_nhwc": "1"}
+CUDA_SETTINGS: dict[str, CudaSetting] = {s.name: s for s in (
+    CudaSetting("cuda", CUDA_DEFAULT[1], note="exact float32: TF32 off, cuDNN's exhaustive search"),
+    CudaSetting("cuda-tf32", CUDA_TF32[1], note="TF32 convolutions in NHWC layout"),
+    # The fp16 model's setting: NHWC is where cuDNN's fp16 tensor-core kernels run without
+    # per-layer layout conversions; TF32 off keeps an fp32 model exact under the same name.
+    CudaSetting("cuda-nhwc", {"cudnn_conv_algo_search": "EXHAUSTIVE", "use_tf32": "0", "prefer_nhwc": "1"},
+                note="NHWC layout, TF32 off (fp16 models: fp16 tensor cores without layout conversions)"),
+    CudaSetting("cuda-graph", {**_FAST, "enable_cuda_graph": "1"}, cuda_graph=True,
+                note="cuda-tf32 replayed as one CUDA graph per fixed batch shape, I/O bound to device buffers"),
+    CudaSetting("cuda-overlap", dict(_FAST), overlap=True,
+                note="cuda-tf32 with pinned host buffers, copy of batch N+1 overlapped with compute of batch N"),
+    CudaSetting("cuda-graph-overlap", {**_FAST, "enable_cuda_graph": "1"}, cuda_graph=True, overlap=True,
+                note="cuda-graph and cuda-overlap together"),
+)}
+
+
+def cuda_setting(name: str) -> CudaSetting:
+    """The named CUDA setting (``cuda``, ``cuda-tf32``, ``cuda-nhwc``, ``cuda-graph``, ...)."""
+    try:
+        return CUDA_SETTINGS[name.lower()]
+    except KeyError:
+        raise ProviderError(f"Unknown CUDA setting {name!r}: use one of {sorted(CUDA_SETTINGS)}") from None
 
 
 def usable_cpus() -> int:
@@ -91,15 +139,14 @@ def resolve_providers(request: ProviderRequest = "auto") -> list[Any]:
             return cuda + ["CPUExecutionProvider"]
         if key == "tensorrt":  # TensorRT first, then CUDA for what it cannot take
             items = ["TensorrtExecutionProvider", *cuda]
-        elif key == "cuda":
-            items = [CUDA_DEFAULT]
-        elif key == "cuda-tf32":
-            items = [CUDA_TF32]
+        elif key in CUDA_SETTINGS:  # "cuda", "cuda-tf32", "cuda-nhwc", "cuda-graph", ...
+            items = [CUDA_SETTINGS[key].provider]
         elif key in PROVIDER_ALIASES or request in available:
             items = [PROVIDER_ALIASES.get(key, request)]
         else:
             raise ProviderError(
-                f"Unknown provider {request!r}: use 'auto', 'cuda-tf32', one of {sorted(PROVIDER_ALIASES)}, "
+                f"Unknown provider {request!r}: use 'auto', a CUDA setting ({', '.join(CUDA_SETTINGS)}), "
+                f"one of {sorted(PROVIDER_ALIASES)}, "
                 f"or an onnxruntime provider name ({', '.join(available)})."
             )
     else:
