@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Issue 11 on a lent GPU, in one call: CUDA tests (must pass), then scripts/device/issue11.py
+# (every setting at batch 1, 8, 64, 256 from GPU and host memory, optimised-graph Cast and
+# Transpose counts, JPEG decode feeding the GPU) and Keras 3 on JAX on the same GPU.
+# Runs over a copy of this tree plus .devgpu/ (scripts/device/pack.sh); writes under $OUT:
+# issue11.log, test_cuda.log, issue11.json, keras.json, summary.md, fp16-manifest.json.
+#   DRY_RUN=1 bash scripts/device/issue11.sh   checks it here on the CPU, tiny rounds, no install
+set -uo pipefail
+export PYTHONUNBUFFERED=1 KERAS_BACKEND=jax XLA_PYTHON_CLIENT_PREALLOCATE=false TF_CPP_MIN_LOG_LEVEL=3
+OUT=${OUT:-/tmp/vggsim-gpu}; mkdir -p "$OUT"
+exec > >(tee -a "$OUT/issue11.log") 2>&1
+DRY=${DRY_RUN:-0}; FLAG=""; [ "$DRY" = 1 ] && FLAG=--dry-run
+PY=${PYTHON:-python3}
+SITE=/tmp/vggsim-site MODELS=/tmp/vggsim-models-$$
+step() { echo; echo "== $* ($(date +%T), ${SECONDS}s)"; }
+
+step "machine"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader || echo "no nvidia-smi"
+$PY --version; nproc
+
+if [ "$DRY" != 1 ]; then
+  step "install: onnxruntime-gpu, keras, onnxconverter-common, vggsim laid out as its wheel"
+  rm -rf "$SITE"; mkdir -p "$SITE"
+  $PY -c "import tarfile, sys; tarfile.open('.devgpu/onnxruntime-gpu.tar.xz').extractall(sys.argv[1])" "$SITE" || exit 1
+  $PY -m pip install -q --no-index --no-deps --no-compile --target "$SITE" .devgpu/whl/*.whl || exit 1
+  cp -r runtime "$SITE/vggsim" && cp -r export "$SITE/vggsim/export"
+  NVIDIA=$($PY -c "import nvidia; print(list(nvidia.__path__)[0])" 2>/dev/null) && ln -s "$NVIDIA" "$SITE/nvidia"
+  export PYTHONPATH=$SITE
+fi
+$PY -c "import onnxruntime as o, vggsim; print('onnxruntime', o.__version__, o.get_available_providers()); print('vggsim from', vggsim.__file__)" || exit 1
+
+step "models: the random-weight test model, fp16 (first convolution padded to 8 channels) and fp16 as converted before"
+mkdir -p "$MODELS"
+if [ "$DRY" = 1 ]; then cp -r "${VGGSIM_TEST_MODEL:?}" "$MODELS/fp32"; else
+  $PY scripts/device/model_skeleton.py unpack .devgpu/model "$MODELS/fp32" || exit 1; fi
+$PY - "$MODELS" <<'PYEOF' || exit 1
+import json, sys, warnings
+from pathlib import Path
+import onnx
+from onnxconverter_common import float16
+from vggsim.export.variants import export_variant, graph_op_counts
+models = Path(sys.argv[1])
+out = export_variant(models / "fp32", models / "fp16", "fp16", log=print)
+manifest = json.loads((out / "manifest.json").read_text())
+print("fp16 export:", json.dumps(manifest["quantization"]), json.dumps(manifest["accuracy_vs_fp32"]))
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    old = float16.convert_float_to_float16(onnx.load(str(models / "fp32/model.onnx")), keep_io_types=True)
+(models / "fp16old").mkdir(exist_ok=True)
+onnx.save(old, str(models / "fp16old/model.onnx"))
+(models / "fp16old/manifest.json").write_text(json.dumps({"quantization": {"graph_ops": graph_op_counts(old), "first_conv_input_channels": 3}}))
+print("fp16 as before:", graph_op_counts(old))
+PYEOF
+cp "$MODELS/fp16/manifest.json" "$OUT/fp16-manifest.json"
+
+if [ "$DRY" != 1 ]; then
+  step "CUDA through vggsim's own library preload (no LD_LIBRARY_PATH)"
+  probe="import vggsim, json; e = vggsim.Embedder('$MODELS/fp32', providers='cuda', strict=True); print(e.provider, json.dumps(e.session.get_provider_options()['CUDAExecutionProvider']))"
+  if ! $PY -W ignore -c "$probe"; then
+    echo "preload did not start CUDA; falling back to LD_LIBRARY_PATH"
+    export LD_LIBRARY_PATH=$(find "$NVIDIA" -name 'lib*.so*' -printf '%h\n' | sort -u | paste -sd:)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+    $PY -W ignore -c "$probe" || exit 1
+  fi
+  step "tests/test_cuda.py"
+  VGGSIM_TEST_MODEL=$MODELS/fp32 VGGSIM_REQUIRE_CUDA=1 timeout 150 $PY -m pytest -q -rA -p no:cacheprovider tests/test_cuda.py 2>&1 | tee "$OUT/test_cuda.log"
+else
+  step "tests/test_cuda.py (CPU: the GPU tests skip)"
+  VGGSIM_TEST_MODEL=$MODELS/fp32 timeout 300 $PY -m pytest -q -rA -p no:cacheprovider tests/test_cuda.py 2>&1 | tee "$OUT/test_cuda.log"
+fi
+
+step "every setting side by side, graphs, pipeline"
+timeout ${MAIN_TIMEOUT:-330} $PY -W ignore scripts/device/issue11.py main "$MODELS/fp32" "$MODELS/fp16" "$MODELS/fp16old" "$OUT" \
+  --budget-s=${BUDGET_S:-270} $FLAG 2>&1 | grep -v cudnn_fe
+
+step "Keras 3 on JAX, same weights, same GPU"
+timeout 60 $PY -W ignore scripts/device/issue11.py reference "$MODELS/fp32" "$OUT" $FLAG
+timeout ${KERAS_TIMEOUT:-75} $PY -W ignore scripts/device/issue11.py keras "$OUT" --budget-s=60 $FLAG 2>&1 | grep -v "^WARNING\|cudnn_fe" | tail -20
+rm -f "$OUT/reference.npy"
+
+step "summary"
+$PY scripts/device/issue11.py summary "$OUT"
+rm -rf "$MODELS"
+step "done"
