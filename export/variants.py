@@ -91,7 +91,7 @@ def pad_first_conv_channels(model: Any, channels: int = FP16_FIRST_CONV_CHANNELS
     graph = model.graph
     initializers = {init.name: init for init in graph.initializer}
     padded = 0
-    for index, node in enumerate(list(graph.node)):
+    for node in list(graph.node):
         if node.op_type != "Conv" or len(node.input) < 2 or node.input[1] not in initializers:
             continue
         kernel = numpy_helper.to_array(initializers[node.input[1]])

@@ -14,11 +14,11 @@ whole run stops starting new work once ``--budget-s`` is spent.
 
 from __future__ import annotations
 
-import io
+
 import json
 import multiprocessing
 import os
-import statistics
+
 import subprocess
 import sys
 import tempfile
@@ -61,10 +61,10 @@ def over_budget() -> bool:
 
 def bounded(fn: Any, rounds: int, seconds: float, warmup: int = 2) -> list[float]:
     """Per-call seconds: ``warmup`` untimed calls, then up to ``rounds`` (at least 3) within ``seconds``."""
-    for _ in range(warmup):
+    for _ in range(0 if ARGS["dry"] else warmup):
         fn()
     times: list[float] = []
-    while len(times) < rounds and (len(times) < 3 or sum(times) < seconds):
+    while len(times) < rounds and (len(times) < min(3, rounds) or sum(times) < seconds):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
@@ -141,7 +141,7 @@ def embedder_path(session: Any, batch: np.ndarray) -> np.ndarray:
 
 
 def bench_cell(session: Any, batch: int, inputs: np.ndarray, reference: np.ndarray, graph: bool) -> dict[str, Any]:
-    rounds, seconds = (2, 0.0) if ARGS["dry"] else (40, 0.8)
+    rounds, seconds = (1, 0.0) if ARGS["dry"] else (40, 0.8)
     runner = CudaRunner(session, batch)
     rows = np.arange(batch) % len(inputs)
     host = np.ascontiguousarray(inputs[rows])
@@ -156,7 +156,8 @@ def bench_cell(session: Any, batch: int, inputs: np.ndarray, reference: np.ndarr
     # output is checked against its own reference (a stale graph input or a race shows here).
     count = 2 if ARGS["dry"] else max(6, min(60, int(4096 / batch)))
     sequence = [streams[k % 3] for k in range(count)]
-    runner.run_stream(sequence[:3])
+    if not ARGS["dry"]:
+        runner.run_stream(sequence[:3])
     start = time.perf_counter()
     outputs = runner.run_stream(sequence)
     elapsed = time.perf_counter() - start
@@ -174,11 +175,11 @@ def run_settings(models: dict[str, str], report: dict[str, Any], work: Path) -> 
     inputs = report["_inputs"]
     reference = report["_reference"]
     batches = (1, 2) if ARGS["dry"] else (1, 8, 64, 256)
-    for label, key, setting in SETTINGS:
+    for label, key, setting in (SETTINGS[::3] if ARGS["dry"] else SETTINGS):
         if over_budget():
             report["settings"].append({"label": label, "skipped": "time budget spent"})
             continue
-        graph = CUDA_SETTINGS[setting].cuda_graph and not ARGS["dry"]
+        graph = CUDA_SETTINGS[setting].cuda_graph
         entry: dict[str, Any] = {"label": label, "model": key, "setting": setting,
                                  "options": CUDA_SETTINGS[setting].options, "batch": {}}
         report["settings"].append(entry)
@@ -227,21 +228,20 @@ def embedder_with_graph_setting(models: dict[str, str], report: dict[str, Any]) 
 _SHM: dict[str, Any] = {}
 
 
-def _attach(name: str, shape: tuple[int, ...], draft: bool) -> None:
+def _attach(name: str, shape: tuple[int, ...]) -> None:
     from multiprocessing import shared_memory
 
-    from vggsim.preprocess import PreprocessSpec
-
     memory = shared_memory.SharedMemory(name=name)
-    _SHM.update(memory=memory, view=np.ndarray(shape, np.float32, memory.buf), spec=PreprocessSpec(jpeg_draft=draft))
+    _SHM.update(memory=memory, view=np.ndarray(shape, np.float32, memory.buf))
 
 
-def _decode(task: tuple[int, int, list[str]]) -> int:
-    from vggsim.preprocess import load_image
+def _decode(task: tuple[int, int, list[str], bool]) -> int:
+    from vggsim.preprocess import PreprocessSpec, load_image
 
-    slot, row, paths = task
+    slot, row, paths, draft = task
+    spec = PreprocessSpec(jpeg_draft=draft)
     for offset, path in enumerate(paths):
-        _SHM["view"][slot, row + offset] = load_image(path, _SHM["spec"])
+        _SHM["view"][slot, row + offset] = load_image(path, spec)
     return len(paths)
 
 
@@ -258,52 +258,56 @@ def make_jpegs(folder: Path, size: tuple[int, int], count: int) -> list[str]:
     return paths
 
 
-def decode_run(paths: list[str], workers: int, draft: bool, batch: int, batches: int, runner: CudaRunner | None,
-               seconds: float) -> dict[str, Any]:
-    """Decode ``batches`` batches of JPEGs on ``workers`` processes into a shared ring of batch
-    slots (pinned when on CUDA); with ``runner``, each full slot goes to the GPU while the
-    workers fill the others."""
-    from multiprocessing import shared_memory
+class DecodeRing:
+    """``workers`` processes decoding JPEGs into a shared ring of batch slots (page-locked
+    when a CUDA runner is given, so the GPU copies straight from where the workers wrote)."""
 
     slots = 4
-    shape = (slots, batch, 224, 224, 3)
-    memory = shared_memory.SharedMemory(create=True, size=int(np.prod(shape)) * 4)
-    view = np.ndarray(shape, np.float32, memory.buf)
-    pinned = runner.copies.pin(view) if runner is not None else False
-    chunk = max(1, batch // (2 * workers)) if batch >= 2 * workers else 1
-    context = multiprocessing.get_context("spawn")
-    result: dict[str, Any] = {"workers": workers, "draft": draft, "batch": batch, "pinned_slots": pinned}
-    try:
-        with context.Pool(workers, initializer=_attach, initargs=(memory.name, shape, draft)) as pool:
-            pool.map(_decode, [(0, 0, paths[:1])] * workers)  # start every worker
-            pending: deque[tuple[int, list[Any]]] = deque()
-            done = images = 0
-            start = time.perf_counter()
-            for index in range(batches + slots):
-                if index < batches and time.perf_counter() - start < seconds:
-                    slot = index % slots
-                    tasks = [(slot, row, [paths[(index * batch + row + k) % len(paths)] for k in range(chunk)])
-                             for row in range(0, batch - chunk + 1, chunk)]
-                    pending.append((slot, [pool.apply_async(_decode, (task,)) for task in tasks]))
-                if len(pending) >= slots - 1 or (index >= batches and pending):
-                    slot, jobs = pending.popleft()
-                    images += sum(job.get(timeout=120) for job in jobs)
-                    if runner is not None:
-                        runner.run_host(view[slot])
-                    done += 1
-                if not pending and (index >= batches or time.perf_counter() - start >= seconds):
-                    break
-            elapsed = time.perf_counter() - start
-        result.update(images=images, seconds=round(elapsed, 3), images_per_s=round(images / elapsed, 1))
-    finally:
-        if pinned and runner is not None and runner.copies.cudart is not None:
+
+    def __init__(self, workers: int, batch: int, runner: CudaRunner) -> None:
+        from multiprocessing import shared_memory
+
+        self.workers, self.batch, self.runner = workers, batch, runner
+        self.shape = (self.slots, batch, 224, 224, 3)
+        self.memory = shared_memory.SharedMemory(create=True, size=int(np.prod(self.shape)) * 4)
+        self.view = np.ndarray(self.shape, np.float32, self.memory.buf)
+        self.pinned = runner.copies.pin(self.view)
+        context = multiprocessing.get_context("spawn")  # no fork of a process that holds a CUDA context
+        self.pool = context.Pool(workers, initializer=_attach, initargs=(self.memory.name, self.shape))
+        self.pool.map(_decode, [(0, 0, [], False)] * workers)  # every worker started
+
+    def run(self, paths: list[str], draft: bool, batches: int, gpu: bool, seconds: float) -> dict[str, Any]:
+        batch, chunk = self.batch, max(1, self.batch // (2 * self.workers))
+        pending: deque[tuple[int, list[Any]]] = deque()
+        images = submitted = 0
+        start = time.perf_counter()
+        while True:
+            if submitted < batches and len(pending) < self.slots - 1 and time.perf_counter() - start < seconds:
+                slot = submitted % self.slots
+                tasks = [(slot, row, [paths[(submitted * batch + row + k) % len(paths)] for k in range(min(chunk, batch - row))], draft)
+                         for row in range(0, batch, chunk)]
+                pending.append((slot, [self.pool.apply_async(_decode, (task,)) for task in tasks]))
+                submitted += 1
+                continue
+            if not pending:
+                break
+            slot, jobs = pending.popleft()
+            images += sum(job.get(timeout=120) for job in jobs)
+            if gpu:
+                self.runner.run_host(self.view[slot])
+        elapsed = time.perf_counter() - start
+        return {"workers": self.workers, "draft": draft, "batch": batch, "with_gpu": gpu, "pinned_slots": self.pinned,
+                "images": images, "seconds": round(elapsed, 3), "images_per_s": round(images / elapsed, 1)}
+
+    def close(self) -> None:
+        self.pool.terminate()
+        if self.pinned:
             import ctypes
 
-            runner.copies.cudart.cudaHostUnregister(ctypes.c_void_p(view.ctypes.data))
-        del view
-        memory.close()
-        memory.unlink()
-    return result
+            self.runner.copies.cudart.cudaHostUnregister(ctypes.c_void_p(self.view.ctypes.data))
+        del self.view
+        self.memory.close()
+        self.memory.unlink()
 
 
 def run_pipeline(models: dict[str, str], report: dict[str, Any], work: Path) -> None:
@@ -311,44 +315,56 @@ def run_pipeline(models: dict[str, str], report: dict[str, Any], work: Path) -> 
         report["pipeline"] = {"skipped": "time budget spent"}
         return
     cores = usable_cpus()
-    batch, batches, seconds = (4, 2, 5.0) if ARGS["dry"] else (64, 24, 4.0)
-    pipeline: dict[str, Any] = {"cores": cores, "runs": []}
+    batch, batches, seconds = (4, 2, 5.0) if ARGS["dry"] else (64, 24, 3.0)
+    pipeline: dict[str, Any] = {"cores": cores, "batch": batch, "runs": []}
     report["pipeline"] = pipeline
+    rings: list[DecodeRing] = []
     try:
         session = make_session(models["fp16"], "cuda-nhwc")
         runner = CudaRunner(session, batch)
         host = np.ascontiguousarray(np.resize(report["_inputs"], runner.shape))
         runner.run_host(host)
         pipeline["model_only_images_per_s"] = figures(bounded(runner.run_device, 20, 0.5), batch)["images_per_s"]
-        pipeline["model_from_pinned_host_images_per_s"] = figures(bounded(lambda: runner.run_host(host), 20, 0.5), batch)["images_per_s"]
+        pinned = runner.pinned(host)
+        pipeline["model_from_pinned_host_images_per_s"] = figures(bounded(lambda: runner.run_host(pinned), 20, 0.5), batch)["images_per_s"]
         sets = {"640x480": (640, 480), "2048x1536": (2048, 1536)}
-        for name, size in sets.items():
-            paths = make_jpegs(work / name, size, 11)
+        jpegs = {name: make_jpegs(work / name, size, 11) for name, size in sets.items()}
+        for name, paths in jpegs.items():
             pipeline[f"jpeg_bytes_{name}"] = int(np.mean([os.path.getsize(p) for p in paths]))
-            plan = [(1, False, None), (cores, False, None), (cores, True, None), (cores, False, runner), (cores, True, runner)]
-            if ARGS["dry"]:
-                plan = [(2, False, None), (2, True, runner)]
-            for workers, draft, gpu in plan:
-                if over_budget():
-                    break
-                run = decode_run(paths, workers, draft, batch, 4 if workers == 1 else batches, gpu, seconds)
-                run.update(jpegs=name, with_gpu=gpu is not None)
-                pipeline["runs"].append(run)
-                log(f"pipeline {name} workers {workers:2d} draft {draft!s:5s} gpu {gpu is not None!s:5s}: "
-                    f"{run['images_per_s']:8.1f} images/s")
+        for workers in ((1, 2) if ARGS["dry"] else (1, cores)):
+            if over_budget():
+                break
+            rings.append(ring := DecodeRing(workers, batch, runner))
+            plan = [(False, False)] if workers == 1 else [(False, False), (True, False), (False, True), (True, True)]
+            for name, paths in jpegs.items():
+                for draft, gpu in plan:
+                    if over_budget():
+                        break
+                    run = ring.run(paths, draft, 2 if workers == 1 else batches, gpu, seconds)
+                    run["jpegs"] = name
+                    pipeline["runs"].append(run)
+                    log(f"pipeline {name} workers {workers:2d} draft {draft!s:5s} gpu {gpu!s:5s}: {run['images_per_s']:8.1f} images/s")
+            ring.close()
+            rings.pop()
         # What draft mode changes: embeddings of the large JPEGs, full decode against draft.
         from vggsim.preprocess import PreprocessSpec, load_image
 
-        paths = make_jpegs(work / "2048x1536", sets["2048x1536"], 11)
+        paths = jpegs["2048x1536"]
         full = np.stack([load_image(p) for p in paths])
         drafted = np.stack([load_image(p, PreprocessSpec(jpeg_draft=True)) for p in paths])
-        embed = lambda x: np.concatenate([runner.run_host(np.ascontiguousarray(np.resize(x[i:i + batch], runner.shape)))[:len(x[i:i + batch])]
-                                          for i in range(0, len(x), batch)])  # noqa: E731
+
+        def embed(x: np.ndarray) -> np.ndarray:
+            parts = [np.resize(x[i:i + batch], runner.shape).astype(np.float32) for i in range(0, len(x), batch)]
+            return np.concatenate([runner.run_host(np.ascontiguousarray(part)) for part in parts])[:len(x)]
+
         pipeline["draft_vs_full_decode"] = agreement(embed(full), embed(drafted))
     except Exception as exc:
         pipeline["error"] = f"{type(exc).__name__}: {exc}"[:2000]
         log(f"pipeline FAILED: {pipeline['error']}")
         traceback.print_exc()
+    finally:
+        for ring in rings:
+            ring.close()
 
 
 def torch_fp16_peak() -> dict[str, Any]:
@@ -450,34 +466,44 @@ def keras_main(out: Path) -> None:
     """Keras 3 (JAX on the GPU) with the test model's weights: model.predict from host memory
     (the recipe), and the same model jit-compiled (stateless_call) from host and GPU memory."""
     os.environ.setdefault("KERAS_BACKEND", "jax")
-    import jax
     import keras
     from keras.applications.vgg16 import preprocess_input
 
     from vggsim.export.keras_model import random_vgg16
 
     model, _ = random_vgg16(keras, 0)
-    result: dict[str, Any] = {"backend": f"keras {keras.__version__} ({keras.backend.backend()}), jax {jax.__version__}",
-                              "devices": [str(d) for d in jax.devices()]}
+    on_jax = keras.backend.backend() == "jax"
+    result: dict[str, Any] = {"backend": f"keras {keras.__version__} ({keras.backend.backend()})"}
+    if on_jax:
+        import jax
+
+        result.update(backend=result["backend"] + f", jax {jax.__version__}", devices=[str(d) for d in jax.devices()])
     inputs = accuracy_inputs(2 if ARGS["dry"] else None)
     reference_file = out / "reference.npy"
-    trainable = [v.value for v in model.trainable_variables]
-    fixed = [v.value for v in model.non_trainable_variables]
-    forward = jax.jit(lambda t, f, x: model.stateless_call(t, f, x, training=False)[0])
     if reference_file.exists():
         reference = np.load(reference_file)
         result["accuracy"] = agreement(reference, np.asarray(model.predict(np.ascontiguousarray(preprocess_input(inputs.copy())), verbose=0)))
+        log(f"keras accuracy: {result['accuracy']}")
     rounds, seconds = (2, 0.0) if ARGS["dry"] else (30, 0.8)
     for batch in ((1, 2) if ARGS["dry"] else (1, 8, 64, 256)):
         if over_budget():
             break
         host = np.ascontiguousarray(preprocess_input(np.resize(inputs, (batch, 224, 224, 3)).copy()))
-        device = jax.device_put(host)
         result.setdefault("predict", {})[str(batch)] = figures(bounded(lambda: model.predict(host, verbose=0), rounds, seconds), batch)  # noqa: B023
-        result.setdefault("jit_host", {})[str(batch)] = figures(bounded(lambda: forward(trainable, fixed, host).block_until_ready(), rounds, seconds), batch)  # noqa: B023
-        result.setdefault("jit_gpu", {})[str(batch)] = figures(bounded(lambda: forward(trainable, fixed, device).block_until_ready(), rounds, seconds), batch)  # noqa: B023
-        log(f"keras b{batch}: predict {result['predict'][str(batch)]['images_per_s']}/s, jit host {result['jit_host'][str(batch)]['images_per_s']}/s, "
-            f"jit gpu {result['jit_gpu'][str(batch)]['images_per_s']}/s")
+        line = f"keras b{batch}: predict {result['predict'][str(batch)]['images_per_s']}/s"
+        if on_jax:
+            try:  # the same model compiled once by XLA, without predict's per-call overhead
+                trainable = [v.value for v in model.trainable_variables]
+                fixed = [v.value for v in model.non_trainable_variables]
+                forward = jax.jit(lambda t, f, x: model.stateless_call(t, f, x, training=False)[0])
+                device = jax.device_put(host)
+                result.setdefault("jit_host", {})[str(batch)] = figures(bounded(lambda: forward(trainable, fixed, host).block_until_ready(), rounds, seconds), batch)  # noqa: B023
+                result.setdefault("jit_gpu", {})[str(batch)] = figures(bounded(lambda: forward(trainable, fixed, device).block_until_ready(), rounds, seconds), batch)  # noqa: B023
+                line += f", jit host {result['jit_host'][str(batch)]['images_per_s']}/s, jit gpu {result['jit_gpu'][str(batch)]['images_per_s']}/s"
+            except Exception as exc:
+                result["jit_error"] = f"{type(exc).__name__}: {exc}"[:500]
+                on_jax = False
+        log(line)
     (out / "keras.json").write_text(json.dumps(result, indent=2) + "\n")
 
 

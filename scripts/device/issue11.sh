@@ -9,7 +9,7 @@ set -uo pipefail
 export PYTHONUNBUFFERED=1 KERAS_BACKEND=jax XLA_PYTHON_CLIENT_PREALLOCATE=false TF_CPP_MIN_LOG_LEVEL=3
 OUT=${OUT:-/tmp/vggsim-gpu}; mkdir -p "$OUT"
 exec > >(tee -a "$OUT/issue11.log") 2>&1
-DRY=${DRY_RUN:-0}; FLAG=""; [ "$DRY" = 1 ] && FLAG=--dry-run
+DRY=${DRY_RUN:-0}; FLAG=""; [ "$DRY" = 1 ] && FLAG=--dry-run && export KERAS_BACKEND=${DRY_KERAS_BACKEND:-tensorflow}
 PY=${PYTHON:-python3}
 SITE=/tmp/vggsim-site MODELS=/tmp/vggsim-models-$$
 step() { echo; echo "== $* ($(date +%T), ${SECONDS}s)"; }
@@ -70,11 +70,11 @@ fi
 
 step "every setting side by side, graphs, pipeline"
 timeout ${MAIN_TIMEOUT:-330} $PY -W ignore scripts/device/issue11.py main "$MODELS/fp32" "$MODELS/fp16" "$MODELS/fp16old" "$OUT" \
-  --budget-s=${BUDGET_S:-270} $FLAG 2>&1 | grep -v cudnn_fe
+  --budget-s=${BUDGET_S:-270} $FLAG 2>&1 | grep --line-buffered -v cudnn_fe
 
 step "Keras 3 on JAX, same weights, same GPU"
 timeout 60 $PY -W ignore scripts/device/issue11.py reference "$MODELS/fp32" "$OUT" $FLAG
-timeout ${KERAS_TIMEOUT:-75} $PY -W ignore scripts/device/issue11.py keras "$OUT" --budget-s=60 $FLAG 2>&1 | grep -v "^WARNING\|cudnn_fe" | tail -20
+timeout ${KERAS_TIMEOUT:-75} $PY -W ignore scripts/device/issue11.py keras "$OUT" --budget-s=60 $FLAG 2>&1 | grep --line-buffered -v "^WARNING\|cudnn_fe"
 rm -f "$OUT/reference.npy"
 
 step "summary"
