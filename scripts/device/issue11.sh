@@ -69,12 +69,12 @@ else
 fi
 
 step "every setting side by side, graphs, pipeline"
-timeout ${MAIN_TIMEOUT:-330} $PY -W ignore scripts/device/issue11.py main "$MODELS/fp32" "$MODELS/fp16" "$MODELS/fp16old" "$OUT" \
-  --budget-s=${BUDGET_S:-270} $FLAG 2>&1 | grep --line-buffered -v cudnn_fe
+timeout ${MAIN_TIMEOUT:-300} $PY -W ignore scripts/device/issue11.py main "$MODELS/fp32" "$MODELS/fp16" "$MODELS/fp16old" "$OUT" \
+  --budget-s=${BUDGET_S:-240} $FLAG 2>&1 | grep --line-buffered -v cudnn_fe
 
 step "Keras 3 on JAX, same weights, same GPU"
 timeout 60 $PY -W ignore scripts/device/issue11.py reference "$MODELS/fp32" "$OUT" $FLAG
-timeout ${KERAS_TIMEOUT:-75} $PY -W ignore scripts/device/issue11.py keras "$OUT" --budget-s=60 $FLAG 2>&1 | grep --line-buffered -v "^WARNING\|cudnn_fe"
+timeout ${KERAS_TIMEOUT:-70} $PY -W ignore scripts/device/issue11.py keras "$OUT" --budget-s=50 $FLAG 2>&1 | grep --line-buffered -v "^WARNING\|cudnn_fe"
 rm -f "$OUT/reference.npy"
 
 step "summary"
