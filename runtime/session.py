@@ -124,11 +124,14 @@ def available_providers() -> list[str]:
     return list(ort.get_available_providers())
 
 
-def resolve_providers(request: ProviderRequest = "auto") -> list[Any]:
+def resolve_providers(request: ProviderRequest = "auto", fixed_buffers: bool = False) -> list[Any]:
     """Turn ``"auto"``, ``"cpu"``, ``"cuda"`` or an explicit list into onnxruntime's list.
 
     ``auto`` takes CUDA when this onnxruntime build has it, then CPU. A named provider the
-    build lacks is a :class:`ProviderError` that says what to install.
+    build lacks is a :class:`ProviderError` that says what to install. A CUDA-graph setting
+    is refused unless the caller feeds fixed device buffers (``fixed_buffers``, as
+    :class:`vggsim.bench.CudaRunner` does): fed from host arrays, a captured graph replays
+    on stale addresses (on an H200 with onnxruntime-gpu 1.31.1, Embedder.run crashed).
     """
     available = available_providers()
     cuda: list[Any] = [CUDA_DEFAULT] if "CUDAExecutionProvider" in available else []
@@ -140,6 +143,11 @@ def resolve_providers(request: ProviderRequest = "auto") -> list[Any]:
         if key == "tensorrt":  # TensorRT first, then CUDA for what it cannot take
             items = ["TensorrtExecutionProvider", *cuda]
         elif key in CUDA_SETTINGS:  # "cuda", "cuda-tf32", "cuda-nhwc", "cuda-graph", ...
+            if CUDA_SETTINGS[key].cuda_graph and not fixed_buffers:
+                raise ProviderError(
+                    f"{key!r} replays a captured CUDA graph and needs input and output bound to fixed device "
+                    "buffers: run it through vggsim.bench.CudaRunner (create_session(..., fixed_buffers=True)), "
+                    "or use 'cuda-tf32' / 'cuda-nhwc'.")
             items = [CUDA_SETTINGS[key].provider]
         elif key in PROVIDER_ALIASES or request in available:
             items = [PROVIDER_ALIASES.get(key, request)]
@@ -236,6 +244,7 @@ def create_session(
     threads: int | None = None,
     strict: bool = False,
     cache_key: str | None = None,
+    fixed_buffers: bool = False,
 ) -> tuple[ort.InferenceSession, str]:
     """Create a session and return it with the provider that actually runs it.
 
@@ -247,7 +256,7 @@ def create_session(
     With ``cache_key`` (the model's sha256), the optimised graph is saved beside the model
     on first use and loaded, unoptimised, on later ones: a faster cold start.
     """
-    requested = resolve_providers(providers)
+    requested = resolve_providers(providers, fixed_buffers)
     first_requested = requested[0][0] if isinstance(requested[0], tuple) else requested[0]
     preload_output = preload_cuda_libraries() if first_requested in _GPU_PROVIDERS else ""
     path = Path(model_path)

@@ -36,7 +36,7 @@ def test_cuda_settings_resolve_to_provider_options(monkeypatch: pytest.MonkeyPat
 
     monkeypatch.setattr(session, "available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     for name, setting in CUDA_SETTINGS.items():
-        resolved = session.resolve_providers(name)
+        resolved = session.resolve_providers(name, fixed_buffers=True)
         assert resolved == [("CUDAExecutionProvider", setting.options), "CPUExecutionProvider"]
         assert setting.options["cudnn_conv_algo_search"] == "EXHAUSTIVE"
     assert CUDA_SETTINGS["cuda"].options["use_tf32"] == "0" and "prefer_nhwc" not in CUDA_SETTINGS["cuda"].options
@@ -47,6 +47,9 @@ def test_cuda_settings_resolve_to_provider_options(monkeypatch: pytest.MonkeyPat
     assert cuda_setting("cuda-graph-overlap").cuda_graph and cuda_setting("cuda-graph-overlap").overlap
     with pytest.raises(session.ProviderError):
         cuda_setting("cuda-warp")
+    for name in ("cuda-graph", "cuda-graph-overlap"):  # Embedder feeds host arrays: no CUDA graph there
+        with pytest.raises(session.ProviderError, match="fixed device buffers"):
+            session.resolve_providers(name)
 
 
 def test_first_convolution_padding_changes_no_output(model_dir: Path, tmp_path: Path) -> None:
@@ -123,7 +126,7 @@ def test_fp16_on_cuda_against_fp32(cuda_embedder: Embedder, model_dir: Path, pho
         assert _cosines(reference, fp16.embed(photos)).min() >= 0.999, setting
     # cuda-graph: one captured graph, fed through fixed device buffers; every replay must
     # read the new input (a stale input would repeat the first batch's embeddings).
-    session, provider = create_session(folder / "model.onnx", "cuda-graph", strict=True)
+    session, provider = create_session(folder / "model.onnx", "cuda-graph", strict=True, fixed_buffers=True)
     assert provider == "CUDAExecutionProvider"
     runner = CudaRunner(session, 4)
     inputs = np.stack([fp16.load(p) for p in photos[:8]])
