@@ -62,7 +62,7 @@ if [ "$DRY" != 1 ]; then
     $PY -W ignore -c "$probe" || exit 1
   fi
   step "tests/test_cuda.py"
-  VGGSIM_TEST_MODEL=$MODELS/fp32 VGGSIM_REQUIRE_CUDA=1 timeout 150 $PY -m pytest -q -rA -p no:cacheprovider tests/test_cuda.py 2>&1 | tee "$OUT/test_cuda.log"
+  [ -n "${SKIP_TESTS:-}" ] || VGGSIM_TEST_MODEL=$MODELS/fp32 VGGSIM_REQUIRE_CUDA=1 timeout 150 $PY -m pytest -q -rA -p no:cacheprovider tests/test_cuda.py 2>&1 | tee "$OUT/test_cuda.log"
 else
   step "tests/test_cuda.py (CPU: the GPU tests skip)"
   VGGSIM_TEST_MODEL=$MODELS/fp32 timeout 300 $PY -m pytest -q -rA -p no:cacheprovider tests/test_cuda.py 2>&1 | tee "$OUT/test_cuda.log"
@@ -70,11 +70,11 @@ fi
 
 step "every setting side by side, graphs, pipeline"
 timeout ${MAIN_TIMEOUT:-300} $PY -W ignore scripts/device/issue11.py main "$MODELS/fp32" "$MODELS/fp16" "$MODELS/fp16old" "$OUT" \
-  --budget-s=${BUDGET_S:-240} $FLAG 2>&1 | grep --line-buffered -v cudnn_fe
+  --budget-s=${BUDGET_S:-240} $FLAG ${ONLY:+"--only=$ONLY"} ${NO_PIPELINE:+--no-pipeline} 2>&1 | grep --line-buffered -v cudnn_fe
 
 step "Keras 3 on JAX, same weights, same GPU"
-timeout 60 $PY -W ignore scripts/device/issue11.py reference "$MODELS/fp32" "$OUT" $FLAG
-timeout ${KERAS_TIMEOUT:-70} $PY -W ignore scripts/device/issue11.py keras "$OUT" --budget-s=50 $FLAG 2>&1 | grep --line-buffered -v "^WARNING\|cudnn_fe"
+[ -n "${SKIP_KERAS:-}" ] || timeout 60 $PY -W ignore scripts/device/issue11.py reference "$MODELS/fp32" "$OUT" $FLAG
+[ -n "${SKIP_KERAS:-}" ] || timeout ${KERAS_TIMEOUT:-70} $PY -W ignore scripts/device/issue11.py keras "$OUT" --budget-s=50 $FLAG 2>&1 | grep --line-buffered -v "^WARNING\|cudnn_fe"
 rm -f "$OUT/reference.npy"
 
 step "summary"
