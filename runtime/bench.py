@@ -331,8 +331,9 @@ class _HostCopies:
         nbytes = int(np.prod(shape)) * 4
         pointer = ctypes.c_void_p()
         self._check(self.cudart.cudaHostAlloc(ctypes.byref(pointer), ctypes.c_size_t(nbytes), 0))
-        buffer = (ctypes.c_float * int(np.prod(shape))).from_address(pointer.value)
-        return np.frombuffer(buffer, np.float32).reshape(shape)
+        buffer = (ctypes.c_float * int(np.prod(shape))).from_address(int(pointer.value or 0))
+        array: np.ndarray = np.ctypeslib.as_array(buffer).reshape(shape)
+        return array
 
     def pin(self, array: np.ndarray) -> bool:
         """Page-lock an existing host array in place (cudaHostRegister); False where impossible."""

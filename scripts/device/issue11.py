@@ -1,3 +1,4 @@
+# ruff: noqa: E501, B023  (report strings and table rows read best on one line; loop lambdas are timed at once)
 """Issue 11 on a lent GPU, in one bounded run: every CUDA setting side by side at batch 1, 8,
 64 and 256, each from GPU memory, from host memory (pageable, pinned, and pinned with the
 copy of batch N+1 overlapped with batch N), with p50/p99, the fraction of the fp16 peak and
@@ -34,26 +35,28 @@ import numpy as np
 
 from vggsim import l2_normalize, sample_photos
 from vggsim.bench import VGG16_GFLOP, CudaRunner, gpu_name
-from vggsim.session import CUDA_SETTINGS, preload_cuda_libraries, resolve_providers, session_options, usable_cpus
+from vggsim.session import CUDA_SETTINGS, CudaSetting, preload_cuda_libraries, resolve_providers, session_options, usable_cpus
 
 FP16_PEAK_TFLOPS = 989.4  # H100 SXM / H200 dense fp16 tensor cores, datasheet
 START = time.perf_counter()
 ARGS: dict[str, Any] = {"dry": False, "budget": 330.0, "only": [], "no_pipeline": False}
 PIPELINE_RESERVE_S = 75.0  # of the budget, kept for the decode pipeline
 SETTINGS = [  # (label, model key, named setting), most wanted first: a spent budget skips the last
-    ("fp16 NHWC (cuda-nhwc)", "fp16", "cuda-nhwc"),
+    ("fp16 NHWC (cuda-tf32)", "fp16", "cuda-tf32"),
     ("fp16 cuda-graph (NHWC)", "fp16", "cuda-graph"),
     ("fp32 cuda-tf32", "fp32", "cuda-tf32"),
+    ("fp16 NHWC, TF32 flag off", "fp16", "nhwc-tf32-off"),
     ("fp16 NCHW (cuda)", "fp16", "cuda"),
-    ("fp16 as before, NHWC (cuda-nhwc)", "fp16old", "cuda-nhwc"),
+    ("fp16 as before, NHWC (cuda-tf32)", "fp16old", "cuda-tf32"),
     ("fp16 as before, NCHW (cuda)", "fp16old", "cuda"),
     ("fp32 exact (cuda)", "fp32", "cuda"),
     ("fp32 cuda-graph (TF32)", "fp32", "cuda-graph"),
-    # Run 2 on the H200: fp16 NHWC with use_tf32=0 ran batch 8 and 64 at a tenth of the
-    # speed of the same graph with use_tf32=1 (cuda-graph): the flag, not the graph?
-    ("fp16 NHWC (cuda-tf32)", "fp16", "cuda-tf32"),
-    ("fp16 as before, NHWC (cuda-tf32)", "fp16old", "cuda-tf32"),
 ]
+# Settings measured for comparison only (no name in vggsim): on the H200, fp16 NHWC with
+# use_tf32=0 ran batch 8 and 64 at a tenth of its speed with use_tf32=1.
+COMPARISONS = {
+    "nhwc-tf32-off": CudaSetting("nhwc-tf32-off", {"cudnn_conv_algo_search": "EXHAUSTIVE", "use_tf32": "0", "prefer_nhwc": "1"})
+}
 
 
 def log(message: str) -> None:
@@ -80,17 +83,24 @@ def bounded(fn: Any, rounds: int, seconds: float, warmup: int = 2) -> list[float
 def figures(times: list[float], batch: int) -> dict[str, Any]:
     ms = np.asarray(times) * 1000
     per_s = batch / float(np.mean(times))
-    return {"p50_ms": round(float(np.percentile(ms, 50)), 3), "p99_ms": round(float(np.percentile(ms, 99)), 3),
-            "images_per_s": round(per_s, 1), "rounds": len(times),
-            "fraction_of_fp16_peak": round(per_s * VGG16_GFLOP / (FP16_PEAK_TFLOPS * 1000), 4)}
+    return {
+        "p50_ms": round(float(np.percentile(ms, 50)), 3),
+        "p99_ms": round(float(np.percentile(ms, 99)), 3),
+        "images_per_s": round(per_s, 1),
+        "rounds": len(times),
+        "fraction_of_fp16_peak": round(per_s * VGG16_GFLOP / (FP16_PEAK_TFLOPS * 1000), 4),
+    }
 
 
 def agreement(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
     a, b = l2_normalize(reference), l2_normalize(candidate)
     n = min(len(a), 24)
     diff = max((abs(float(a[i] @ a[j]) - float(b[i] @ b[j])) for i, j in combinations(range(n), 2)), default=0.0)
-    return {"min_cosine": round(float(np.sum(a * b, axis=1).min()), 8), "max_score_difference": diff,
-            "finite": bool(np.isfinite(candidate).all())}
+    return {
+        "min_cosine": round(float(np.sum(a * b, axis=1).min()), 8),
+        "max_score_difference": diff,
+        "finite": bool(np.isfinite(candidate).all()),
+    }
 
 
 def accuracy_inputs(limit: int | None) -> np.ndarray:
@@ -109,6 +119,8 @@ def make_session(model: str, setting: str, dump: str | None = None) -> Any:
     import onnxruntime as ort
 
     request = provider_request(setting)
+    if request in COMPARISONS:
+        request = [COMPARISONS[request].provider]
     providers = resolve_providers(request, fixed_buffers=True)
     if not ARGS["dry"]:
         preload_cuda_libraries()
@@ -131,10 +143,12 @@ def graph_ops(path: str) -> dict[str, Any]:
     for node in model.graph.node:
         key = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
         counts[key] = counts.get(key, 0) + 1
-    return {"ops": dict(sorted(counts.items())),
-            "cast": sum(v for k, v in counts.items() if k.endswith("Cast")),
-            "transpose": sum(v for k, v in counts.items() if k.endswith("Transpose")),
-            "memcpy": sum(v for k, v in counts.items() if "Memcpy" in k)}
+    return {
+        "ops": dict(sorted(counts.items())),
+        "cast": sum(v for k, v in counts.items() if k.endswith("Cast")),
+        "transpose": sum(v for k, v in counts.items() if k.endswith("Transpose")),
+        "memcpy": sum(v for k, v in counts.items() if "Memcpy" in k),
+    }
 
 
 def embedder_path(session: Any, batch: np.ndarray) -> np.ndarray:
@@ -167,10 +181,15 @@ def bench_cell(session: Any, batch: int, inputs: np.ndarray, reference: np.ndarr
     start = time.perf_counter()
     outputs = runner.run_stream(sequence)
     elapsed = time.perf_counter() - start
-    cell["host_overlap"] = {"images_per_s": round(batch * count / elapsed, 1), "ms_per_batch": round(elapsed / count * 1000, 3),
-                            "batches": count, "fraction_of_fp16_peak": round(batch * count / elapsed * VGG16_GFLOP / (FP16_PEAK_TFLOPS * 1000), 4),
-                            "min_cosine": min(agreement(reference[(rows + 7 * (k % 3)) % len(inputs)], o)["min_cosine"]
-                                              for k, o in enumerate(outputs))}
+    cell["host_overlap"] = {
+        "images_per_s": round(batch * count / elapsed, 1),
+        "ms_per_batch": round(elapsed / count * 1000, 3),
+        "batches": count,
+        "fraction_of_fp16_peak": round(batch * count / elapsed * VGG16_GFLOP / (FP16_PEAK_TFLOPS * 1000), 4),
+        "min_cosine": min(
+            agreement(reference[(rows + 7 * (k % 3)) % len(inputs)], o)["min_cosine"] for k, o in enumerate(outputs)
+        ),
+    }
     if not graph:  # the library's own path (a CUDA graph needs fixed buffers, which Embedder.run does not bind)
         cell["embedder_run"] = figures(bounded(lambda: embedder_path(session, host), rounds, seconds), batch)
     cell["host_over_gpu"] = round(cell["host_overlap"]["images_per_s"] / cell["gpu"]["images_per_s"], 3)
@@ -182,13 +201,13 @@ def run_settings(models: dict[str, str], report: dict[str, Any], work: Path) -> 
     reference = report["_reference"]
     batches = (1, 2) if ARGS["dry"] else (1, 8, 64, 256)
     chosen = [s for s in SETTINGS if not ARGS["only"] or s[0] in ARGS["only"]]
-    for label, key, setting in ([chosen[i] for i in (1, 4) if i < len(chosen)] if ARGS["dry"] and not ARGS["only"] else chosen):
+    for label, key, setting in [chosen[i] for i in (1, 3) if i < len(chosen)] if ARGS["dry"] and not ARGS["only"] else chosen:
         if over_budget(PIPELINE_RESERVE_S):
             report["settings"].append({"label": label, "skipped": "time budget spent"})
             continue
-        graph = CUDA_SETTINGS[setting].cuda_graph
-        entry: dict[str, Any] = {"label": label, "model": key, "setting": setting,
-                                 "options": CUDA_SETTINGS[setting].options, "batch": {}}
+        named = CUDA_SETTINGS.get(setting) or COMPARISONS[setting]
+        graph = named.cuda_graph
+        entry: dict[str, Any] = {"label": label, "model": key, "setting": setting, "options": named.options, "batch": {}}
         report["settings"].append(entry)
         try:
             dump = str(work / f"opt-{key}-{setting}.onnx")
@@ -209,9 +228,11 @@ def run_settings(models: dict[str, str], report: dict[str, Any], work: Path) -> 
                 start = time.perf_counter()
                 entry["batch"][str(batch)] = cell = bench_cell(session, batch, inputs, reference, graph)
                 cell["seconds"] = round(time.perf_counter() - start, 2)
-                log(f"{label:36s} b{batch:<3d} gpu {cell['gpu']['images_per_s']:>9.1f}/s p50 {cell['gpu']['p50_ms']:.3f} ms"
+                log(
+                    f"{label:36s} b{batch:<3d} gpu {cell['gpu']['images_per_s']:>9.1f}/s p50 {cell['gpu']['p50_ms']:.3f} ms"
                     f" | overlap {cell['host_overlap']['images_per_s']:>9.1f}/s | pinned {cell['host_pinned']['images_per_s']:>9.1f}/s"
-                    f" | pageable {cell['host_pageable']['images_per_s']:>9.1f}/s | cos {cell['accuracy']['min_cosine']:.6f}")
+                    f" | pageable {cell['host_pageable']['images_per_s']:>9.1f}/s | cos {cell['accuracy']['min_cosine']:.6f}"
+                )
             del session
             report["_save"]()
         except Exception as exc:
@@ -281,8 +302,15 @@ class DecodeRing:
         while True:
             if submitted < batches and len(pending) < self.slots - 1 and time.perf_counter() - start < seconds:
                 slot = submitted % self.slots
-                tasks = [(slot, row, [paths[(submitted * batch + row + k) % len(paths)] for k in range(min(chunk, batch - row))], draft)
-                         for row in range(0, batch, chunk)]
+                tasks = [
+                    (
+                        slot,
+                        row,
+                        [paths[(submitted * batch + row + k) % len(paths)] for k in range(min(chunk, batch - row))],
+                        draft,
+                    )
+                    for row in range(0, batch, chunk)
+                ]
                 pending.append((slot, [self.pool.apply_async(_decode, (task,)) for task in tasks]))
                 submitted += 1
                 continue
@@ -293,8 +321,16 @@ class DecodeRing:
             if gpu:
                 self.runner.run_host(self.view[slot])
         elapsed = time.perf_counter() - start
-        return {"workers": self.workers, "draft": draft, "batch": batch, "with_gpu": gpu, "pinned_slots": self.pinned,
-                "images": images, "seconds": round(elapsed, 3), "images_per_s": round(images / elapsed, 1)}
+        return {
+            "workers": self.workers,
+            "draft": draft,
+            "batch": batch,
+            "with_gpu": gpu,
+            "pinned_slots": self.pinned,
+            "images": images,
+            "seconds": round(elapsed, 3),
+            "images_per_s": round(images / elapsed, 1),
+        }
 
     def close(self) -> None:
         self.pool.terminate()
@@ -323,12 +359,14 @@ def run_pipeline(models: dict[str, str], report: dict[str, Any], work: Path) -> 
         runner.run_host(host)
         pipeline["model_only_images_per_s"] = figures(bounded(runner.run_device, 20, 0.5), batch)["images_per_s"]
         pinned = runner.pinned(host)
-        pipeline["model_from_pinned_host_images_per_s"] = figures(bounded(lambda: runner.run_host(pinned), 20, 0.5), batch)["images_per_s"]
+        pipeline["model_from_pinned_host_images_per_s"] = figures(bounded(lambda: runner.run_host(pinned), 20, 0.5), batch)[
+            "images_per_s"
+        ]
         sets = {"640x480": (640, 480), "2048x1536": (2048, 1536)}
         jpegs = {name: make_jpegs(work / name, size, 11) for name, size in sets.items()}
         for name, paths in jpegs.items():
             pipeline[f"jpeg_bytes_{name}"] = int(np.mean([os.path.getsize(p) for p in paths]))
-        for workers in ((1, 2) if ARGS["dry"] else (1, cores)):
+        for workers in (1, 2) if ARGS["dry"] else (1, cores):
             if over_budget():
                 break
             rings.append(ring := DecodeRing(workers, batch, runner))
@@ -340,7 +378,9 @@ def run_pipeline(models: dict[str, str], report: dict[str, Any], work: Path) -> 
                     run = ring.run(paths, draft, 2 if workers == 1 else batches, gpu, seconds)
                     run["jpegs"] = name
                     pipeline["runs"].append(run)
-                    log(f"pipeline {name} workers {workers:2d} draft {draft!s:5s} gpu {gpu!s:5s}: {run['images_per_s']:8.1f} images/s")
+                    log(
+                        f"pipeline {name} workers {workers:2d} draft {draft!s:5s} gpu {gpu!s:5s}: {run['images_per_s']:8.1f} images/s"
+                    )
             ring.close()
             rings.pop()
         # What draft mode changes: embeddings of the large JPEGs, full decode against draft.
@@ -351,8 +391,8 @@ def run_pipeline(models: dict[str, str], report: dict[str, Any], work: Path) -> 
         drafted = np.stack([load_image(p, PreprocessSpec(jpeg_draft=True)) for p in paths])
 
         def embed(x: np.ndarray) -> np.ndarray:
-            parts = [np.resize(x[i:i + batch], runner.shape).astype(np.float32) for i in range(0, len(x), batch)]
-            return np.concatenate([runner.run_host(np.ascontiguousarray(part)) for part in parts])[:len(x)]
+            parts = [np.resize(x[i : i + batch], runner.shape).astype(np.float32) for i in range(0, len(x), batch)]
+            return np.concatenate([runner.run_host(np.ascontiguousarray(part)) for part in parts])[: len(x)]
 
         pipeline["draft_vs_full_decode"] = agreement(embed(full), embed(drafted))
     except Exception as exc:
@@ -366,14 +406,16 @@ def run_pipeline(models: dict[str, str], report: dict[str, Any], work: Path) -> 
 
 def torch_fp16_peak() -> dict[str, Any]:
     """Dense fp16 matrix-product rate through PyTorch (cuBLAS), in a separate process."""
-    code = ("import torch, time\n"
-            "a = torch.randn(8192, 8192, device='cuda', dtype=torch.float16); b = torch.randn_like(a)\n"
-            "for _ in range(3): a @ b\n"
-            "torch.cuda.synchronize(); best = 1e9\n"
-            "for _ in range(5):\n"
-            "    s = torch.cuda.Event(enable_timing=True); e = torch.cuda.Event(enable_timing=True)\n"
-            "    s.record(); [a @ b for _ in range(10)]; e.record(); torch.cuda.synchronize(); best = min(best, s.elapsed_time(e) / 10)\n"
-            "print(2 * 8192 ** 3 / (best / 1000) / 1e12)\n")
+    code = (
+        "import torch, time\n"
+        "a = torch.randn(8192, 8192, device='cuda', dtype=torch.float16); b = torch.randn_like(a)\n"
+        "for _ in range(3): a @ b\n"
+        "torch.cuda.synchronize(); best = 1e9\n"
+        "for _ in range(5):\n"
+        "    s = torch.cuda.Event(enable_timing=True); e = torch.cuda.Event(enable_timing=True)\n"
+        "    s.record(); [a @ b for _ in range(10)]; e.record(); torch.cuda.synchronize(); best = min(best, s.elapsed_time(e) / 10)\n"
+        "print(2 * 8192 ** 3 / (best / 1000) / 1e12)\n"
+    )
     try:
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=90)
         return {"tflops": round(float(done.stdout.strip().splitlines()[-1]), 1), "how": "torch fp16 8192^3 matmul, best of 5x10"}
@@ -387,10 +429,15 @@ def main(fp32: str, fp16: str, fp16_unpadded: str, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="issue11-"))
     models = {"fp32": fp32, "fp16": fp16, "fp16old": fp16_unpadded}
-    report: dict[str, Any] = {"gpu": None if ARGS["dry"] else gpu_name(), "dry_run": ARGS["dry"],
-                              "onnxruntime": ort.__version__, "cores": usable_cpus(),
-                              "vgg16_gflop_per_image": round(VGG16_GFLOP, 2), "fp16_peak_tflops_datasheet": FP16_PEAK_TFLOPS,
-                              "settings": []}
+    report: dict[str, Any] = {
+        "gpu": None if ARGS["dry"] else gpu_name(),
+        "dry_run": ARGS["dry"],
+        "onnxruntime": ort.__version__,
+        "cores": usable_cpus(),
+        "vgg16_gflop_per_image": round(VGG16_GFLOP, 2),
+        "fp16_peak_tflops_datasheet": FP16_PEAK_TFLOPS,
+        "settings": [],
+    }
     for key, folder in models.items():
         try:
             report.setdefault("models", {})[key] = json.loads(Path(folder, "manifest.json").read_text()).get("quantization")
@@ -401,7 +448,9 @@ def main(fp32: str, fp16: str, fp16_unpadded: str, out: Path) -> None:
         log(f"fp16 matmul peak: {report['fp16_peak_measured']}")
     inputs = accuracy_inputs(2 if ARGS["dry"] else None)
     cpu = make_session(fp32, "cpu") if ARGS["dry"] else _cpu_session(fp32)
-    reference = np.concatenate([cpu.run(None, {cpu.get_inputs()[0].name: inputs[i:i + 8]})[0] for i in range(0, len(inputs), 8)])
+    reference = np.concatenate(
+        [cpu.run(None, {cpu.get_inputs()[0].name: inputs[i : i + 8]})[0] for i in range(0, len(inputs), 8)]
+    )
     report.update(_inputs=inputs, _reference=reference, accuracy_images=len(inputs))
     log(f"CPU fp32 reference: {len(inputs)} images")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(124))  # `timeout` still gets the JSON written
@@ -431,9 +480,12 @@ def _cpu_session(model: str) -> Any:
 def summary(report: dict[str, Any], keras: dict[str, Any] | None = None) -> list[str]:
     """The markdown table the README takes: images/s from GPU memory and from host memory
     (overlapped), p50/p99 from GPU memory, fraction of fp16 peak, min cosine."""
-    lines = [f"GPU: {report.get('gpu')}; onnxruntime {report['onnxruntime']}; {report.get('accuracy_images')} images against exact fp32 on the CPU",
-             "", "| setting | batch | GPU memory img/s (p50 / p99 ms) | host, overlapped img/s | host pinned / pageable img/s | host/GPU | fp16 peak | min cosine |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"GPU: {report.get('gpu')}; onnxruntime {report['onnxruntime']}; {report.get('accuracy_images')} images against exact fp32 on the CPU",
+        "",
+        "| setting | batch | GPU memory img/s (p50 / p99 ms) | host, overlapped img/s | host pinned / pageable img/s | host/GPU | fp16 peak | min cosine |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for entry in report["settings"]:
         if "error" in entry or "skipped" in entry:
             lines.append(f"| {entry['label']} | | {entry.get('error') or entry.get('skipped')} | | | | | |")
@@ -442,25 +494,38 @@ def summary(report: dict[str, Any], keras: dict[str, Any] | None = None) -> list
             if "gpu" not in cell:
                 continue
             g, o = cell["gpu"], cell["host_overlap"]
-            lines.append(f"| {entry['label']} | {batch} | {g['images_per_s']:,.0f} ({g['p50_ms']:.3f} / {g['p99_ms']:.3f}) | "
-                         f"{o['images_per_s']:,.0f} | {cell['host_pinned']['images_per_s']:,.0f} / {cell['host_pageable']['images_per_s']:,.0f} | "
-                         f"{cell['host_over_gpu']:.2f} | {g['fraction_of_fp16_peak']:.1%} | {min(cell['accuracy']['min_cosine'], o['min_cosine']):.6f} |")
+            lines.append(
+                f"| {entry['label']} | {batch} | {g['images_per_s']:,.0f} ({g['p50_ms']:.3f} / {g['p99_ms']:.3f}) | "
+                f"{o['images_per_s']:,.0f} | {cell['host_pinned']['images_per_s']:,.0f} / {cell['host_pageable']['images_per_s']:,.0f} | "
+                f"{cell['host_over_gpu']:.2f} | {g['fraction_of_fp16_peak']:.1%} | {min(cell['accuracy']['min_cosine'], o['min_cosine']):.6f} |"
+            )
     if keras:
         for mode in ("predict", "jit_host", "jit_gpu"):
             for batch, cell in keras.get(mode, {}).items():
-                lines.append(f"| Keras {keras.get('backend')} {mode} | {batch} | {cell['images_per_s']:,.0f} ({cell['p50_ms']:.3f} / {cell['p99_ms']:.3f}) "
-                             f"| | | | {cell['fraction_of_fp16_peak']:.1%} | {keras.get('accuracy', {}).get('min_cosine', '')} |")
+                lines.append(
+                    f"| Keras {keras.get('backend')} {mode} | {batch} | {cell['images_per_s']:,.0f} ({cell['p50_ms']:.3f} / {cell['p99_ms']:.3f}) "
+                    f"| | | | {cell['fraction_of_fp16_peak']:.1%} | {keras.get('accuracy', {}).get('min_cosine', '')} |"
+                )
     lines.append("")
-    lines.append("Optimised graphs (CUDA): " + "; ".join(
-        f"{e['label']}: Cast {e['optimized_graph'].get('cast')}, Transpose {e['optimized_graph'].get('transpose')}, Memcpy {e['optimized_graph'].get('memcpy')}"
-        for e in report["settings"] if "optimized_graph" in e))
+    lines.append(
+        "Optimised graphs (CUDA): "
+        + "; ".join(
+            f"{e['label']}: Cast {e['optimized_graph'].get('cast')}, Transpose {e['optimized_graph'].get('transpose')}, Memcpy {e['optimized_graph'].get('memcpy')}"
+            for e in report["settings"]
+            if "optimized_graph" in e
+        )
+    )
     pipeline = report.get("pipeline", {})
     if pipeline.get("runs"):
-        lines.append(f"Pipeline ({pipeline['cores']} cores, batch {pipeline['batch']}, fp16 cuda-graph): model only {pipeline.get('model_only_images_per_s')} img/s, "
-                     f"from pinned host {pipeline.get('model_from_pinned_host_images_per_s')} img/s")
+        lines.append(
+            f"Pipeline ({pipeline['cores']} cores, batch {pipeline['batch']}, fp16 cuda-graph): model only {pipeline.get('model_only_images_per_s')} img/s, "
+            f"from pinned host {pipeline.get('model_from_pinned_host_images_per_s')} img/s"
+        )
         for run in pipeline["runs"]:
-            lines.append(f"  {run['jpegs']} JPEG, {run['workers']} workers, draft {run['draft']}, "
-                         f"{'decode + GPU' if run['with_gpu'] else 'decode only'}: {run['images_per_s']} img/s")
+            lines.append(
+                f"  {run['jpegs']} JPEG, {run['workers']} workers, draft {run['draft']}, "
+                f"{'decode + GPU' if run['with_gpu'] else 'decode only'}: {run['images_per_s']} img/s"
+            )
         lines.append(f"  draft against full decode: {pipeline.get('draft_vs_full_decode')}")
     return lines
 
@@ -485,14 +550,18 @@ def keras_main(out: Path) -> None:
     reference_file = out / "reference.npy"
     if reference_file.exists():
         reference = np.load(reference_file)
-        result["accuracy"] = agreement(reference, np.asarray(model.predict(np.ascontiguousarray(preprocess_input(inputs.copy())), verbose=0)))
+        result["accuracy"] = agreement(
+            reference, np.asarray(model.predict(np.ascontiguousarray(preprocess_input(inputs.copy())), verbose=0))
+        )
         log(f"keras accuracy: {result['accuracy']}")
     rounds, seconds = (2, 0.0) if ARGS["dry"] else (30, 0.8)
-    for batch in ((1, 2) if ARGS["dry"] else (1, 8, 64, 256)):
+    for batch in (1, 2) if ARGS["dry"] else (1, 8, 64, 256):
         if over_budget():
             break
         host = np.ascontiguousarray(preprocess_input(np.resize(inputs, (batch, 224, 224, 3)).copy()))
-        result.setdefault("predict", {})[str(batch)] = figures(bounded(lambda: model.predict(host, verbose=0), rounds, seconds), batch)  # noqa: B023
+        result.setdefault("predict", {})[str(batch)] = figures(
+            bounded(lambda: model.predict(host, verbose=0), rounds, seconds), batch
+        )  # noqa: B023
         line = f"keras b{batch}: predict {result['predict'][str(batch)]['images_per_s']}/s"
         if on_jax:
             try:  # the same model compiled once by XLA, without predict's per-call overhead
@@ -500,8 +569,12 @@ def keras_main(out: Path) -> None:
                 fixed = [v.value for v in model.non_trainable_variables]
                 forward = jax.jit(lambda t, f, x: model.stateless_call(t, f, x, training=False)[0])
                 device = jax.device_put(host)
-                result.setdefault("jit_host", {})[str(batch)] = figures(bounded(lambda: forward(trainable, fixed, host).block_until_ready(), rounds, seconds), batch)  # noqa: B023
-                result.setdefault("jit_gpu", {})[str(batch)] = figures(bounded(lambda: forward(trainable, fixed, device).block_until_ready(), rounds, seconds), batch)  # noqa: B023
+                result.setdefault("jit_host", {})[str(batch)] = figures(
+                    bounded(lambda: forward(trainable, fixed, host).block_until_ready(), rounds, seconds), batch
+                )  # noqa: B023
+                result.setdefault("jit_gpu", {})[str(batch)] = figures(
+                    bounded(lambda: forward(trainable, fixed, device).block_until_ready(), rounds, seconds), batch
+                )  # noqa: B023
                 line += f", jit host {result['jit_host'][str(batch)]['images_per_s']}/s, jit gpu {result['jit_gpu'][str(batch)]['images_per_s']}/s"
             except Exception as exc:
                 result["jit_error"] = f"{type(exc).__name__}: {exc}"[:500]
@@ -513,7 +586,10 @@ def keras_main(out: Path) -> None:
 def save_reference(fp32: str, out: Path) -> None:
     session = _cpu_session(fp32)
     inputs = accuracy_inputs(2 if ARGS["dry"] else None)
-    np.save(out / "reference.npy", np.concatenate([session.run(None, {"image": inputs[i:i + 8]})[0] for i in range(0, len(inputs), 8)]))
+    np.save(
+        out / "reference.npy",
+        np.concatenate([session.run(None, {"image": inputs[i : i + 8]})[0] for i in range(0, len(inputs), 8)]),
+    )
 
 
 def print_summary(out: Path) -> None:
