@@ -1,0 +1,91 @@
+"""``vggsim dedup``: groups of near-duplicate images in a store."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from pathlib import Path
+from typing import Any
+
+from ..errors import require
+from .common import (
+    RANDOM_WEIGHTS_NOTE,
+    add_parser,
+    caveat,
+    display_path,
+    log,
+    output_path,
+    plot_title,
+    print_json,
+    threshold_type,
+    write_output,
+)
+
+
+def register(sub: Any) -> None:
+    p = add_parser(sub, "dedup", help="groups of near-duplicate images in a store",
+                   description="Group stored images whose cosine similarity reaches the threshold. The default "
+                   "threshold is the one calibrated for the store's model at export (`vggsim doctor` shows it); "
+                   "the model named by --model must be the one that made the store.")
+    p.add_argument("--store", required=True, metavar="STORE", help="store folder made by `vggsim embed`")
+    p.add_argument("--threshold", type=threshold_type, default=None, metavar="T",
+                   help="cosine score in (0, 1] at or above which images are near-duplicates "
+                   "(default: the one calibrated for this model at export)")
+    p.add_argument("--model", metavar="DIR", help="the model that made the store, whose calibrated threshold "
+                   "is the default (default: $VGGSIM_MODEL or models/vgg16)")
+    p.add_argument("--json", action="store_true", help="print the groups as JSON on stdout")
+    p.add_argument("--out", metavar="OUT.json", help="write the groups as JSON to this file "
+                   "(folders are created; default: none)")
+    p.add_argument("--csv", metavar="OUT.csv", help="write group, path, score (to the group's first member) "
+                   "as CSV (folders are created; default: none)")
+    p.add_argument("--plot", metavar="OUT.png", help="draw the largest groups (folders are created; default: none)")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    require("pyarrow", "store", "vggsim dedup")
+    out, csv_out, plot = (output_path(args.out, "--out"), output_path(args.csv, "--csv"),
+                          output_path(args.plot, "--plot"))
+    from ..collection import StoreReader, dedup_threshold, find_duplicates
+
+    reader = StoreReader(args.store)
+    choice = dedup_threshold(reader, model=args.model, threshold=args.threshold)
+    groups = find_duplicates(reader, choice.threshold)
+    rows = [{"group": g.number, "path": m.path, "score": round(float(m.score), 6)} for g in groups for m in g.members]
+    report = {"store": args.store, "threshold": choice.threshold, "threshold_source": choice.source,
+              **caveat(choice.random_weights), "groups": rows}
+    if out is not None:
+        import json
+
+        write_output(out, lambda p: p.write_text(json.dumps(report, indent=2) + "\n"), "--out")
+    if csv_out is not None:
+        write_output(csv_out, lambda p: _write_csv(p, rows), "--csv")
+    if plot is not None:
+        from ..plot import contact_sheet
+
+        by_group: dict[int, list[dict[str, Any]]] = {}
+        for row in rows:
+            by_group.setdefault(row["group"], []).append(row)
+        largest = sorted(by_group.values(), key=len, reverse=True)[:8]
+        sheet = [[(r["path"], f"group {r['group']}  {r['score']:.4f}\n{Path(r['path']).name}") for r in g[:6]]
+                 for g in largest]
+        title = plot_title(f"near-duplicate groups at threshold {choice.threshold}", choice.random_weights)
+        write_output(plot, lambda p: contact_sheet(sheet, p, title=title), "--plot")
+    log(f"{len(groups)} groups, {len(rows)} images at threshold {choice.threshold} ({choice.source})")
+    if choice.random_weights:
+        log(f"warning: {RANDOM_WEIGHTS_NOTE}")
+    elif choice.random_weights is None:
+        log("note: the store's model was not found, so whether its weights are real is unknown")
+    if args.json:
+        print_json(report)
+    elif not (out or csv_out):
+        for row in rows:
+            print(f"{row['group']}\t{row['score']:.6f}\t{display_path(row['path'])}")
+    return 0
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    with open(path, "w", newline="", encoding="utf-8", errors="surrogateescape") as fp:
+        writer = csv.DictWriter(fp, fieldnames=["group", "path", "score"])
+        writer.writeheader()
+        writer.writerows(rows)
