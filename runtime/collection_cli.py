@@ -5,19 +5,15 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import sys
-import time
-from collections import Counter
 from pathlib import Path
-from typing import Any
-from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
 
-import numpy as np
+from .errors import VggsimError, require
 
-from .errors import StoreError, VggsimError, require
-
-DEDUP_BLOCK_ROWS = 4096  # a 4096 x 4096 float32 score block is 64 MB
+if TYPE_CHECKING:
+    from .collection import EmbedSummary
 
 
 def add_collection_parsers(sub: Any, add_model_args: Callable[[Any], None]) -> None:
@@ -63,78 +59,33 @@ def add_collection_parsers(sub: Any, add_model_args: Callable[[Any], None]) -> N
     p.set_defaults(handler="dedup")
 
 
-def _unchanged(store_table: Any, retry_errors: bool) -> dict[str, tuple[int, int]]:
-    keep = {}
-    for path, size, mtime, status in zip(*(store_table.column(c).to_pylist() for c in ("path", "size", "mtime_ns", "status"))):
-        if status == "ok" or (status == "error" and not retry_errors and size is not None):
-            keep[path] = (size, mtime)
-    return keep
-
-
-def _todo(paths: Iterator[Path], known: dict[str, tuple[int, int]], counts: Counter[str]) -> Iterator[str]:
-    for path in paths:
-        key = os.path.abspath(path)
-        counts["seen"] += 1
-        try:
-            stat = os.stat(key)
-            if known.get(key) == (stat.st_size, stat.st_mtime_ns):
-                counts["unchanged"] += 1
-                continue
-        except OSError:
-            pass
-        yield key
-
-
 def cmd_embed(args: argparse.Namespace) -> int:
+    from .collection import EmbedProgress, embed_into_store
     from .commands import embedder_from_args
-    from .pipeline import iter_embeddings
-    from .sources import iter_inputs
-    from .store import Store
 
     if not args.inputs and not args.list_file and not args.prune:
         raise VggsimError("embed: name files, folders or globs, or --from FILE")
     embedder = embedder_from_args(args)
     if args.max_pixels:
         embedder.max_pixels = args.max_pixels
-    identity = {**embedder.manifest.identity(), "preprocess": embedder.spec.to_dict(), "dim": embedder.dim}
-    writer = Store.open_for_writing(args.store, identity, "float16" if args.float16 else "float32")
-    counts: Counter[str] = Counter()
-    failures: list[dict[str, str]] = []
-    started = time.perf_counter()
+    bar = _progress(args)
+
+    def show(p: EmbedProgress) -> None:
+        if bar.total != p.total:
+            bar.reset(total=p.total)
+        bar.n = p.done
+        bar.refresh()
+
     try:
-        table = writer.store.table()
-        if args.prune:
-            for path in table.column("path").to_pylist():
-                if not os.path.exists(path):
-                    writer.add(path, "deleted")
-                    counts["pruned"] += 1
-        todo = _todo(iter_inputs(args.inputs, args.list_file, args.all_files), _unchanged(table, args.retry_errors), counts)
-        progress = _progress(args)
-        since_flush = 0
-        for result in iter_embeddings(embedder, todo, args.batch_size, args.workers, args.decode_timeout):
-            if result.error is None:
-                writer.add(result.path, "ok", result.vector, result.info)
-                counts["embedded"] += 1
-            else:
-                writer.add(result.path, "error", error_kind=result.error.kind, error=result.error.reason)
-                counts["failed"] += 1
-                failures.append({"path": result.path, "kind": result.error.kind, "error": result.error.reason})
-            since_flush += 1
-            if since_flush >= args.batch_size:
-                writer.flush()
-                since_flush = 0
-            if progress is not None:
-                progress.update(1)
-        if progress is not None:
-            progress.close()
+        summary = embed_into_store(
+            embedder, args.inputs, args.store, list_file=args.list_file, all_files=args.all_files,
+            prune=args.prune, retry_errors=args.retry_errors, batch_size=args.batch_size, workers=args.workers,
+            decode_timeout=args.decode_timeout, float16=args.float16, progress=show if bar is not None else None)
     finally:
-        writer.close()
-    summary = {"store": args.store, "seen": counts["seen"], "embedded": counts["embedded"],
-               "unchanged": counts["unchanged"], "failed": counts["failed"], "pruned": counts["pruned"],
-               "failed_by_kind": dict(Counter(f["kind"] for f in failures)), "failures": failures,
-               "seconds": round(time.perf_counter() - started, 2), "provider": embedder.provider}
+        if bar is not None:
+            bar.close()
     _print_summary(summary, args)
-    return 1 if failures else 0
+    return summary.exit_code
 
 
 def _progress(args: argparse.Namespace) -> Any:
@@ -144,42 +95,31 @@ def _progress(args: argparse.Namespace) -> Any:
     return tqdm.tqdm(unit="img", desc="embedding", file=sys.stderr, dynamic_ncols=True)  # type: ignore[attr-defined]
 
 
-def _print_summary(summary: dict[str, Any], args: argparse.Namespace) -> None:
+def _print_summary(summary: EmbedSummary, args: argparse.Namespace) -> None:
     if args.json:
-        print(json.dumps(summary, indent=2))
+        print(json.dumps(summary.to_dict(), indent=2))
         return
     if args.quiet:
         return
     err = sys.stderr
-    print(f"vggsim: {summary['seen']} files: {summary['embedded']} embedded, {summary['unchanged']} unchanged, "
-          f"{summary['failed']} failed, {summary['pruned']} pruned in {summary['seconds']} s", file=err)
-    for failure in summary["failures"]:
-        print(f"  failed: {failure['path']}: {failure['error']}", file=err)
+    still = f", {summary.still_failing} still failing (unchanged; --retry-errors retries them)" \
+        if summary.still_failing else ""
+    print(f"vggsim: {summary.seen} files: {summary.embedded} embedded, {summary.unchanged} unchanged, "
+          f"{summary.failed} failed, {summary.pruned} pruned{still} in {summary.seconds} s", file=err)
+    for failure in summary.failures:
+        print(f"  failed: {failure.path}: {failure.reason}", file=err)
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    from .collection import search_images
+    from .collection._store_api import Store
     from .commands import embedder_from_args
-    from .search import AnnIndex, exact_topk
-    from .store import Store
 
     store = Store.open(args.store)
     embedder = embedder_from_args(args)
-    if store.identity.get("model_sha256") != embedder.model_sha256:
-        raise StoreError(f"{args.store} was made by model {store.identity.get('model_sha256', '?')[:12]}..., "
-                         f"not by {embedder.model_sha256[:12]}...: pass the --model that made it.")
-    queries = embedder.embed(args.queries)
-    if args.ann:
-        key = f"{store.history().num_rows}"
-        index = AnnIndex.load(store.root / "ann", key)
-        if index is None:
-            index = AnnIndex.build(store.blocks(), store.dim)
-            index.save(store.root / "ann", key)
-        ids, scores = index.search(queries, args.k)
-    else:
-        ids, scores = exact_topk(queries, store.blocks(), args.k)
-    paths = store.table().column("path").to_pylist()
-    results = [{"query": q, "matches": [{"path": paths[i], "score": float(s)} for i, s in zip(row_ids, row_scores) if i >= 0]}
-               for q, row_ids, row_scores in zip(args.queries, ids, scores)]
+    found = search_images(embedder, store, args.queries, args.k, args.ann)
+    results = [{"query": q, "matches": [{"path": m.path, "score": m.score} for m in matches]}
+               for q, matches in zip(args.queries, found)]
     if args.plot:
         from .plot import contact_sheet
 
@@ -197,26 +137,24 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_dedup(args: argparse.Namespace) -> int:
-    from .dedup import group_pairs, similar_pairs
+    from .collection import dedup_threshold, find_duplicates
+    from .collection._store_api import Store
+    from .collection.validate import threshold as check_threshold
     from .manifest import read_manifest
-    from .store import Store
 
     store = Store.open(args.store)
+    embedder = None
     threshold = args.threshold
-    if threshold is None:
-        calibration = read_manifest(args.model, verify=False).data.get("dedup") or {}
-        if "threshold" not in calibration:
-            raise VggsimError("this model's manifest has no calibrated dedup threshold: pass --threshold T")
-        threshold = float(calibration["threshold"])
-    groups = group_pairs(similar_pairs(lambda: store.blocks(DEDUP_BLOCK_ROWS), threshold))
-    paths = store.table().column("path").to_pylist()
-    vectors = _vectors_by_id(store, {i for g in groups for i in g})
-    rows = []
-    for number, group in enumerate(groups, 1):
-        first = vectors[group[0]]
-        for member in group:
-            score = float(np.dot(first, vectors[member]) / (np.linalg.norm(first) * np.linalg.norm(vectors[member]) or 1.0))
-            rows.append({"group": number, "path": paths[member], "score": round(score, 6)})
+    if args.model is not None or threshold is None:
+        from .embedder import Embedder
+
+        if threshold is None:
+            threshold = dedup_threshold(read_manifest(args.model, verify=False))
+        else:
+            check_threshold(threshold)
+        embedder = Embedder(args.model, providers="cpu")
+    groups = find_duplicates(store, threshold, embedder=embedder)
+    rows = [{"group": g.number, "path": m.path, "score": m.score} for g in groups for m in g.members]
     if args.json:
         Path(args.json).write_text(json.dumps({"threshold": threshold, "groups": rows}, indent=2))
     if args.csv:
@@ -227,23 +165,11 @@ def cmd_dedup(args: argparse.Namespace) -> int:
     if args.plot:
         from .plot import contact_sheet
 
-        by_group: dict[int, list[dict[str, Any]]] = {}
-        for row in rows:
-            by_group.setdefault(row["group"], []).append(row)
-        largest = sorted(by_group.values(), key=len, reverse=True)[:8]
-        contact_sheet([[(r["path"], f"group {r['group']}  {r['score']:.4f}\n{Path(r['path']).name}") for r in g[:6]]
+        largest = sorted(groups, key=lambda g: len(g.members), reverse=True)[:8]
+        contact_sheet([[(m.path, f"group {g.number}  {m.score:.4f}\n{Path(m.path).name}") for m in g.members[:6]]
                        for g in largest], args.plot, title=f"near-duplicate groups at threshold {threshold}")
     print(f"vggsim: {len(groups)} groups, {len(rows)} images at threshold {threshold}", file=sys.stderr)
     if not (args.json or args.csv):
         for row in rows:
             print(f"{row['group']}\t{row['score']:.6f}\t{row['path']}")
     return 0
-
-
-def _vectors_by_id(store: Any, wanted: set[int]) -> dict[int, np.ndarray]:
-    found: dict[int, np.ndarray] = {}
-    for block in store.blocks():
-        for position, identifier in enumerate(block.ids):
-            if int(identifier) in wanted:
-                found[int(identifier)] = block.vectors[position]
-    return found
