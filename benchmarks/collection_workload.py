@@ -76,7 +76,7 @@ def main() -> None:
             result = {"build_s": round(built, 2), "search_ms": round((time.perf_counter() - t) * 1000, 2),
                       "recall_at_10": recall_at_k(np.load(root / "exact_ids.npy"), ids)}
         elif command == "dedup":
-            from vggsim.collection_cli import DEDUP_BLOCK_ROWS
+            from vggsim.collection import DEDUP_BLOCK_ROWS
             from vggsim.dedup import group_pairs, similar_pairs
 
             groups = group_pairs(similar_pairs(lambda: store.blocks(DEDUP_BLOCK_ROWS), float(sys.argv[3])))

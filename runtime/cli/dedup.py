@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,12 +47,12 @@ def run(args: argparse.Namespace) -> int:
     require("pyarrow", "store", "vggsim dedup")
     out, csv_out, plot = (output_path(args.out, "--out"), output_path(args.csv, "--csv"),
                           output_path(args.plot, "--plot"))
-    from ..collection import StoreReader, dedup_threshold, find_duplicates
+    from ..collection import StoreReader, find_duplicates
 
-    reader = StoreReader(args.store)
-    choice = dedup_threshold(reader, model=args.model, threshold=args.threshold)
-    groups = find_duplicates(reader, choice.threshold)
-    rows = [{"group": g.number, "path": m.path, "score": round(float(m.score), 6)} for g in groups for m in g.members]
+    store = StoreReader(args.store).snapshot()
+    choice = choose_threshold(args.threshold, args.model, store.identity.model_sha256)
+    groups = find_duplicates(store, choice.threshold)
+    rows: list[dict[str, Any]] = [{"group": g.number, "path": m.path, "score": round(float(m.score), 6)} for g in groups for m in g.members]
     report = {"store": args.store, "threshold": choice.threshold, "threshold_source": choice.source,
               **caveat(choice.random_weights), "groups": rows}
     if out is not None:
@@ -82,6 +83,40 @@ def run(args: argparse.Namespace) -> int:
         for row in rows:
             print(f"{row['group']}\t{row['score']:.6f}\t{display_path(row['path'])}")
     return 0
+
+
+@dataclass(frozen=True)
+class ThresholdChoice:
+    threshold: float
+    source: str                  # "--threshold" or the manifest it came from
+    random_weights: bool | None  # None: the store's model was not found, so unknown
+
+
+def choose_threshold(given: float | None, model: str | None, store_sha256: str) -> ThresholdChoice:
+    """--threshold, else the calibration in the manifest of the model that made the store.
+
+    The manifest must be the store's model (a threshold calibrated for one model means
+    nothing for another's vectors); with --threshold and no --model, the default model is
+    consulted only to say whether the weights are random.
+    """
+    from ..collection import dedup_threshold
+    from ..errors import StoreError, VggsimError
+    from ..manifest import read_manifest
+
+    try:
+        manifest = read_manifest(model, verify=True)
+    except VggsimError:
+        if given is None or model is not None:
+            raise
+        return ThresholdChoice(given, "--threshold", None)
+    if manifest.model_sha256 != store_sha256:
+        if given is not None and model is None:
+            return ThresholdChoice(given, "--threshold", None)
+        raise StoreError(f"the store was made by model {store_sha256[:12]}..., but {manifest.model_path} is "
+                         f"{manifest.model_sha256[:12]}...: pass the --model that made the store, or --threshold T.")
+    if given is not None:
+        return ThresholdChoice(given, "--threshold", manifest.random_weights)
+    return ThresholdChoice(dedup_threshold(manifest), f"calibrated at export ({manifest.path})", manifest.random_weights)
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:

@@ -46,12 +46,13 @@ def run(args: argparse.Namespace) -> int:
     plot = output_path(args.plot, "--plot")
     from ..collection import StoreReader, search_images
 
-    reader = StoreReader(args.store)  # a damaged or missing store fails before the model loads
+    reader = StoreReader(args.store)
+    snapshot = reader.snapshot()  # a damaged or missing store fails before the model loads
     embedder = build_embedder(args)
     random_weights = embedder.manifest.random_weights
-    result = search_images(embedder, reader, args.queries, k=args.k, ann=args.ann)
+    found = search_images(embedder, snapshot, args.queries, k=args.k, ann=args.ann)
     rows = [{"query": query, "matches": [{"path": m.path, "score": float(m.score)} for m in matches]}
-            for query, matches in zip(args.queries, result.matches)]
+            for query, matches in zip(args.queries, found)]
     if plot is not None:
         from ..plot import contact_sheet
 
@@ -60,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         title = plot_title(f"top {args.k} by cosine similarity", random_weights)
         write_output(plot, lambda out: contact_sheet(sheet, out, title=title), "--plot")
     if args.json:
-        print_json({"store": args.store, "k": args.k, "ann": args.ann, "generation": result.generation,
+        print_json({"store": args.store, "k": args.k, "ann": args.ann, "generation": snapshot.generation,
                     "provider": embedder.provider, "model_sha256": embedder.model_sha256, **caveat(random_weights),
                     "results": rows})
     else:
