@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .. import __version__
+from ..collection.validate import ArgumentError
 from ..errors import MissingExtraError, VggsimError
 from . import bench, compare, dedup, doctor, embed, export, search, store
 from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, HelpFormatter, UsageError, env_flag
@@ -40,7 +41,26 @@ def _show_warning(message: Any, category: Any, filename: str, lineno: int,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit code."""
+    """Run the command line; returns the exit code.
+
+    Run as a program (``argv`` None: the ``vggsim`` script, ``python -m vggsim``), the process
+    ends right after the command, without interpreter finalization: onnxruntime's and
+    pyarrow's thread pools, torn down in an arbitrary order at exit, sometimes abort the
+    process ("terminate called without an active exception", exit 134) after the output was
+    already written. Everything the command opened is closed by then; streams are flushed.
+    """
+    code = _main(argv)
+    if argv is None:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
+    return code
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Handler | None = getattr(args, "handler", None)
@@ -56,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     onnxruntime.set_default_logger_severity(4)
     try:
         return handler(args)
-    except (MissingExtraError, UsageError) as exc:
+    except (MissingExtraError, UsageError, ArgumentError) as exc:  # ArgumentError: the library refused a value
         print(f"vggsim: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except VggsimError as exc:

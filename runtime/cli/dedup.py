@@ -116,7 +116,7 @@ def choose_threshold(given: float | None, model: str | None, store_sha256: str) 
                          f"{manifest.model_sha256[:12]}...: pass the --model that made the store, or --threshold T.")
     if given is not None:
         return ThresholdChoice(given, "--threshold", manifest.random_weights)
-    return ThresholdChoice(dedup_threshold(manifest), f"calibrated at export ({manifest.path})", manifest.random_weights)
+    return ThresholdChoice(dedup_threshold(manifest), f"calibrated at export, {manifest.path}", manifest.random_weights)
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
