@@ -94,22 +94,23 @@ def test_search_cli_finds_the_photo_and_its_copy(photo_store: Path, model_dir: P
     result = run_cli("search", str(photos[0]), "--store", str(photo_store / ".store"), "--model", str(model_dir),
                      "-k", "3", "--json", "--plot", str(plot))
     assert result.returncode == 0, result.stderr
-    matches = json.loads(result.stdout)[0]["matches"]
+    matches = json.loads(result.stdout)["results"][0]["matches"]
     assert {Path(m["path"]).name for m in matches[:2]} == {photos[0].name, "copy_of_first.jpg"}
     assert matches[0]["score"] >= matches[1]["score"] >= matches[2]["score"]
     assert Image.open(plot).width > 4 * 256
     if __import__("importlib").util.find_spec("faiss"):
         approx = run_cli("search", str(photos[0]), "--store", str(photo_store / ".store"), "--model", str(model_dir),
                          "-k", "3", "--json", "--ann")
-        assert json.loads(approx.stdout)[0]["matches"][0]["path"] in {m["path"] for m in matches[:2]}
+        assert json.loads(approx.stdout)["results"][0]["matches"][0]["path"] in {m["path"] for m in matches[:2]}
 
 
 def test_dedup_cli_groups_the_copy(photo_store: Path, model_dir: Path, photos: list[Path], tmp_path: Path) -> None:
     out_json, out_csv, plot = tmp_path / "d.json", tmp_path / "d.csv", tmp_path / "d.png"
-    result = run_cli("dedup", "--store", str(photo_store / ".store"), "--threshold", "0.9995", "--json", str(out_json),
-                     "--csv", str(out_csv), "--plot", str(plot))
+    result = run_cli("dedup", "--store", str(photo_store / ".store"), "--threshold", "0.9995", "--out", str(out_json),
+                     "--csv", str(out_csv), "--plot", str(plot), "--json")
     assert result.returncode == 0, result.stderr
     groups = json.loads(out_json.read_text())["groups"]
+    assert json.loads(result.stdout)["groups"] == groups  # --json prints, --out writes the file
     assert {Path(g["path"]).name for g in groups} == {photos[0].name, "copy_of_first.jpg"}
     rows = list(csv.DictReader(open(out_csv)))
     assert [r["group"] for r in rows] == ["1", "1"] and float(rows[0]["score"]) == 1.0
