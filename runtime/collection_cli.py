@@ -112,7 +112,7 @@ def _print_summary(summary: EmbedSummary, args: argparse.Namespace) -> None:
 
 def cmd_search(args: argparse.Namespace) -> int:
     from .collection import search_images
-    from .collection._store_api import Store
+    from .store import Store
     from .commands import embedder_from_args
 
     store = Store.open(args.store)
@@ -138,7 +138,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 def cmd_dedup(args: argparse.Namespace) -> int:
     from .collection import dedup_threshold, find_duplicates
-    from .collection._store_api import Store
+    from .store import Store
     from .collection.validate import threshold as check_threshold
     from .manifest import read_manifest
 

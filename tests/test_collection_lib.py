@@ -30,7 +30,7 @@ from vggsim.collection import (
     search_store,
 )
 from vggsim.collection import embed as embed_module
-from vggsim.collection._store_api import Record, Store, StoreIdentity
+from vggsim.store import Record, Store, StoreIdentity
 from vggsim.errors import ImageError
 from vggsim.pipeline import EmbedResult
 
