@@ -40,16 +40,16 @@ def _as_dict(report: Any) -> dict[str, Any]:
 
 def verify(args: argparse.Namespace) -> int:
     require("pyarrow", "store", "vggsim store verify")
-    from ..store import Store
+    from ..store import verify_store
 
-    report = Store.open(args.store).verify()
+    report = verify_store(args.store)  # also reports on a store too damaged to open
     if args.json:
         print_json({"store": args.store, **_as_dict(report)})
     else:
         for problem in report.problems:
             print(f"damaged: {display_path(problem)}")
         state = "ok" if report.ok else f"DAMAGED ({len(report.problems)} problem(s)); run `vggsim store repair {args.store}`"
-        log(f"{args.store}: {report.shards} shards, {report.rows} rows: {state}")
+        log(f"{args.store}: {report.shards} shards, {report.rows} sound rows: {state}")
     return 0 if report.ok else 1
 
 
@@ -57,16 +57,19 @@ def repair(args: argparse.Namespace) -> int:
     require("pyarrow", "store", "vggsim store repair")
     from ..store import repair as repair_store
 
-    data = _as_dict(repair_store(args.store))
+    report = repair_store(args.store)
     if args.json:
-        print_json({"store": args.store, **data})
+        print_json({"store": args.store, **_as_dict(report)})
         return 0
-    for key, value in data.items():
-        if isinstance(value, list):
-            log(f"{key}: {len(value)}")
-            for item in value:
-                print(f"  {display_path(str(item))}")
-        else:
-            log(f"{key}: {value}")
-    log("run the same `vggsim embed` again to re-embed the files listed above")
+    for problem in report.problems:
+        print(f"damaged: {display_path(problem)}")
+    if report.rebuilt_commit:
+        log("the commit record was missing or garbled: rebuilt from the shards that check out")
+    if not report.dropped_shards and not report.rebuilt_commit:
+        log(f"{args.store}: nothing to repair")
+        return 0
+    log(f"dropped {len(report.dropped_shards)} damaged shard(s) holding {report.records_dropped} file record(s); "
+        f"the next `vggsim embed` over the same inputs re-embeds those files")
+    for moved in report.moved:
+        log(f"  moved aside: {display_path(moved)}")
     return 0

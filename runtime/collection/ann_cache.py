@@ -16,15 +16,18 @@ import tempfile
 from pathlib import Path
 
 from ..search import AnnIndex
-from ._store_api import Store
+from ..store import Store
 
 CACHE_DIR = "ann"
 
 
 def cache_key(store: Store) -> str:
-    """Generation plus a digest of the identity: a new commit or a rebuilt store invalidates it."""
-    identity = json.dumps(store.identity.to_dict(), sort_keys=True).encode()
-    return f"g{store.generation}-{hashlib.sha256(identity).hexdigest()[:16]}"
+    """Generation plus a digest of the identity and the committed shards: a new commit, a
+    repaired commit record or a store re-created in the same folder all invalidate it."""
+    commit = getattr(store, "commit_record", None)
+    shards = [[s.id, s.records, s.rows] for s in getattr(commit, "shards", ())]
+    digest = json.dumps([store.identity.to_dict(), shards], sort_keys=True).encode()
+    return f"g{store.generation}-{hashlib.sha256(digest).hexdigest()[:16]}"
 
 
 def load_or_build(store: Store) -> AnnIndex:

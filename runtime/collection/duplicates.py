@@ -10,7 +10,7 @@ from ..dedup import group_pairs, similar_pairs
 from ..errors import VggsimError
 from ..similarity import l2_normalize
 from . import validate
-from ._store_api import Store, StoreIdentity
+from ..store import Store, StoreIdentity
 from .results import DuplicateGroup, DuplicateMember, Match
 from .search import query_matrix
 

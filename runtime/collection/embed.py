@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from ..pipeline import EmbedResult, iter_embeddings
 from ..sources import iter_inputs
 from . import validate
-from ._store_api import Record, Store, StoreIdentity, StoreWriter
+from ..store import Record, Store, StoreIdentity, StoreWriter
 from .incremental import latest_by_path, plan
 from .results import EmbedProgress, EmbedSummary, Failure
 

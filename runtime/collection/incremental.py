@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from collections.abc import Iterable
 
 from ..errors import RETRYABLE_ERROR_KINDS
-from ._store_api import Record
+from ..store import Record
 
 
 @dataclass(frozen=True)

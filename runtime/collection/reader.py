@@ -16,7 +16,7 @@ from typing import Any
 
 from ..search import AnnIndex
 from . import ann_cache
-from ._store_api import Store
+from ..store import Store
 from .duplicates import duplicates_of
 from .results import DuplicateCheck, SearchResult
 from .search import search_snapshot

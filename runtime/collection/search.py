@@ -10,7 +10,7 @@ import numpy as np
 from ..errors import StoreError
 from ..search import AnnIndex, exact_topk
 from . import ann_cache, validate
-from ._store_api import Store, StoreIdentity
+from ..store import Store, StoreIdentity
 from .results import Match
 
 if TYPE_CHECKING:
