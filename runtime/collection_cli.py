@@ -93,9 +93,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
     if not args.inputs and not args.list_file and not args.prune:
         raise VggsimError("embed: name files, folders or globs, or --from FILE")
-    embedder = embedder_from_args(args)
-    if args.max_pixels:
-        embedder.max_pixels = args.max_pixels
+    embedder = embedder_from_args(args)  # takes --max-pixels too
     identity = {**embedder.manifest.identity(), "preprocess": embedder.spec.to_dict(), "dim": embedder.dim}
     writer = Store.open_for_writing(args.store, identity, "float16" if args.float16 else "float32")
     counts: Counter[str] = Counter()
