@@ -8,13 +8,12 @@ from typing import Union
 from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
-import onnxruntime as ort
 
 from .decode import DEFAULT_MAX_PIXELS, ImageSource
 from .errors import ImageError, RandomWeightsWarning
 from .manifest import Manifest, read_manifest
 from .preprocess import PreprocessSpec, load_image
-from .session import ProviderRequest, create_session
+from .session import ProviderRequest, Session, create_session
 from .similarity import cosine
 
 ImagesInput = Union[ImageSource, Iterable[ImageSource], np.ndarray]
@@ -102,7 +101,7 @@ class Embedder:
         return self._provider
 
     @property
-    def session(self) -> ort.InferenceSession:
+    def session(self) -> Session:
         return self._session
 
     @property

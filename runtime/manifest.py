@@ -97,6 +97,9 @@ class Manifest:
     path: Path | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
+        for name in ("versions", "quantization", "extra"):  # frozen all the way down
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, frozen_map(getattr(self, name)))
         if self.embedding_dim < 1:
             raise FieldError("embedding_dim", f"must be a positive integer, not {self.embedding_dim}")
         if self.precision not in PRECISIONS:

@@ -124,6 +124,9 @@ class TensorInfo:
     layout: str | None = None
     value_range: str | None = None  # "range" in the file
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shape", tuple(self.shape))
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str) -> TensorInfo:
         shape = _value(data, "shape", where, default=[])
@@ -189,6 +192,10 @@ class ParityRecord:
     tolerance: Mapping[str, float] = field(default_factory=lambda: frozen_map({}))
     details: Mapping[str, Any] = field(default_factory=lambda: frozen_map({}))
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tolerance", frozen_map(self.tolerance))
+        object.__setattr__(self, "details", frozen_map(self.details))
+
     _TYPED = ("passed", "min_cosine", "max_score_diff", "max_rel_error", "max_abs_error",
               "preprocess_bit_identical", "tolerance")
 
@@ -226,6 +233,9 @@ class DedupCalibration:
     distinct_mean: float
     near_duplicate_min_by_edit: Mapping[str, float] = field(default_factory=lambda: frozen_map({}))
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "near_duplicate_min_by_edit", frozen_map(self.near_duplicate_min_by_edit))
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "dedup") -> DedupCalibration:
         calibration = cls(
@@ -256,6 +266,9 @@ class VariantAccuracy:
     top_k: int
     top_k_agreement: float  # "top{k}_agreement" in the file
     held_out_photos: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "held_out_photos", tuple(self.held_out_photos))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "accuracy_vs_fp32") -> VariantAccuracy:
