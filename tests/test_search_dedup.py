@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vggsim import Embedder, cosine_similarity
+from vggsim import cosine_similarity
 from vggsim.dedup import group_pairs, similar_pairs
 from vggsim.search import AnnIndex, exact_topk, recall_at_k
 from vggsim.store import Block
