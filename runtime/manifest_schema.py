@@ -7,9 +7,10 @@ A bad field raises :class:`FieldError` with the field's dotted path (``model.sha
 
 from __future__ import annotations
 
+import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, TypeVar
@@ -40,34 +41,30 @@ def _value(data: Mapping[str, Any], key: str, where: str, default: Any) -> Any:
     return default
 
 
-def get_str(data: Mapping[str, Any], key: str, where: str = "", default: Any = _MISSING) -> Any:
+def _checked(data: Mapping[str, Any], key: str, where: str, default: Any, ok: Callable[[Any], bool],
+             expected: str) -> Any:
     value = _value(data, key, where, default)
-    if value is not default and not isinstance(value, str):
-        raise FieldError(_name(where, key), f"must be a string, not {type(value).__name__}")
+    if value is not default and not ok(value):
+        raise FieldError(_name(where, key), f"must be {expected}, not {json.dumps(value, default=repr)[:60]}")
     return value
+
+
+def get_str(data: Mapping[str, Any], key: str, where: str = "", default: Any = _MISSING) -> Any:
+    return _checked(data, key, where, default, lambda v: isinstance(v, str), "a string")
 
 
 def get_int(data: Mapping[str, Any], key: str, where: str = "", default: Any = _MISSING) -> Any:
-    value = _value(data, key, where, default)
-    if value is not default and (isinstance(value, bool) or not isinstance(value, int)):
-        raise FieldError(_name(where, key), f"must be an integer, not {type(value).__name__}")
-    return value
-
-
-def get_float(data: Mapping[str, Any], key: str, where: str = "", default: Any = _MISSING) -> Any:
-    value = _value(data, key, where, default)
-    if value is default:
-        return value
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise FieldError(_name(where, key), f"must be a finite number, not {value!r}")
-    return float(value)
+    return _checked(data, key, where, default, lambda v: type(v) is int, "an integer")
 
 
 def get_bool(data: Mapping[str, Any], key: str, where: str = "", default: Any = _MISSING) -> Any:
-    value = _value(data, key, where, default)
-    if value is not default and not isinstance(value, bool):
-        raise FieldError(_name(where, key), f"must be true or false, not {value!r}")
-    return value
+    return _checked(data, key, where, default, lambda v: isinstance(v, bool), "true or false")
+
+
+def get_float(data: Mapping[str, Any], key: str, where: str = "", default: Any = _MISSING) -> Any:
+    finite = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    number = _checked(data, key, where, default, finite, "a finite number")
+    return number if number is default else float(number)
 
 
 def get_block(data: Mapping[str, Any], key: str, where: str = "", default: Any = _MISSING) -> Any:
