@@ -176,3 +176,24 @@ def _png(width: int, height: int) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (width, height)).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def test_every_onnxruntime_session_is_made_by_session_py() -> None:
+    root = Path(__file__).resolve().parents[1]
+    makers = [str(p.relative_to(root)) for folder in ("runtime", "export") for p in sorted((root / folder).glob("*.py"))
+              if "InferenceSession(" in p.read_text(encoding="utf-8")]
+    assert makers == ["runtime/session.py"]
+
+
+def test_session_from_model_bytes_without_optimisation() -> None:
+    import onnxruntime
+
+    from vggsim.session import create_session
+
+    model = (Path(__file__).resolve().parents[1] / "runtime" / "bench_matmul.onnx").read_bytes()
+    session, provider = create_session(model, "cpu", threads=1, optimize=False)
+    assert provider == "CPUExecutionProvider"
+    options = session.get_session_options()
+    assert options.graph_optimization_level == onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
+    a = np.arange(6, dtype=np.float32).reshape(2, 3)
+    assert np.allclose(session.run(None, {"a": a, "b": a.T.copy()})[0], a @ a.T)
