@@ -9,6 +9,7 @@ from importlib import metadata as importlib_metadata
 from typing import Any
 
 from .errors import VggsimError
+from .manifest import Manifest
 from .session import available_providers, resolve_providers, usable_cpus
 
 PACKAGES = ("onnxruntime", "onnxruntime-gpu", "numpy", "pillow", "tensorflow", "tensorflow-cpu", "tf2onnx",
@@ -22,19 +23,9 @@ def _version(name: str) -> str | None:
         return None
 
 
-def _dedup_block(manifest: Any) -> dict[str, Any] | None:
-    """The manifest's calibrated dedup threshold and how it was measured (typed when available)."""
-    typed = getattr(manifest, "dedup", None)
-    if typed is not None and not isinstance(typed, dict):
-        to_dict = getattr(typed, "to_dict", None)
-        if callable(to_dict):
-            block = to_dict()
-            return dict(block) if isinstance(block, dict) else None
-        import dataclasses
-
-        return dataclasses.asdict(typed) if dataclasses.is_dataclass(typed) and not isinstance(typed, type) else None
-    raw = manifest.data.get("dedup")
-    return dict(raw) if isinstance(raw, dict) else None
+def _dedup_block(manifest: Manifest) -> dict[str, Any] | None:
+    """The manifest's calibrated dedup threshold and how it was measured, JSON-ready."""
+    return None if manifest.dedup is None else manifest.dedup.to_dict()
 
 
 def doctor_report(model: str | None) -> dict[str, Any]:
@@ -58,13 +49,13 @@ def doctor_report(model: str | None) -> dict[str, Any]:
             warnings.simplefilter("ignore", RandomWeightsWarning)
             embedder = Embedder(model, providers="auto")
         manifest = embedder.manifest
-        parity = manifest.data.get("parity") or {}
         report["model"] = {
             "path": str(manifest.model_path), "sha256": manifest.model_sha256, "sha256_ok": True,
             "provider_running": embedder.provider, "normalization": manifest.normalization,
-            "precision": manifest.precision, "weights": (manifest.data.get("weights") or {}).get("source"),
-            "random_weights": manifest.random_weights, "opset": manifest.data.get("opset"),
-            "preprocess": manifest.data.get("preprocess"), "parity_min_cosine": parity.get("min_cosine"),
+            "precision": manifest.precision, "weights": manifest.weights.source,
+            "random_weights": manifest.random_weights, "opset": manifest.opset,
+            "preprocess": manifest.preprocess.to_dict(),
+            "parity_min_cosine": None if manifest.parity is None else manifest.parity.min_cosine,
             "dedup": _dedup_block(manifest),
         }
     except VggsimError as exc:
