@@ -135,9 +135,22 @@ def load_image(
     ``source`` is a path, bytes, a binary file object or a PIL image. Raises
     :class:`~vggsim.ImageError` (a ``ValueError``) naming the input and the cause.
     """
-    name = describe_source(source)
+    return decode_and_prepare(source, spec, max_pixels)[0]
+
+
+def decode_and_prepare(
+    source: ImageSource,
+    spec: PreprocessSpec = DEFAULT_SPEC,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    name: str | None = None,
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """The one decode path (Embedder.load, load_image and the pipeline): the model's array
+    and the decoded image's (width, height). ``name`` names the input in errors."""
+    name = name or describe_source(source)
     before_load = jpeg_draft_hook(spec) if spec.jpeg_draft else None
-    return prepare(open_image(source, max_pixels, before_load), spec, name)
+    image = open_image(source, max_pixels, before_load, name=name)
+    size = image.size
+    return prepare(image, spec, name), size
 
 
 def jpeg_draft_hook(spec: PreprocessSpec) -> BeforeLoad:

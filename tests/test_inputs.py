@@ -5,22 +5,16 @@ Each test is named after the defect of issue 7 it covers and fails on the code b
 
 from __future__ import annotations
 
-import io
-import os
-import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from vggsim import Embedder, ImageError, PreprocessSpec, cosine_similarity
+from vggsim import PreprocessSpec
 from vggsim.preprocess import RESAMPLE_FILTERS, prepare, to_rgb
-from vggsim.sources import iter_inputs
 
 
 def bounded(seconds: float, function: Callable[[], Any]) -> Any:
@@ -93,7 +87,7 @@ def _random_modes(rng: np.random.Generator, width: int, height: int) -> dict[str
     palette_transparent.info["transparency"] = 3
     return {
         "1": rgb.convert("1"), "L": rgb.convert("L"), "P": rgb.convert("P"), "CMYK": rgb.convert("CMYK"),
-        "YCbCr": rgb.convert("YCbCr"), "RGBA": rgba, "LA": rgba.convert("LA"), 
+        "YCbCr": rgb.convert("YCbCr"), "RGBA": rgba, "LA": rgba.convert("LA"),
         "RGBa": rgba.convert("RGBa"), "PA": rgba.convert("PA"), "P+transparency": palette_transparent,
         "I;16": Image.fromarray(edges.astype(np.uint16)), "I;16B": Image.fromarray(edges.astype(">u2")),
         "I;16 small": Image.fromarray(small.astype(np.uint16)),
