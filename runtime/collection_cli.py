@@ -15,9 +15,10 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from .errors import StoreError, VggsimError, require
+from .errors import VggsimError, require
 
 DEDUP_BLOCK_ROWS = 4096  # a 4096 x 4096 float32 score block is 64 MB
+COMMIT_ROWS, COMMIT_SECONDS = 1024, 30.0  # an embed publishes what it has at least this often
 
 
 def add_collection_parsers(sub: Any, add_model_args: Callable[[Any], None]) -> None:
@@ -63,12 +64,29 @@ def add_collection_parsers(sub: Any, add_model_args: Callable[[Any], None]) -> N
     p.set_defaults(handler="dedup")
 
 
-def _unchanged(store_table: Any, retry_errors: bool) -> dict[str, tuple[int, int]]:
+def _unchanged(records: list[Any], retry_errors: bool) -> dict[str, tuple[int, int]]:
     keep = {}
-    for path, size, mtime, status in zip(*(store_table.column(c).to_pylist() for c in ("path", "size", "mtime_ns", "status"))):
-        if status == "ok" or (status == "error" and not retry_errors and size is not None):
-            keep[path] = (size, mtime)
+    for r in records:
+        if r.status == "ok" or (r.status == "error" and not retry_errors and r.size is not None):
+            keep[r.path] = (r.size, r.mtime_ns)
     return keep
+
+
+def _record(path: str, status: str, info: Any = None, error_kind: str | None = None, error: str | None = None) -> Any:
+    """A store Record; a failed file's size and mtime come from the file itself if it exists,
+    so an unchanged bad file is not retried on every run."""
+    from .store import Record
+
+    if info is not None:
+        return Record(path, status, info.size, info.mtime_ns, info.sha256, info.width, info.height, error_kind, error)
+    size = mtime = None
+    if status == "error":
+        try:
+            stat = os.stat(path)
+            size, mtime = stat.st_size, stat.st_mtime_ns
+        except OSError:
+            pass
+    return Record(path, status, size, mtime, error_kind=error_kind, error=error)
 
 
 def _todo(paths: Iterator[Path], known: dict[str, tuple[int, int]], counts: Counter[str]) -> Iterator[str]:
@@ -89,40 +107,43 @@ def cmd_embed(args: argparse.Namespace) -> int:
     from .commands import embedder_from_args
     from .pipeline import iter_embeddings
     from .sources import iter_inputs
-    from .store import Store
+    from .store import Store, StoreIdentity
 
     if not args.inputs and not args.list_file and not args.prune:
         raise VggsimError("embed: name files, folders or globs, or --from FILE")
     embedder = embedder_from_args(args)
     if args.max_pixels:
         embedder.max_pixels = args.max_pixels
-    identity = {**embedder.manifest.identity(), "preprocess": embedder.spec.to_dict(), "dim": embedder.dim}
-    writer = Store.open_for_writing(args.store, identity, "float16" if args.float16 else "float32")
+    identity = StoreIdentity.of(embedder, "float16" if args.float16 else "float32")
+    writer = Store.open_for_writing(args.store, identity)
     counts: Counter[str] = Counter()
     failures: list[dict[str, str]] = []
     started = time.perf_counter()
     try:
-        table = writer.store.table()
+        records = writer.store.records()
         if args.prune:
-            for path in table.column("path").to_pylist():
-                if not os.path.exists(path):
-                    writer.add(path, "deleted")
+            for record in records:
+                if not os.path.exists(record.path):
+                    writer.add(_record(record.path, "deleted"))
                     counts["pruned"] += 1
-        todo = _todo(iter_inputs(args.inputs, args.list_file, args.all_files), _unchanged(table, args.retry_errors), counts)
+        todo = _todo(iter_inputs(args.inputs, args.list_file, args.all_files), _unchanged(records, args.retry_errors), counts)
         progress = _progress(args)
-        since_flush = 0
+        since_flush, last_commit = 0, time.monotonic()
         for result in iter_embeddings(embedder, todo, args.batch_size, args.workers, args.decode_timeout):
             if result.error is None:
-                writer.add(result.path, "ok", result.vector, result.info)
+                writer.add(_record(result.path, "ok", result.info), result.vector)
                 counts["embedded"] += 1
             else:
-                writer.add(result.path, "error", error_kind=result.error.kind, error=result.error.reason)
+                writer.add(_record(result.path, "error", None, result.error.kind, result.error.reason))
                 counts["failed"] += 1
                 failures.append({"path": result.path, "kind": result.error.kind, "error": result.error.reason})
             since_flush += 1
             if since_flush >= args.batch_size:
                 writer.flush()
                 since_flush = 0
+                if writer.pending >= COMMIT_ROWS or time.monotonic() - last_commit >= COMMIT_SECONDS:
+                    writer.commit()  # searchable from now on
+                    last_commit = time.monotonic()
             if progress is not None:
                 progress.update(1)
         if progress is not None:
@@ -160,16 +181,14 @@ def _print_summary(summary: dict[str, Any], args: argparse.Namespace) -> None:
 def cmd_search(args: argparse.Namespace) -> int:
     from .commands import embedder_from_args
     from .search import AnnIndex, exact_topk
-    from .store import Store
+    from .store import Store, StoreIdentity
 
     store = Store.open(args.store)
     embedder = embedder_from_args(args)
-    if store.identity.get("model_sha256") != embedder.model_sha256:
-        raise StoreError(f"{args.store} was made by model {store.identity.get('model_sha256', '?')[:12]}..., "
-                         f"not by {embedder.model_sha256[:12]}...: pass the --model that made it.")
+    store.require_compatible(StoreIdentity.of(embedder))
     queries = embedder.embed(args.queries)
     if args.ann:
-        key = f"{store.history().num_rows}"
+        key = f"generation {store.generation}"
         index = AnnIndex.load(store.root / "ann", key)
         if index is None:
             index = AnnIndex.build(store.blocks(), store.dim)
@@ -177,7 +196,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         ids, scores = index.search(queries, args.k)
     else:
         ids, scores = exact_topk(queries, store.blocks(), args.k)
-    paths = store.table().column("path").to_pylist()
+    paths = store.paths()
     results = [{"query": q, "matches": [{"path": paths[i], "score": float(s)} for i, s in zip(row_ids, row_scores) if i >= 0]}
                for q, row_ids, row_scores in zip(args.queries, ids, scores)]
     if args.plot:
@@ -209,8 +228,9 @@ def cmd_dedup(args: argparse.Namespace) -> int:
             raise VggsimError("this model's manifest has no calibrated dedup threshold: pass --threshold T")
         threshold = float(calibration["threshold"])
     groups = group_pairs(similar_pairs(lambda: store.blocks(DEDUP_BLOCK_ROWS), threshold))
-    paths = store.table().column("path").to_pylist()
-    vectors = _vectors_by_id(store, {i for g in groups for i in g})
+    paths = store.paths()
+    wanted = sorted({i for g in groups for i in g})
+    vectors = dict(zip(wanted, store.vectors(wanted)))
     rows = []
     for number, group in enumerate(groups, 1):
         first = vectors[group[0]]
@@ -238,12 +258,3 @@ def cmd_dedup(args: argparse.Namespace) -> int:
         for row in rows:
             print(f"{row['group']}\t{row['score']:.6f}\t{row['path']}")
     return 0
-
-
-def _vectors_by_id(store: Any, wanted: set[int]) -> dict[int, np.ndarray]:
-    found: dict[int, np.ndarray] = {}
-    for block in store.blocks():
-        for position, identifier in enumerate(block.ids):
-            if int(identifier) in wanted:
-                found[int(identifier)] = block.vectors[position]
-    return found
