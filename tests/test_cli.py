@@ -22,8 +22,10 @@ from vggsim.cli.common import RANDOM_WEIGHTS_NOTE, HelpFormatter
 
 
 def vggsim(*args: str, env: dict[str, str] | None = None, **kw: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "vggsim", *args], capture_output=True, text=True,  # type: ignore[call-overload]
-                          env={**os.environ, **(env or {})}, timeout=600, **kw)
+    result: subprocess.CompletedProcess[str] = subprocess.run(  # type: ignore[call-overload]
+        [sys.executable, "-m", "vggsim", *args], capture_output=True, text=True,
+        env={**os.environ, **(env or {})}, timeout=600, **kw)
+    return result
 
 
 def no_traceback(result: subprocess.CompletedProcess[str]) -> bool:

@@ -52,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
     store = StoreReader(args.store).snapshot()
     choice = choose_threshold(args.threshold, args.model, store.identity.model_sha256)
     groups = find_duplicates(store, choice.threshold)
-    rows: list[dict[str, Any]] = [{"group": g.number, "path": m.path, "score": round(float(m.score), 6)} for g in groups for m in g.members]
+    rows: list[dict[str, Any]] = [{"group": g.number, "path": m.path, "score": round(float(m.score), 6)}
+                                  for g in groups for m in g.members]
     report = {"store": args.store, "threshold": choice.threshold, "threshold_source": choice.source,
               **caveat(choice.random_weights), "groups": rows}
     if out is not None:
