@@ -382,3 +382,26 @@ def test_a_garbled_store_is_one_line_exit_1(model_dir: Path, photos: list[Path],
                     ["dedup", "--store", str(store), "--threshold", "0.9"], ["store", "verify", str(store)]):
         result = vggsim(*command)
         assert result.returncode == 1 and no_traceback(result), (command, result.stderr)
+
+
+def test_search_with_other_preprocessing_than_the_store_is_refused(model_dir: Path, library: Path,
+                                                                  photos: list[Path]) -> None:
+    result = vggsim("search", str(photos[0]), "--store", str(library / "store"), "--model", str(model_dir),
+                    "--exif-transpose")
+    assert result.returncode == 1 and no_traceback(result) and "exif_transpose" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["compare", "search", "dedup"])
+def test_plots_of_a_random_weight_model_say_so_in_the_title(command: str, model_dir: Path, library: Path,
+                                                            photos: list[Path], tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from vggsim import plot
+
+    titles: list[str | None] = []
+    monkeypatch.setattr(plot, "contact_sheet", lambda rows, out, title=None: titles.append(title))
+    model = ["--model", str(model_dir)]
+    argv = {"compare": ["compare", str(photos[0]), str(photos[1]), *model],
+            "search": ["search", str(photos[0]), "--store", str(library / "store"), *model],
+            "dedup": ["dedup", "--store", str(library / "store"), "--threshold", "0.9995", *model]}[command]
+    assert main([*argv, "--plot", str(tmp_path / "p.png")]) == 0
+    assert len(titles) == 1 and titles[0] is not None and titles[0].startswith("RANDOM WEIGHTS")
