@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import shutil
@@ -19,7 +20,7 @@ from test_bad_input import png_header_claiming
 from vggsim import Embedder, StoreError
 from vggsim.pipeline import iter_embeddings
 from vggsim.sources import iter_inputs
-from vggsim.store import Store
+from vggsim.store import Store, StoreIdentity
 
 pytest.importorskip("pyarrow")
 
@@ -213,7 +214,7 @@ def test_incremental_prune_and_store_identity(model_dir: Path, tmp_path: Path, p
     import pyarrow.parquet as pq
 
     assert pq.read_table(store / "meta").num_rows == 3 + 2 + 1  # the full history, readable as one dataset
-    other = dict(Embedder(model_dir).manifest.identity(), model_sha256="0" * 64, dim=512)
+    other = dataclasses.replace(StoreIdentity.of(Embedder(model_dir)), model_sha256="0" * 64)
     with pytest.raises(StoreError, match="different model sha256"):
         Store.open_for_writing(store, other)
 
