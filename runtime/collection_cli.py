@@ -231,7 +231,7 @@ def cmd_dedup(args: argparse.Namespace) -> int:
     paths = store.paths()
     wanted = sorted({i for g in groups for i in g})
     vectors = dict(zip(wanted, store.vectors(wanted)))
-    rows = []
+    rows: list[dict[str, Any]] = []
     for number, group in enumerate(groups, 1):
         first = vectors[group[0]]
         for member in group:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
 import re
 from pathlib import Path
 from typing import IO, Any
@@ -12,7 +11,7 @@ from typing import IO, Any
 import numpy as np
 
 from .errors import StoreError
-from .store_format import (COMMIT, IDENTITY, STORE_FORMAT, CommitRecord, Record, Shard, StoreIdentity,
+from .store_format import (IDENTITY, STORE_FORMAT, CommitRecord, Record, Shard, StoreIdentity,
                            atomic_write, check_shard_cheaply, write_commit, writing)
 from .store_journal import JournalWriter, check_vector, journal_ids, seal
 from .store_reader import Store, commit_stamp, has_data, read_commit, read_identity
