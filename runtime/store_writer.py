@@ -89,15 +89,16 @@ def recover(root: Path, identity: StoreIdentity, commit: CommitRecord) -> tuple[
                               commit.shards + tuple(recovered))
         write_commit(root, commit)
     committed = {s.id for s in commit.shards}
-    for part in (root / "journal").iterdir():
-        part.unlink(missing_ok=True)
-    for sub in ("vectors", "meta"):
-        for part in (root / sub).iterdir():
-            match = SHARD_FILE.match(part.name)
-            if (match and int(match.group(1)) not in committed) or (part.name.startswith(".") and part.name.endswith(".tmp")):
-                part.unlink(missing_ok=True)
-    for tmp in root.glob(".*.tmp"):
-        tmp.unlink(missing_ok=True)
+    with writing(root / "journal"):
+        for part in (root / "journal").iterdir():
+            part.unlink(missing_ok=True)
+        for sub in ("vectors", "meta"):
+            for part in (root / sub).iterdir():
+                match = SHARD_FILE.match(part.name)
+                if (match and int(match.group(1)) not in committed) or (part.name.startswith(".") and part.name.endswith(".tmp")):
+                    part.unlink(missing_ok=True)
+        for tmp in root.glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
     return commit, notes
 
 
