@@ -87,6 +87,11 @@ class Embedder:
                 f"got {tuple(batch.shape)}",
             )
         feed = np.ascontiguousarray(batch, dtype=np.float32)
+        if not np.isfinite(feed).all():  # NaN/inf would come out as an all-NaN embedding
+            bad = int(np.flatnonzero(~np.isfinite(feed).reshape(len(feed), -1).all(axis=1))[0])
+            raise ImageError("<array>", "bad_array",
+                             f"the array holds NaN or infinite values (image {bad} of the batch); "
+                             "expected finite 0-255 RGB values")
         if self.io_binding:
             binding = self.session.io_binding()
             binding.bind_cpu_input(self._input_name, feed)
