@@ -65,9 +65,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
     if not args.inputs and not args.list_file and not args.prune:
         raise VggsimError("embed: name files, folders or globs, or --from FILE")
-    embedder = embedder_from_args(args)
-    if args.max_pixels:
-        embedder.max_pixels = args.max_pixels
+    embedder = embedder_from_args(args)  # takes --max-pixels too
     bar = _progress(args)
 
     def show(p: EmbedProgress) -> None:

@@ -13,8 +13,10 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
+from .decode import DEFAULT_MAX_PIXELS
 from .embedder import Embedder
 from .errors import VggsimError
+from .manifest import read_manifest
 from .preprocess import PreprocessSpec
 from .session import available_providers, resolve_providers, usable_cpus
 
@@ -28,11 +30,12 @@ def embedder_from_args(args: argparse.Namespace) -> Embedder:
     providers: Any = args.providers
     if "," in providers:
         providers = [p.strip() for p in providers.split(",") if p.strip()]
-    embedder = Embedder(args.model, providers=providers, threads=args.threads, strict=args.strict,
-                        cache_optimized=getattr(args, "cache_optimized", False))
+    spec = None
     if getattr(args, "exif_transpose", False):
-        embedder.spec = dataclasses.replace(embedder.spec, exif_transpose=True)
-    return embedder
+        spec = dataclasses.replace(read_manifest(args.model, verify=False).preprocess, exif_transpose=True)
+    return Embedder(args.model, providers=providers, threads=args.threads, strict=args.strict, spec=spec,
+                    max_pixels=getattr(args, "max_pixels", None) or DEFAULT_MAX_PIXELS,
+                    cache_optimized=getattr(args, "cache_optimized", False))
 
 
 def _photos_in(folder: str | None) -> list[Path] | None:
