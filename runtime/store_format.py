@@ -30,7 +30,8 @@ DTYPES = ("float32", "float16")
 COMMIT = "commit.json"
 IDENTITY = "store.json"
 #: What a reader is told to do about a damaged store.
-REMEDY = "run `vggsim store verify {root}` to list the damage, then `vggsim store repair {root}` (the files of a damaged shard are re-embedded by the next `vggsim embed`)"
+REMEDY = ("run `vggsim store verify {root}` to list the damage, then `vggsim store repair {root}` "
+          "(the files of a damaged shard are re-embedded by the next `vggsim embed`)")
 
 
 def remedy(root: Path) -> str:
@@ -216,7 +217,7 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> dict[str, Any]:
+def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> dict[str, Any]:
     """Write ``path`` via a tmp file (fsync, rename, fsync the folder); its size and sha256."""
     tmp = path.with_name(f".{path.name}.tmp")
     try:

@@ -205,6 +205,6 @@ def check_vector(vector: np.ndarray | None, record: Record, dim: int) -> np.ndar
     array = np.asarray(vector, dtype=np.float32)
     if array.shape != (dim,):
         raise StoreError(f"{record.path!r}: vector shape {array.shape}, this store holds ({dim},)")
-    if not np.all(np.isfinite(array)):
+    if not np.isfinite(array).all():
         raise StoreError(f"{record.path!r}: the vector holds NaN or infinity; refusing to store it")
     return array

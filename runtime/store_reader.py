@@ -78,9 +78,9 @@ def read_meta(root: Path, shard: Shard) -> Any:
         table = pa.parquet.read_table(path).select(meta_schema().names).cast(meta_schema())
     except (OSError, ValueError, KeyError, pa.ArrowException) as exc:
         raise StoreError(f"{path}: cannot read the committed meta file ({str(exc)[:100]}); {remedy(root)}") from None
-    status = table.column("status").to_numpy(zero_copy_only=False)
+    ok = pa.compute.equal(table.column("status"), "ok").to_numpy(zero_copy_only=False)
     rows = table.column("row").to_numpy(zero_copy_only=False)
-    ok_rows = np.sort(rows[status == "ok"])
+    ok_rows = np.sort(rows[ok.astype(bool)])
     if table.num_rows != shard.records or not np.array_equal(ok_rows, np.arange(shard.rows)):
         raise StoreError(f"{path} does not match its commit record ({table.num_rows} records, "
                          f"{len(ok_rows)} vectors; expected {shard.records}, {shard.rows}); {remedy(root)}")
@@ -98,6 +98,7 @@ class Store:
         self._history: Any = None
         self._current: Any = None
         self._records: list[Record] | None = None
+        self._arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     @classmethod
     def open(cls, root: str | os.PathLike[str]) -> Store:
@@ -150,9 +151,13 @@ class Store:
             return self._current
 
     def _layout(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per id of the current view: has a vector, its shard, its row there."""
         table = self.table()
-        ok = (table.column("status").to_numpy(zero_copy_only=False) == "ok")
-        return ok, table.column("shard").to_numpy(), table.column("row").to_numpy()
+        with self._lock:
+            if self._arrays is None:
+                ok = pyarrow().compute.equal(table.column("status"), "ok").to_numpy(zero_copy_only=False)
+                self._arrays = (ok.astype(bool), table.column("shard").to_numpy(), table.column("row").to_numpy())
+            return self._arrays
 
     def records(self) -> list[Record]:
         """The current view as Records; ``ids`` in blocks index this list."""

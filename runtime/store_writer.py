@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
 import re
 from pathlib import Path
 from typing import IO, Any
@@ -12,7 +11,7 @@ from typing import IO, Any
 import numpy as np
 
 from .errors import StoreError
-from .store_format import (COMMIT, IDENTITY, STORE_FORMAT, CommitRecord, Record, Shard, StoreIdentity,
+from .store_format import (IDENTITY, STORE_FORMAT, CommitRecord, Record, Shard, StoreIdentity,
                            atomic_write, check_shard_cheaply, write_commit, writing)
 from .store_journal import JournalWriter, check_vector, journal_ids, seal
 from .store_reader import Store, commit_stamp, has_data, read_commit, read_identity
@@ -90,15 +89,16 @@ def recover(root: Path, identity: StoreIdentity, commit: CommitRecord) -> tuple[
                               commit.shards + tuple(recovered))
         write_commit(root, commit)
     committed = {s.id for s in commit.shards}
-    for part in (root / "journal").iterdir():
-        part.unlink(missing_ok=True)
-    for sub in ("vectors", "meta"):
-        for part in (root / sub).iterdir():
-            match = SHARD_FILE.match(part.name)
-            if (match and int(match.group(1)) not in committed) or (part.name.startswith(".") and part.name.endswith(".tmp")):
-                part.unlink(missing_ok=True)
-    for tmp in root.glob(".*.tmp"):
-        tmp.unlink(missing_ok=True)
+    with writing(root / "journal"):
+        for part in (root / "journal").iterdir():
+            part.unlink(missing_ok=True)
+        for sub in ("vectors", "meta"):
+            for part in (root / sub).iterdir():
+                match = SHARD_FILE.match(part.name)
+                if (match and int(match.group(1)) not in committed) or (part.name.startswith(".") and part.name.endswith(".tmp")):
+                    part.unlink(missing_ok=True)
+        for tmp in root.glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
     return commit, notes
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import shutil
 import threading
 import time
@@ -100,6 +101,21 @@ def test_rerun_with_failing_files_says_how_many_and_exits_1(embedder: Embedder, 
     assert (rerun.unchanged, rerun.failed, rerun.still_failing, rerun.exit_code) == (2, 0, 1, 1)
     retried = embed_into_store(embedder, [tmp_path / "in"], tmp_path / "s", retry_errors=True)
     assert (retried.embedded, retried.still_failing, retried.exit_code) == (1, 0, 0)
+
+
+def test_non_utf8_file_name_round_trips_and_is_skipped_next_run(embedder: Embedder, tmp_path: Path,
+                                                               photos: list[Path]) -> None:
+    """Issue: a file name that is not valid UTF-8 crashed the run at the final seal."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    odd = os.path.join(os.fsencode(folder), b"caf\xe9.jpg")
+    shutil.copy(photos[0], odd)
+    first = embed_into_store(embedder, [folder], tmp_path / "s")
+    assert (first.embedded, first.exit_code) == (1, 0)
+    assert os.fsencode(Store.open(tmp_path / "s").paths()[0]) == odd
+    json.dumps(first.to_dict())  # surrogate-escaped paths still serialise
+    second = embed_into_store(embedder, [folder], tmp_path / "s")
+    assert (second.embedded, second.unchanged) == (0, 1)
 
 
 def test_file_written_while_read_is_retried_next_run(embedder: Embedder, tmp_path: Path, photos: list[Path],
@@ -298,6 +314,8 @@ def test_store_reader_picks_up_a_new_commit(embedder: Embedder, tmp_path: Path, 
     check = reader.duplicates_of(unit_vectors[9], 0.999)
     assert check.is_duplicate and check.matches[0].path == "/synthetic/late.jpg"
     assert check.generation == second.generation and not reader.duplicates_of(-unit_vectors[9], 0.5).is_duplicate
+    assert search_store(reader, unit_vectors[9:10], k=1)[0][0].path == "/synthetic/late.jpg"
+    assert find_duplicates(reader, 0.999) == []
 
 
 def test_store_reader_is_thread_safe_while_a_writer_commits(embedder: Embedder, tmp_path: Path,

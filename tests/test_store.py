@@ -230,10 +230,10 @@ def test_format_1_store_is_refused_with_a_way_out(tmp_path: Path) -> None:
 
     (tmp_path / "old" / "meta").mkdir(parents=True)
     (tmp_path / "old" / "store.json").write_text(json.dumps({"format": 1, "model_sha256": "m", "preprocess": {}, "dim": 4}))
-    for opening in (lambda: Store.open(tmp_path / "old"),
-                    lambda: Store.open_for_writing(tmp_path / "old", StoreIdentity("m", {}, 4))):
-        with pytest.raises(StoreError, match="format-1 .*Re-create it"):
-            opening()
+    with pytest.raises(StoreError, match="format-1 .*Re-create it"):
+        Store.open(tmp_path / "old")
+    with pytest.raises(StoreError, match="format-1 .*Re-create it"):
+        Store.open_for_writing(tmp_path / "old", StoreIdentity("m", {}, 4))
 
 
 # ---- 3. any .npy layout ----------------------------------------------------------------------

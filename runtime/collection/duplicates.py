@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -13,6 +13,9 @@ from . import validate
 from ..store import Store, StoreIdentity
 from .results import DuplicateGroup, DuplicateMember, Match
 from .search import query_matrix
+
+if TYPE_CHECKING:
+    from .reader import StoreReader
 
 DEDUP_BLOCK_ROWS = 4096  # a 4096 x 4096 float32 score block is 64 MB
 
@@ -37,7 +40,7 @@ def dedup_threshold(manifest: Any) -> float:
                           f"{value!r}: pass --threshold T, e.g. 0.95.") from None
 
 
-def find_duplicates(store: Store, threshold: float, *, embedder: Any = None) -> list[DuplicateGroup]:
+def find_duplicates(store: Store | StoreReader, threshold: float, *, embedder: Any = None) -> list[DuplicateGroup]:
     """Groups of stored files whose vectors are connected by pairs with cosine >= ``threshold``.
 
     ``threshold`` must be finite and in (0, 1]. Memory stays at two blocks of
@@ -47,6 +50,8 @@ def find_duplicates(store: Store, threshold: float, *, embedder: Any = None) -> 
     is its cosine to the group's first member.
     """
     threshold = validate.threshold(threshold)
+    if not isinstance(store, Store):
+        store = store.snapshot()  # a StoreReader: its current snapshot, used throughout
     if embedder is not None:
         store.require_compatible(StoreIdentity.of(embedder))
     groups = group_pairs(similar_pairs(lambda: store.blocks(DEDUP_BLOCK_ROWS), threshold))
