@@ -65,11 +65,15 @@ class ProgressBar:
         self._bar: Any = tqdm.tqdm(unit="img", desc="embedding", file=sys.stderr, dynamic_ncols=True)  # type: ignore[attr-defined]
 
     def __call__(self, progress: Any) -> None:
-        if self._bar.total != progress.total:
-            self._bar.total = progress.total
-        self._bar.n = progress.done
-        self._bar.set_postfix(failed=progress.failed, refresh=False)
-        self._bar.refresh()
+        bar = self._bar
+        if bar.total != progress.total:
+            # Unchanged files are done before the run starts: count them as the bar's initial
+            # position, so the rate and the ETA come from the files actually embedded.
+            bar.total = progress.total
+            bar.initial = bar.n = bar.last_print_n = progress.unchanged
+            bar.start_t = bar.last_print_t = bar._time()
+        bar.set_postfix(failed=progress.failed, refresh=False)
+        bar.update(progress.done - bar.n)
 
     def close(self) -> None:
         self._bar.close()
