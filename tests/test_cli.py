@@ -300,7 +300,8 @@ def test_embed_list_with_a_nul_byte_or_bad_utf8_is_not_a_traceback(model_dir: Pa
     result = vggsim("embed", "--from", str(bad), "--store", str(tmp_path / "s"), "--model", str(model_dir), "--json")
     assert result.returncode == 1 and no_traceback(result) and "internal error" not in result.stderr, result.stderr
     summary = json.loads(result.stdout)  # the odd name is read, reported missing, and printed losslessly
-    assert summary["embedded"] == 1 and [f["path"] for f in summary["failures"]] == [os.fsdecode(bytes(tmp_path) + b"/caf\xe9.jpg")]
+    odd = os.fsdecode(bytes(tmp_path) + b"/caf\xe9.jpg")
+    assert summary["embedded"] == 1 and [f["path"] for f in summary["failures"]] == [odd]
 
 
 def test_search_json_on_stdout_with_the_caveat_and_plot(model_dir: Path, library: Path, photos: list[Path],
