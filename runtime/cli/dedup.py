@@ -106,10 +106,13 @@ def choose_threshold(given: float | None, model: str | None, store_sha256: str) 
 
     try:
         manifest = read_manifest(model, verify=True)
-    except VggsimError:
-        if given is None or model is not None:
-            raise
-        return ThresholdChoice(given, "--threshold", None)
+    except VggsimError as exc:
+        if given is not None and model is None:
+            return ThresholdChoice(given, "--threshold", None)
+        if given is None and model is None:
+            raise VggsimError(f"the default threshold is calibrated in the manifest of the model that made the "
+                              f"store: pass --model DIR or --threshold T ({exc})") from None
+        raise
     if manifest.model_sha256 != store_sha256:
         if given is not None and model is None:
             return ThresholdChoice(given, "--threshold", None)
