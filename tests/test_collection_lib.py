@@ -139,6 +139,22 @@ def test_file_written_while_read_is_retried_next_run(embedder: Embedder, tmp_pat
     assert (second.embedded, second.unchanged, second.exit_code) == (1, 0, 0)
 
 
+def test_memory_budget_is_passed_only_when_given(embedder: Embedder, tmp_path: Path, photos: list[Path],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[dict[str, Any]] = []
+
+    def record_options(_embedder: Any, paths: Any, **options: Any) -> Any:
+        calls.append(options)
+        return iter(())
+
+    monkeypatch.setattr(embed_module, "iter_embeddings", record_options)
+    photo = copies(photos, tmp_path / "in", 1)[0]
+    embed_into_store(embedder, [photo], tmp_path / "s")
+    embed_into_store(embedder, [photo], tmp_path / "s", memory_budget=123_000_000, workers=3)
+    assert "memory_budget" not in calls[0]  # None means the pipeline's own default
+    assert (calls[1]["memory_budget"], calls[1]["workers"]) == (123_000_000, 3)
+
+
 def test_error_without_a_stat_is_retried(embedder: Embedder, tmp_path: Path) -> None:
     missing = tmp_path / "missing.jpg"
     for _ in range(2):
