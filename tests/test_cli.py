@@ -22,9 +22,9 @@ from vggsim.cli.common import RANDOM_WEIGHTS_NOTE, HelpFormatter
 
 
 def vggsim(*args: str, env: dict[str, str] | None = None, **kw: object) -> subprocess.CompletedProcess[str]:
+    options: dict[str, object] = {"capture_output": True, **kw}
     result: subprocess.CompletedProcess[str] = subprocess.run(  # type: ignore[call-overload]
-        [sys.executable, "-m", "vggsim", *args], capture_output=True, text=True,
-        env={**os.environ, **(env or {})}, timeout=600, **kw)
+        [sys.executable, "-m", "vggsim", *args], text=True, env={**os.environ, **(env or {})}, timeout=600, **options)
     return result
 
 
@@ -77,6 +77,16 @@ def test_full_disk_while_writing_output_is_one_line_exit_1(model_dir: Path, phot
     assert result.returncode == 1 and no_traceback(result)
     errors = [line for line in result.stderr.splitlines() if "warning" not in line]
     assert len(errors) == 1 and "/dev/full" in errors[0] and "could not write" in errors[0]
+
+
+def test_stdout_on_a_full_disk_is_one_line_exit_1(model_dir: Path, photos: list[Path]) -> None:
+    if not Path("/dev/full").exists():
+        pytest.skip("needs /dev/full to simulate a full disk")
+    with open("/dev/full", "w") as full:
+        result = vggsim("compare", str(photos[0]), str(photos[1]), "--model", str(model_dir), "--json", stdout=full,
+                        capture_output=False, stderr=subprocess.PIPE)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "No space left" in result.stderr
 
 
 def test_bad_input_is_one_line_and_exit_1(model_dir: Path, photos: list[Path], tmp_path: Path) -> None:

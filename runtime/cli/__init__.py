@@ -51,11 +51,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     code = _main(argv)
     if argv is None:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (OSError, ValueError):
-                pass
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            pass
+        except OSError as exc:  # stdout on a full disk: the output is lost, so say so
+            print(f"vggsim: error: could not write the output ({exc.strerror or exc})", file=sys.stderr)
+            code = code or EXIT_FAILED
+        try:
+            sys.stderr.flush()
+        except OSError:
+            pass
         os._exit(code)
     return code
 
