@@ -416,3 +416,18 @@ def test_plots_of_a_random_weight_model_say_so_in_the_title(command: str, model_
             "dedup": ["dedup", "--store", str(library / "store"), "--threshold", "0.9995", *model]}[command]
     assert main([*argv, "--plot", str(tmp_path / "p.png")]) == 0
     assert len(titles) == 1 and titles[0] is not None and titles[0].startswith("RANDOM WEIGHTS")
+
+
+def test_handlers_reach_stores_only_through_the_library() -> None:
+    """Handlers parse, call vggsim.collection (or the store's verify/repair) and print: no handler
+    imports the pipeline, the input listing, search/dedup internals or the store's internals."""
+    import ast
+
+    import vggsim.cli
+
+    internals = {"pipeline", "sources", "search", "dedup", "budget", "store_format", "store_reader",
+                 "store_writer", "store_journal", "store_repair"}
+    for module in Path(vggsim.cli.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(module.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 2 and node.module:
+                assert node.module.split(".")[0] not in internals, (module.name, node.module)
