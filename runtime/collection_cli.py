@@ -100,6 +100,8 @@ def _print_summary(summary: EmbedSummary, args: argparse.Namespace) -> None:
     if args.quiet:
         return
     err = sys.stderr
+    for note in summary.notes:
+        print(f"vggsim: {summary.store}: {note}", file=err)
     still = f", {summary.still_failing} still failing (unchanged; --retry-errors retries them)" \
         if summary.still_failing else ""
     print(f"vggsim: {summary.seen} files: {summary.embedded} embedded, {summary.unchanged} unchanged, "

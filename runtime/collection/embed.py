@@ -137,7 +137,7 @@ def embed_into_store(
         failed=len(failures), pruned=pruned, still_failing=listed.still_failing, failures=failures,
         failed_by_kind=dict(Counter(f.kind for f in failures)), seconds=round(time.perf_counter() - started, 2),
         provider=str(embedder.provider), random_weights=bool(embedder.manifest.random_weights),
-        generation=final.generation)
+        generation=final.generation, notes=list(getattr(writer, "recovery_notes", [])))
 
 
 class _Reporter:
