@@ -10,6 +10,7 @@ import dataclasses
 import json
 import math
 import os
+import pickle
 import shutil
 import threading
 import time
@@ -74,6 +75,7 @@ def test_unchanged_files_are_skipped_and_changed_ones_embedded(embedder: Embedde
     assert (second.embedded, second.unchanged, second.still_failing, second.exit_code) == (1, 2, 0, 0)
     assert second.random_weights and second.provider == embedder.provider
     assert json.loads(json.dumps(second.to_dict()))["exit_code"] == 0
+    assert pickle.loads(pickle.dumps(second)) == second  # a Ray task can return it
 
 
 def _record_error(root: Path, embedder: Embedder, path: Path, kind: str) -> None:

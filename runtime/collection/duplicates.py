@@ -57,13 +57,13 @@ def find_duplicates(store: Store | StoreReader, threshold: float, *, embedder: A
     groups = group_pairs(similar_pairs(lambda: store.blocks(DEDUP_BLOCK_ROWS), threshold))
     if not groups:
         return []
-    paths = store.paths()
+    records = store.records()
     wanted = sorted({i for g in groups for i in g})
     vectors = dict(zip(wanted, l2_normalize(store.vectors(wanted), np.float32)))
     result = []
     for number, group in enumerate(groups, 1):
         first = vectors[group[0]]
-        members = [DuplicateMember(paths[i], round(float(np.dot(first, vectors[i])), 6), i) for i in group]
+        members = [DuplicateMember(records[i].path, round(float(np.dot(first, vectors[i])), 6), i) for i in group]
         result.append(DuplicateGroup(number, members))
     return result
 
@@ -75,11 +75,11 @@ def duplicates_of(store: Store, vector: Any, threshold: float) -> list[Match]:
     query = l2_normalize(query_matrix(vector, store.identity.dim), np.float32)
     if len(query) != 1:
         raise validate.ArgumentError(f"duplicates_of takes one vector, got {len(query)}")
-    paths = store.paths()
+    records = store.records()
     found: list[Match] = []
     for block in store.blocks():
         scores = l2_normalize(block.vectors, np.float32) @ query[0]
         for position in np.flatnonzero(scores >= threshold):
             identifier = int(block.ids[position])
-            found.append(Match(paths[identifier], float(scores[position]), identifier))
+            found.append(Match(records[identifier].path, float(scores[position]), identifier))
     return sorted(found, key=lambda m: (-m.score, m.id))

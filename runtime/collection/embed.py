@@ -114,16 +114,16 @@ def embed_into_store(
     embedded = pruned = 0
     try:
         known = latest_by_path(writer.store.records())
-        todo = plan(iter_inputs([os.fspath(i) for i in inputs], list_file, all_files), known, retry_errors)
+        listed = plan(iter_inputs([os.fspath(i) for i in inputs], list_file, all_files), known, retry_errors)
         committer = _Committer(writer, batch_size, commit_rows, commit_seconds)
         if prune:
             pruned = _prune(committer, list(known))
         options: dict[str, Any] = {"batch_size": batch_size, "workers": workers, "decode_timeout": decode_timeout}
         if memory_budget is not None:
             options["memory_budget"] = memory_budget
-        report = _Reporter(progress, todo.seen, todo.unchanged)
+        report = _Reporter(progress, listed.seen, listed.unchanged)
         report.update(0, 0)
-        for result in iter_embeddings(embedder, todo.todo, **options):
+        for result in iter_embeddings(embedder, listed.todo, **options):
             committer.add(_record(result), result.vector if result.error is None else None)
             if result.error is None:
                 embedded += 1
@@ -133,11 +133,11 @@ def embed_into_store(
     finally:
         final = writer.close()
     return EmbedSummary(
-        store=os.fspath(store), seen=todo.seen, embedded=embedded, unchanged=todo.unchanged,
-        failed=len(failures), pruned=pruned, still_failing=todo.still_failing, failures=failures,
+        store=os.fspath(store), seen=listed.seen, embedded=embedded, unchanged=listed.unchanged,
+        failed=len(failures), pruned=pruned, still_failing=listed.still_failing, failures=failures,
         failed_by_kind=dict(Counter(f.kind for f in failures)), seconds=round(time.perf_counter() - started, 2),
         provider=str(embedder.provider), random_weights=bool(embedder.manifest.random_weights),
-        generation=final.generation)
+        generation=final.generation, notes=list(getattr(writer, "recovery_notes", [])))
 
 
 class _Reporter:

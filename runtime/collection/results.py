@@ -58,6 +58,7 @@ class EmbedSummary:
     provider: str
     random_weights: bool
     generation: int = 0  # the store's commit generation after the run
+    notes: list[str] = field(default_factory=list)  # the store's recovery notes (records of a killed run kept or dropped)
 
     @property
     def exit_code(self) -> int:

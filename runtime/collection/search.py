@@ -28,7 +28,7 @@ def query_matrix(queries: Any, dim: int) -> np.ndarray:
         raise StoreError(f"query vectors have shape {tuple(np.shape(queries))}, but the store holds "
                          f"{dim}-dimensional vectors: pass an (n, {dim}) array from the model that made it.")
     if not np.all(np.isfinite(matrix)):
-        raise StoreError("query vectors contain NaN or infinite values: they cannot be compared.")
+        raise validate.ArgumentError("query vectors contain NaN or infinite values: they cannot be compared.")
     return matrix
 
 
@@ -45,8 +45,8 @@ def search_snapshot(store: Store, queries: Any, k: int = 10, ann: bool = False,
         ids, scores = (index or ann_cache.load_or_build(store)).search(matrix, k)
     else:
         ids, scores = exact_topk(matrix, store.blocks(), k)
-    paths = store.paths()
-    return [[Match(paths[int(i)], float(s), int(i)) for i, s in zip(row_ids, row_scores) if i >= 0]
+    records = store.records()  # cached by the snapshot; paths() would build a new list per call
+    return [[Match(records[int(i)].path, float(s), int(i)) for i, s in zip(row_ids, row_scores) if i >= 0]
             for row_ids, row_scores in zip(ids, scores)]
 
 
