@@ -11,6 +11,7 @@ image is never starved by small ones; an image larger than the whole budget runs
 
 from __future__ import annotations
 
+import ctypes
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -40,6 +41,29 @@ def decode_need(header: ImageHeader, file_size: int, spec: PreprocessSpec) -> in
             longest = max(header.width, header.height)
             copies += STRIP_PIXELS * 8 * 3 + longest * max(spec.size) * 4
     return file_size + decoded + copies
+
+
+_malloc_tuned = False
+
+
+def return_freed_buffers_to_the_os() -> None:
+    """Make glibc give buffers of 1 MiB or more straight back to the OS when they are freed.
+
+    Decodes free big buffers in several threads, and by default glibc keeps such memory in a
+    pool per thread: the resident size then grows with the number of workers although the
+    memory in use is bounded by the budget (measured: 1.56 GB with 4 workers against 0.86 GB
+    with 1). Process-wide, once, and only where the C library has ``mallopt`` (glibc).
+    """
+    global _malloc_tuned
+    if _malloc_tuned:
+        return
+    _malloc_tuned = True
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # not glibc (macOS, Windows): nothing to tune
+        return
+    m_mmap_threshold = -3  # from malloc.h; setting it also stops glibc raising it on its own
+    mallopt(m_mmap_threshold, 1 << 20)
 
 
 class MemoryBudget:

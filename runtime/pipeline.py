@@ -11,47 +11,28 @@ is bounded, so nothing here can hang on a bad item.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import queue
 import reprlib
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .budget import DEFAULT_MEMORY_BUDGET, MemoryBudget, Reservation, decode_need
-from .decode import check_stat, probe, stat_file
+from .budget import DEFAULT_MEMORY_BUDGET, MemoryBudget, Reservation, return_freed_buffers_to_the_os
 from .embedder import Embedder
 from .errors import ImageError
-from .preprocess import decode_and_prepare
+from .reading import DEFAULT_MAX_BYTES, Admit, FileError, FileInfo, read_file
 from .session import usable_cpus
 
-__all__ = ["DEFAULT_MEMORY_BUDGET", "DEFAULT_MAX_BYTES", "DEFAULT_DECODE_TIMEOUT", "EmbedResult", "FileInfo",
-           "iter_embeddings", "read_file"]
+__all__ = ["DEFAULT_MEMORY_BUDGET", "DEFAULT_MAX_BYTES", "DEFAULT_DECODE_TIMEOUT", "EmbedResult", "FileError",
+           "FileInfo", "iter_embeddings", "read_file"]
 
-DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 DEFAULT_DECODE_TIMEOUT = 60.0
-
-
-@dataclass(frozen=True)
-class FileInfo:
-    """What the store records about a file besides its vector.
-
-    For a failed file: the size and mtime stat'ed before it was read, ``sha256`` "" and
-    ``width``/``height`` 0 (unknown).
-    """
-
-    size: int
-    mtime_ns: int
-    sha256: str
-    width: int
-    height: int
 
 
 @dataclass
@@ -70,71 +51,6 @@ class EmbedResult:
     @property
     def ok(self) -> bool:
         return self.error is None
-
-
-class FileError(ImageError):
-    """An ImageError that carries what was stat'ed before the read (or None)."""
-
-    def __init__(self, error: ImageError, info: FileInfo | None) -> None:
-        super().__init__(error.source, error.kind, error.reason)
-        self.info = info
-
-
-Admit = Callable[[int], AbstractContextManager[Any]]
-
-
-def _changed(name: str) -> ImageError:
-    return ImageError(name, "changed", "the file changed while it was read (still being written?); "
-                      "a later embed retries it")
-
-
-def _same_file(before: os.stat_result, after: os.stat_result) -> bool:
-    return (before.st_dev, before.st_ino, before.st_size, before.st_mtime_ns) == (
-        after.st_dev, after.st_ino, after.st_size, after.st_mtime_ns)
-
-
-def _changed_since(path: Path, before: os.stat_result) -> bool:
-    try:
-        return not _same_file(before, os.stat(path))
-    except (OSError, ValueError):
-        return True
-
-
-def read_file(path: Path, embedder: Embedder, max_bytes: int = DEFAULT_MAX_BYTES,
-              admit: Admit | None = None) -> tuple[np.ndarray, FileInfo]:
-    """Stat, read, hash, decode and preprocess one file; raise FileError naming it.
-
-    The file is stat'ed before it is read and again after: if it changed meanwhile (or fewer
-    bytes came than stat'ed), the error kind is ``changed``, which a later embed retries.
-    ``admit(bytes)`` is entered around the read and decode once the header says how much
-    memory they need (the pipeline's memory budget).
-    """
-    name = str(path)
-    try:
-        before = stat_file(path, name)
-    except ImageError as exc:
-        raise FileError(exc, None) from None
-    known = FileInfo(before.st_size, before.st_mtime_ns, "", 0, 0)
-    try:
-        check_stat(before, name)
-        if before.st_size > max_bytes:
-            raise ImageError(name, "too_large", f"file is {before.st_size:,} bytes, over the {max_bytes:,}-byte limit")
-        need = decode_need(probe(path, name, embedder.max_pixels), before.st_size, embedder.spec)
-        with admit(need) if admit is not None else nullcontext():
-            try:
-                with path.open("rb") as fp:
-                    data = fp.read(before.st_size + 1)  # one byte more shows a file that grew
-            except OSError as exc:
-                raise ImageError(name, "unreadable", f"cannot read the file ({exc.strerror or exc})") from None
-            if len(data) != before.st_size or _changed_since(path, before):
-                raise _changed(name)
-            digest = hashlib.sha256(data).hexdigest()
-            array, (width, height) = decode_and_prepare(data, embedder.spec, embedder.max_pixels, name)
-            del data
-    except ImageError as exc:
-        error = exc if exc.kind == "changed" or not _changed_since(path, before) else _changed(name)
-        raise FileError(error, known) from None
-    return array, FileInfo(before.st_size, before.st_mtime_ns, digest, width, height)
 
 
 def _as_path(item: object) -> Path | EmbedResult:
@@ -252,7 +168,7 @@ class _Admission:
 
 def iter_embeddings(
     embedder: Embedder,
-    paths: Iterable[str | os.PathLike[str]],
+    items: Iterable[str | os.PathLike[str]],
     batch_size: int = 8,
     workers: int | None = None,
     decode_timeout: float = DEFAULT_DECODE_TIMEOUT,
@@ -264,11 +180,12 @@ def iter_embeddings(
     A caller can stream a collection of any size: nothing is held beyond a few batches, and
     decodes together hold at most ``memory_budget`` bytes (an image that needs more than the
     whole budget is decoded alone). An item that is not a path gives a ``bad_input`` error
-    result; an exception raised by ``paths`` itself is re-raised here, after the items before
+    result; an exception raised by ``items`` itself is re-raised here, after the items before
     it have come out.
     """
     workers = max(1, workers or min(8, usable_cpus()))
     budget = MemoryBudget(memory_budget)
+    return_freed_buffers_to_the_os()
     stop = threading.Event()
     tasks: queue.Queue[Path | EmbedResult | None] = queue.Queue(maxsize=2 * workers)
     results: queue.Queue[Any] = queue.Queue(maxsize=2 * workers + batch_size)
@@ -286,7 +203,7 @@ def iter_embeddings(
 
     def feed() -> None:
         try:
-            for item in paths:
+            for item in items:
                 task = _as_path(item)
                 counts["submitted"] += 1
                 if not put_task(task):

@@ -245,21 +245,20 @@ def _half_png(path: Path, photo: Path) -> bytes:
 
 def test_a_file_written_while_read_is_changed_and_retryable(embedder: Embedder, photos: list[Path], tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    from vggsim import pipeline
+    from vggsim import pipeline, reading
     from vggsim.errors import RETRYABLE_ERROR_KINDS
 
     path = tmp_path / "growing.png"
     whole = _half_png(path, photos[0])
     before = path.stat()
-    real_probe = getattr(pipeline, "probe", None)
+    real_probe = reading.probe
 
     def writer_finishes(*args: Any) -> Any:  # the writer completes the file between stat and read
         path.write_bytes(whole)
         os.utime(path, ns=(before.st_mtime_ns + 10**9, before.st_mtime_ns + 10**9))
-        return real_probe(*args) if real_probe else None
+        return real_probe(*args)
 
-    monkeypatch.setattr(pipeline, "probe", writer_finishes, raising=False)
-    monkeypatch.setattr(pipeline, "open_image", lambda *a, **k: (writer_finishes(), Image.open(path))[1], raising=False)
+    monkeypatch.setattr(reading, "probe", writer_finishes)
     [result] = bounded(60, lambda: list(pipeline.iter_embeddings(embedder, [path], workers=1)))
     assert not result.ok and result.error.kind == "changed", result.error
     assert result.error.kind in RETRYABLE_ERROR_KINDS
@@ -349,17 +348,13 @@ def test_decodes_are_admitted_by_memory_not_by_worker_count(embedder: Embedder, 
             return super().acquire(need, *args)
 
     monkeypatch.setattr(pipeline, "MemoryBudget", Recording)
-    files = photos * 3
+    files = photos[:3]
     # a budget smaller than any one image: each runs alone, none is refused for it
     results = bounded(120, lambda: list(pipeline.iter_embeddings(embedder, files, workers=4, memory_budget=1)))
     assert len(results) == len(files) and all(r.ok for r in results)
     [budget] = budgets
     assert budget.peak == max(budget.needs) and budget.in_use == 0
-    assert min(budget.needs) > min(p.stat().st_size for p in photos)  # file bytes + pixels
-    # a roomy budget admits several at once
-    budgets.clear()
-    list(bounded(120, lambda: list(pipeline.iter_embeddings(embedder, files, workers=4, memory_budget=2**34))))
-    assert budgets[0].in_use == 0
+    assert min(budget.needs) > min(p.stat().st_size for p in files)  # file bytes + pixels
 
 
 def test_memory_need_is_read_from_the_header_before_decoding(tmp_path: Path) -> None:
