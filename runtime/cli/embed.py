@@ -111,7 +111,8 @@ def run(args: argparse.Namespace) -> int:
 
 def summary_lines(data: dict[str, Any]) -> list[str]:
     """The summary in words: counts, then each failure of this run, then what still fails."""
-    lines = [f"{data['seen']} files: {data['embedded']} embedded, {data['unchanged']} unchanged, "
+    lines = [f"{data['store']}: {note}" for note in data.get("notes") or []]  # what recovery of a killed run did
+    lines += [f"{data['seen']} files: {data['embedded']} embedded, {data['unchanged']} unchanged, "
              f"{data['failed']} failed, {data['pruned']} pruned in {data['seconds']} s"]
     for failure in data.get("failures") or []:
         lines.append(f"  failed: {display_path(failure['path'])}: {failure['reason']}")
