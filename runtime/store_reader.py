@@ -98,6 +98,7 @@ class Store:
         self._history: Any = None
         self._current: Any = None
         self._records: list[Record] | None = None
+        self._paths: list[str] | None = None
         self._arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     @classmethod
@@ -170,7 +171,12 @@ class Store:
             return self._records
 
     def paths(self) -> list[str]:
-        return [r.path for r in self.records()]
+        """The lossless paths of :meth:`records`, without building the records."""
+        table = self.table()
+        with self._lock:
+            if self._paths is None:
+                self._paths = [os.fsdecode(name) for name in table.column("path_bytes").to_pylist()]
+            return self._paths
 
     def count_ok(self) -> int:
         return int(self._layout()[0].sum())
