@@ -164,7 +164,7 @@ class StoreWriter:
             return store
         journal.flush()
         journal.close()
-        shard, _ = seal(store.root, journal.id, store.identity.dim, store.identity.dtype)
+        shard, _ = seal(store.root, journal.id, store.identity.dim, store.identity.dtype, journal.lines)
         old = store.commit_record
         commit = CommitRecord(old.generation + 1, max(old.next_id, journal.id + 1),
                               old.shards + ((shard,) if shard is not None else ()))
