@@ -76,7 +76,7 @@ def read_meta(root: Path, shard: Shard) -> Any:
     path = root / shard_name(shard.id, "meta")
     try:
         table = pa.parquet.read_table(path).select(meta_schema().names).cast(meta_schema())
-    except (OSError, ValueError, KeyError, pa.ArrowException) as exc:
+    except Exception as exc:  # noqa: BLE001 - a damaged file can fail in the parser in any way
         raise StoreError(f"{path}: cannot read the committed meta file ({str(exc)[:100]}); {remedy(root)}") from None
     ok = pa.compute.equal(table.column("status"), "ok").to_numpy(zero_copy_only=False)
     rows = table.column("row").to_numpy(zero_copy_only=False)
@@ -186,7 +186,7 @@ class Store:
         path = self.root / shard_name(shard, "vectors")
         try:
             return np.load(path, mmap_mode="r", allow_pickle=False)
-        except (OSError, ValueError, EOFError) as exc:
+        except Exception as exc:  # noqa: BLE001 - a damaged file can fail in the parser in any way
             raise StoreError(f"{path}: cannot read committed vectors ({str(exc)[:100]}); {remedy(self.root)}") from None
 
     def blocks(self, block_rows: int = 16384) -> Iterator[Block]:
