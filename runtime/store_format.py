@@ -285,7 +285,7 @@ def npy_layout(path: Path) -> tuple[tuple[int, ...], np.dtype[Any]]:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
         shape, dtype = tuple(array.shape), array.dtype
         del array
-    except (OSError, ValueError, EOFError) as exc:
+    except Exception as exc:  # noqa: BLE001 - a damaged file can fail in the parser in any way
         raise StoreError(f"{path}: not a readable .npy file ({str(exc)[:100]}); {remedy(path.parent.parent)}") from None
     return shape, dtype
 

@@ -49,6 +49,7 @@ class JournalWriter:
 
     def __init__(self, folder: Path, journal_id: int, dim: int) -> None:
         self.id, self.dim, self.rows, self.records = journal_id, dim, 0, 0
+        self.lines: list[dict[str, Any]] = []  # what was written, so a live commit need not parse it back
         self.vec_path, self.meta_path = folder / f"{journal_id:06d}.vec", folder / f"{journal_id:06d}.jsonl"
         with writing(self.vec_path):
             # O_EXCL: a journal is never appended to after the writer that made it is gone
@@ -75,6 +76,8 @@ class JournalWriter:
         body = json.dumps(line, ensure_ascii=True).encode("ascii")
         with writing(self.meta_path):
             self._meta.write(b"%08x %s\n" % (zlib.crc32(body), body))
+        line["path"] = record.path
+        self.lines.append(line)
         self.records += 1
 
     def flush(self) -> None:
@@ -150,14 +153,20 @@ def read_journal(meta_path: Path, vec_path: Path, dim: int) -> tuple[list[dict[s
     return kept, notes
 
 
-def seal(root: Path, journal_id: int, dim: int, dtype: str) -> tuple[Shard | None, list[str]]:
+def seal(root: Path, journal_id: int, dim: int, dtype: str,
+         written: list[dict[str, Any]] | None = None) -> tuple[Shard | None, list[str]]:
     """Write the verified records of journal ``journal_id`` as shard ``journal_id``.
 
-    Returns the shard's commit entry (None if no record verified) and notes on what was
-    dropped. Vectors are copied window by window, so memory stays flat for any journal.
+    ``written`` are the records of a live writer's own journal (no need to read them back);
+    otherwise the journal is read and verified. Returns the shard's commit entry (None if no
+    record verified) and notes on what was dropped. Vectors are copied window by window, so
+    memory stays flat for any journal.
     """
     folder = root / "journal"
-    records, notes = read_journal(folder / f"{journal_id:06d}.jsonl", folder / f"{journal_id:06d}.vec", dim)
+    if written is None:
+        records, notes = read_journal(folder / f"{journal_id:06d}.jsonl", folder / f"{journal_id:06d}.vec", dim)
+    else:
+        records, notes = written, []
     if not records:
         return None, notes
     pa = pyarrow()

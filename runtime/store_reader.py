@@ -76,7 +76,7 @@ def read_meta(root: Path, shard: Shard) -> Any:
     path = root / shard_name(shard.id, "meta")
     try:
         table = pa.parquet.read_table(path).select(meta_schema().names).cast(meta_schema())
-    except (OSError, ValueError, KeyError, pa.ArrowException) as exc:
+    except Exception as exc:  # noqa: BLE001 - a damaged file can fail in the parser in any way
         raise StoreError(f"{path}: cannot read the committed meta file ({str(exc)[:100]}); {remedy(root)}") from None
     ok = pa.compute.equal(table.column("status"), "ok").to_numpy(zero_copy_only=False)
     rows = table.column("row").to_numpy(zero_copy_only=False)
@@ -98,6 +98,7 @@ class Store:
         self._history: Any = None
         self._current: Any = None
         self._records: list[Record] | None = None
+        self._paths: list[str] | None = None
         self._arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     @classmethod
@@ -170,7 +171,12 @@ class Store:
             return self._records
 
     def paths(self) -> list[str]:
-        return [r.path for r in self.records()]
+        """The lossless paths of :meth:`records`, without building the records."""
+        table = self.table()
+        with self._lock:
+            if self._paths is None:
+                self._paths = [os.fsdecode(name) for name in table.column("path_bytes").to_pylist()]
+            return self._paths
 
     def count_ok(self) -> int:
         return int(self._layout()[0].sum())
@@ -180,7 +186,7 @@ class Store:
         path = self.root / shard_name(shard, "vectors")
         try:
             return np.load(path, mmap_mode="r", allow_pickle=False)
-        except (OSError, ValueError, EOFError) as exc:
+        except Exception as exc:  # noqa: BLE001 - a damaged file can fail in the parser in any way
             raise StoreError(f"{path}: cannot read committed vectors ({str(exc)[:100]}); {remedy(self.root)}") from None
 
     def blocks(self, block_rows: int = 16384) -> Iterator[Block]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import json
 import re
+import warnings
 from pathlib import Path
 from typing import IO, Any
 
@@ -81,6 +82,11 @@ def recover(root: Path, identity: StoreIdentity, commit: CommitRecord) -> tuple[
             continue
         shard, dropped = seal(root, journal, identity.dim, identity.dtype)
         notes += dropped
+        damaged = [note for note in dropped if "garbled" in note or "checksum" in note]
+        if damaged:  # not what a kill leaves: say so, once per journal (the files are embedded again)
+            warnings.warn(f"{root / 'journal'}: {len(damaged)} damaged journal records dropped ({damaged[0]}); "
+                          "their files count as not embedded and the next `vggsim embed` embeds them",
+                          RuntimeWarning, stacklevel=3)
         if shard is not None:
             recovered.append(shard)
             notes.append(f"recovered {shard.records} records of an interrupted run")
@@ -158,7 +164,7 @@ class StoreWriter:
             return store
         journal.flush()
         journal.close()
-        shard, _ = seal(store.root, journal.id, store.identity.dim, store.identity.dtype)
+        shard, _ = seal(store.root, journal.id, store.identity.dim, store.identity.dtype, journal.lines)
         old = store.commit_record
         commit = CommitRecord(old.generation + 1, max(old.next_id, journal.id + 1),
                               old.shards + ((shard,) if shard is not None else ()))
