@@ -16,30 +16,37 @@ import threading
 from collections import deque
 from collections.abc import Callable
 
-from .convert import STRIP_PIXELS, WIDE_MODES
+from .convert import STRIP_PIXELS, WIDE_MODES, pass_order, pillow13_rule
 from .decode import ImageHeader
-from .preprocess import PreprocessSpec
+from .preprocess import RESAMPLE_FILTERS, PreprocessSpec
 
 #: Default memory budget of the decoders, in bytes (512 MiB): about one 81-megapixel RGBA
 #: image at a time, or eight 12-megapixel photos. Not the process's whole footprint: the model,
 #: the inference batch and the store come on top (see benchmarks/test_memory.py).
 DEFAULT_MEMORY_BUDGET = 512 * 1024 * 1024
 
+# Decoders written in Python (BLP) build the pixels in Python buffers, and a BLP's embedded
+# JPEG may be larger than the size it declares: measured up to 9x the declared pixels.
+_DECODER_COPIES = {"BLP": 9}
 # Bytes per pixel of Pillow's in-memory modes (RGB is stored in 4 bytes); anything else is 4.
 _BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
 
 
 def decode_need(header: ImageHeader, file_size: int, spec: PreprocessSpec) -> int:
     """Bytes a decode of this image holds at its peak, from its header alone."""
-    pixels = header.width * header.height
-    decoded = pixels * _BYTES_PER_PIXEL.get(header.mode, 4)
+    width, height = header.width, header.height
+    pixels = width * height
+    decoded = pixels * _BYTES_PER_PIXEL.get(header.mode, 4) * _DECODER_COPIES.get(header.format, 1)
     copies = decoded if spec.exif_transpose else 0  # a transposed copy of the decoded image
-    if header.mode != "RGB":
-        if spec.resample == "nearest":  # converted whole (an RGB copy, and grey for wide modes)
-            copies += pixels * (5 if header.mode in WIDE_MODES else 4)
-        else:  # one strip's float64 and RGBA/RGB working set, and the half-resized image
-            longest = max(header.width, header.height)
-            copies += STRIP_PIXELS * 8 * 3 + longest * max(spec.size) * 4
+    if header.mode != "RGB" and spec.resample == "nearest":  # converted whole: RGB (and grey)
+        copies += pixels * (5 if header.mode in WIDE_MODES else 4)
+    elif spec.resample != "nearest":  # the half-resized image between the two resize passes
+        out_w, out_h = spec.size
+        horizontal_first = (pass_order(RESAMPLE_FILTERS[spec.resample], spec.size) or pillow13_rule)(
+            width, height, out_w, out_h)
+        copies += 4 * (out_w * height if horizontal_first else width * out_h)
+        if header.mode != "RGB":  # one strip's float64 and RGBA/RGB working set
+            copies += STRIP_PIXELS * 8 * 3
     return file_size + decoded + copies
 
 

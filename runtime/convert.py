@@ -103,11 +103,11 @@ def _always_horizontal(w: int, h: int, ow: int, oh: int) -> bool:
     return True
 
 
-def _pillow13_rule(w: int, h: int, ow: int, oh: int) -> bool:
+def pillow13_rule(w: int, h: int, ow: int, oh: int) -> bool:
     return not (h - oh > 0 and h - oh > (w - ow) * 2)
 
 
-_RULES: tuple[Callable[[int, int, int, int], bool], ...] = (_pillow13_rule, _always_horizontal)
+_RULES: tuple[Callable[[int, int, int, int], bool], ...] = (pillow13_rule, _always_horizontal)
 _checked: dict[tuple[int, tuple[int, int]], Callable[[int, int, int, int], bool] | None] = {}
 
 
@@ -131,7 +131,7 @@ def _two_pass(image: Image.Image, size: tuple[int, int], resample: int,
     return temp.resize(size, resample, (0, 0, width, out_h))
 
 
-def _pass_order(resample: int, size: tuple[int, int]) -> Callable[[int, int, int, int], bool] | None:
+def pass_order(resample: int, size: tuple[int, int]) -> Callable[[int, int, int, int], bool] | None:
     """The pass-order rule this Pillow follows for ``resample`` and ``size``, or None if neither fits."""
     key = (resample, size)
     if key not in _checked:
@@ -156,7 +156,7 @@ def resize_rgb(image: Image.Image, size: tuple[int, int], resample: int, alpha: 
     """``to_rgb(image, alpha).resize(size, resample)``, bit for bit, without full-size copies."""
     if image.mode == "RGB":
         return image.resize(size, resample)  # the parity path, untouched
-    rule = None if resample == Image.Resampling.NEAREST else _pass_order(resample, size)
+    rule = None if resample == Image.Resampling.NEAREST else pass_order(resample, size)
     if rule is None:  # nearest is an affine transform, not two passes: convert whole
         return convert_whole(image, alpha, strip_pixels).resize(size, resample)
     peak = wide_peak(image, strip_pixels) if image.mode in WIDE_MODES else 0.0
