@@ -25,10 +25,9 @@ def peak_mb() -> float:
 
 
 def make(root: Path, n: int) -> dict[str, float]:
-    from vggsim.store import Store
+    from vggsim.store import Record, Store, StoreIdentity
 
-    identity = {"model_sha256": "synthetic", "preprocess": {}, "dim": 512}
-    writer = Store.open_for_writing(root, identity)
+    writer = Store.open_for_writing(root, StoreIdentity("synthetic", {}, 512))
     rng = np.random.default_rng(0)
     centres = np.abs(rng.standard_normal((1000, 512))).astype(np.float32)
     chunk = 50_000
@@ -36,8 +35,8 @@ def make(root: Path, n: int) -> dict[str, float]:
         count = min(chunk, n - start)
         vectors = centres[rng.integers(0, 1000, count)] + 0.5 * np.abs(rng.standard_normal((count, 512))).astype(np.float32)
         for offset, vector in enumerate(vectors):
-            writer.add(f"/synthetic/{start + offset:07d}.jpg", "ok", vector)
-        writer.flush()
+            writer.add(Record(f"/synthetic/{start + offset:07d}.jpg", "ok"), vector)
+        writer.commit()  # one shard per chunk, as a long embed commits as it goes
     writer.close()
     return {"vectors": n}
 
@@ -76,7 +75,7 @@ def main() -> None:
             result = {"build_s": round(built, 2), "search_ms": round((time.perf_counter() - t) * 1000, 2),
                       "recall_at_10": recall_at_k(np.load(root / "exact_ids.npy"), ids)}
         elif command == "dedup":
-            from vggsim.collection_cli import DEDUP_BLOCK_ROWS
+            from vggsim.collection import DEDUP_BLOCK_ROWS
             from vggsim.dedup import group_pairs, similar_pairs
 
             groups = group_pairs(similar_pairs(lambda: store.blocks(DEDUP_BLOCK_ROWS), float(sys.argv[3])))

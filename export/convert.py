@@ -36,13 +36,14 @@ def to_onnx(model: Any, normalization: str, opset: int = DEFAULT_OPSET) -> Any:
     # tf2onnx's from_keras does not handle Keras 3 (tensorflow-onnx#2329); from_function
     # with an explicit signature does. Constants are made inside the function, or
     # tf2onnx would turn the captured tensor into an extra graph input.
-    @tf.function(input_signature=[spec])
     def embed(image: Any) -> Any:
         if normalization == "caffe":
             image = image[..., ::-1] - tf.constant(CAFFE_MEAN_BGR)
         return {OUTPUT_NAME: model(image, training=False)}
 
-    proto, _ = tf2onnx.convert.from_function(embed, input_signature=[spec], opset=opset)
+    # tf.function as a call, not a decorator: TensorFlow is untyped (Any) to mypy.
+    function = tf.function(embed, input_signature=[spec])
+    proto, _ = tf2onnx.convert.from_function(function, input_signature=[spec], opset=opset)
     for value in list(proto.graph.input) + list(proto.graph.output):
         dim = value.type.tensor_type.shape.dim[0]
         dim.ClearField("dim_value")

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
-import json
 import os
 import platform
 import shutil
@@ -14,24 +14,28 @@ from pathlib import Path
 from typing import Any
 from collections.abc import Callable, Sequence
 
-from vggsim.manifest import MANIFEST_FILE, MANIFEST_FORMAT, MODEL_FILE, sha256_file
+from vggsim.manifest import (MANIFEST_FILE, MODEL_FILE, DedupCalibration, Manifest, ModelFile, ParityRecord, TensorInfo,
+                             WeightsInfo, sha256_file)
 from vggsim.preprocess import DEFAULT_SPEC, PreprocessSpec
 from vggsim.samples import sample_photos
+from vggsim.session import create_session
 
+from .calibrate import calibrate_model
 from .convert import BATCH_DIM, DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, finish, onnx_embed, to_onnx
 from .errors import ExportError
 from .keras_model import INPUT_SHAPE, build_model, keras_embed
 from .parity import DEFAULT_TOLERANCE, ParityTolerance, parity_report
 
 Log = Callable[[str], None]
+EMBEDDING_DIM = 512
 
 
-@dataclass
+@dataclass(frozen=True)
 class ExportResult:
     """Where the model landed and what its manifest says."""
 
     out: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
 
     @property
     def model_path(self) -> Path:
@@ -58,27 +62,26 @@ def library_versions() -> dict[str, str | None]:
     return versions
 
 
-def build_manifest(model_path: Path, *, normalization: str, weights: dict[str, Any], opset: int,
-                   spec: PreprocessSpec, parity: dict[str, Any] | None) -> dict[str, Any]:
+def build_manifest(model_path: Path, *, normalization: str, weights: WeightsInfo, opset: int,
+                   spec: PreprocessSpec, parity: ParityRecord | None,
+                   dedup: DedupCalibration | None = None) -> Manifest:
     """The manifest written beside model.onnx; models/README.md documents each field."""
-    return {
-        "format": MANIFEST_FORMAT,
-        "model": {"file": model_path.name, "sha256": sha256_file(model_path),
-                  "bytes": model_path.stat().st_size},
-        "architecture": "VGG16 include_top=False pooling=max, all layers frozen",
-        "embedding_dim": 512,
-        "precision": "fp32",
-        "input": {"name": INPUT_NAME, "shape": [BATCH_DIM, *INPUT_SHAPE], "dtype": "float32",
-                  "layout": "NHWC", "range": "0-255 RGB"},
-        "output": {"name": OUTPUT_NAME, "shape": [BATCH_DIM, 512], "dtype": "float32"},
-        "normalization": normalization,
-        "preprocess": spec.to_dict(),
-        "weights": weights,
-        "opset": opset,
-        "versions": library_versions(),
-        "parity": parity,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    }
+    return Manifest(
+        model=ModelFile(model_path.name, sha256_file(model_path), model_path.stat().st_size),
+        architecture="VGG16 include_top=False pooling=max, all layers frozen",
+        embedding_dim=EMBEDDING_DIM,
+        precision="fp32",
+        input=TensorInfo(INPUT_NAME, (BATCH_DIM, *INPUT_SHAPE), "float32", "NHWC", "0-255 RGB"),
+        output=TensorInfo(OUTPUT_NAME, (BATCH_DIM, EMBEDDING_DIM), "float32"),
+        normalization=normalization,
+        preprocess=spec,
+        weights=weights,
+        opset=opset,
+        versions=library_versions(),
+        parity=parity,
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        dedup=dedup,
+    )
 
 
 def export_model(
@@ -113,55 +116,31 @@ def export_model(
             "vggsim.weights_sha256": weights_info["sha256"], "vggsim.input": "NHWC float32 0-255 RGB",
             "vggsim.preprocess": spec.to_dict(),
         })
-        parity = None
-        if verify:
-            parity = _verify(model, staged_model, normalization, photos, tolerance, log)
-        manifest = build_manifest(staged_model, normalization=normalization, weights=weights_info,
-                                  opset=opset, spec=spec, parity=parity)
-        manifest["dedup"] = _calibrate(staged_model, photos, spec, log)
-        (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        parity = _verify(model, staged_model, normalization, photos, tolerance, log) if verify else None
+        manifest = build_manifest(staged_model, normalization=normalization,
+                                  weights=WeightsInfo.from_dict(weights_info), opset=opset, spec=spec,
+                                  parity=parity, dedup=calibrate_model(staged_model, photos, spec, log))
+        manifest.write(staging / MANIFEST_FILE)
         # model first, manifest last: a folder with a manifest always has its model.
         os.replace(staged_model, out_dir / MODEL_FILE)
         os.replace(staging / MANIFEST_FILE, out_dir / MANIFEST_FILE)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     log(f"wrote {out_dir / MODEL_FILE} and {out_dir / MANIFEST_FILE}")
-    return ExportResult(out_dir, manifest)
-
-
-def _calibrate(model_path: Path, photos: Sequence[str | os.PathLike[str]] | None,
-               spec: PreprocessSpec, log: Log) -> dict[str, Any] | None:
-    """Measure the near-duplicate threshold on this model's own weights (see vggsim.dedup)."""
-    import numpy as np
-    import onnxruntime as ort
-
-    from vggsim.dedup import calibrate_threshold
-    from vggsim.preprocess import load_image
-
-    chosen = [Path(p) for p in photos] if photos else sample_photos()
-    if len(chosen) < 2:
-        return None
-    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
-    result = calibrate_threshold(
-        lambda images: onnx_embed(session, np.stack([load_image(im, spec) for im in images])), chosen)
-    log(f"dedup threshold {result['threshold']} (near-duplicates >= {result['near_duplicate_min']:.4f}, "
-        f"distinct photos <= {result['distinct_max']:.4f}, separable: {result['separable']})")
-    return result
+    return ExportResult(out_dir, dataclasses.replace(manifest, path=out_dir / MANIFEST_FILE))
 
 
 def _verify(model: Any, model_path: Path, normalization: str,
             photos: Sequence[str | os.PathLike[str]] | None, tolerance: ParityTolerance,
-            log: Log) -> dict[str, Any]:
-    import onnxruntime as ort
-
+            log: Log) -> ParityRecord:
     chosen = [Path(p) for p in photos] if photos else sample_photos()
     if len(chosen) < 2:
         raise ExportError("The parity check needs two or more real photos: install scikit-learn "
                           "(it ships two) or pass --photos DIR, or skip the check with --no-verify.")
     log(f"parity check against Keras on {len(chosen)} photos and random batches of 1 and 8")
-    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
-    report = parity_report(lambda x: keras_embed(model, x, normalization),
-                           lambda x: onnx_embed(session, x), chosen, tolerance)
-    log(f"parity: min cosine {report['min_cosine']:.8f}, max |score diff| "
-        f"{report['max_score_diff']:.2e}, max rel error {report['max_rel_error']:.2e}")
+    session, _ = create_session(model_path, "cpu")
+    report = ParityRecord.from_dict(parity_report(lambda x: keras_embed(model, x, normalization),
+                                                  lambda x: onnx_embed(session, x), chosen, tolerance))
+    log(f"parity: min cosine {report.min_cosine:.8f}, max |score diff| "
+        f"{report.max_score_diff:.2e}, max rel error {report.max_rel_error:.2e}")
     return report

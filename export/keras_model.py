@@ -47,7 +47,7 @@ def _notop_origin() -> str:
 
         return str(keras_vgg16.WEIGHTS_PATH_NO_TOP)
     except (ImportError, AttributeError):  # older Keras layouts
-        from keras.applications import vgg16 as keras_vgg16  # type: ignore[no-redef]
+        from keras.applications import vgg16 as keras_vgg16
 
         return str(keras_vgg16.WEIGHTS_PATH_NO_TOP)
 

@@ -8,26 +8,26 @@ photos; an export whose min cosine falls below the bound fails with AccuracyErro
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
 import shutil
 import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 from PIL import Image, ImageOps
 
-from vggsim.dedup import NEAR_DUPLICATE_EDITS
 from vggsim.errors import require
-from vggsim.manifest import MANIFEST_FILE, MODEL_FILE, read_manifest, sha256_file
-from vggsim.preprocess import load_image
+from vggsim.manifest import MANIFEST_FILE, MODEL_FILE, Manifest, ModelFile, VariantAccuracy, VariantOf, read_manifest, sha256_file
+from vggsim.preprocess import PreprocessSpec, load_image
 from vggsim.samples import sample_photos
-from vggsim.session import resolve_providers
+from vggsim.session import create_session
 from vggsim.similarity import l2_normalize
 
+from .calibrate import NEAR_DUPLICATE_EDITS
 from .errors import AccuracyError, ExportError
 
 PRECISIONS = ("fp16", "int8")
@@ -45,14 +45,15 @@ def split_photos(calibration: Sequence[Path] | None) -> tuple[list[Path], list[P
     return samples[0::2], samples[1::2]
 
 
-def _arrays(photos: Sequence[Path], spec: Any) -> Iterator[np.ndarray]:
+def _arrays(photos: Sequence[Path], spec: PreprocessSpec) -> Iterator[np.ndarray]:
     for path in photos:
         image = Image.open(path).convert("RGB")
         for variant in (image, ImageOps.mirror(image)):
             yield load_image(variant, spec)[None]
 
 
-def _quantize_int8(fp32: Path, target: Path, calibration: Sequence[Path], spec: Any, input_name: str) -> dict[str, Any]:
+def _quantize_int8(fp32: Path, target: Path, calibration: Sequence[Path], spec: PreprocessSpec,
+                   input_name: str) -> dict[str, Any]:
     require("sympy", "export", "The int8 export")
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quant_pre_process, quantize_static)
@@ -82,9 +83,10 @@ FP16_FIRST_CONV_CHANNELS = 8
 def pad_first_conv_channels(model: Any, channels: int = FP16_FIRST_CONV_CHANNELS) -> int:
     """Give the convolutions that read the 3-channel image ``channels`` input channels: the
     input is zero-padded (one Pad node) and the kernel gets zero weights for the new
-    channels, so the output is unchanged. cuDNN's fp16 tensor-core kernels in NHWC want a
-    channel count that is a multiple of 8; with 3 channels the first convolution falls back
-    to a slow kernel (on an H100, fp16 NHWC took 46 ms at batch 64 against 17 ms in NCHW).
+    channels, so the output is unchanged. Meant for cuDNN's fp16 NHWC tensor-core kernels,
+    which want a channel count that is a multiple of 8; on an H200 with the ``cuda-tf32``
+    setting it made no measurable difference (11,638 against 11,828 images/s at batch 64 in
+    benchmarks/results/2026-11-27-h200/run4): what had made fp16 NHWC slow was ``use_tf32=0``.
     Returns how many convolutions were padded."""
     from onnx import helper, numpy_helper
 
@@ -139,7 +141,7 @@ def graph_op_counts(model: Any) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def _held_out_set(held_out: Sequence[Path], spec: Any) -> np.ndarray:
+def _held_out_set(held_out: Sequence[Path], spec: PreprocessSpec) -> np.ndarray:
     """Held-out photos and five near-duplicate edits of each: a small retrieval set."""
     arrays = []
     for path in held_out:
@@ -163,14 +165,24 @@ def accuracy(run_fp32: Callable[[np.ndarray], np.ndarray], run_variant: Callable
             f"top{k}_agreement": float(agreement), "bound_min_cosine": MIN_COSINE_BOUND}
 
 
+def variant_manifest(base: Manifest, precision: str, model_path: Path, method: Mapping[str, Any],
+                     measured: VariantAccuracy) -> Manifest:
+    """The fp32 manifest with the variant's model, method and accuracy; the fp32 parity is
+    kept as ``fp32_parity`` (the variant itself was not compared with Keras)."""
+    return dataclasses.replace(
+        base, precision=precision, quantization=method, accuracy_vs_fp32=measured,
+        model=ModelFile(model_path.name, sha256_file(model_path), model_path.stat().st_size),
+        variant_of=VariantOf(base.model_sha256, base.precision), parity=None, fp32_parity=base.parity, path=None)
+
+
 def export_variant(fp32_dir: Path, out: Path, precision: str, calibration: Sequence[Path] | None = None,
                    log: Callable[[str], None] = lambda m: None) -> Path:
     """Derive the ``precision`` variant of the fp32 model in ``fp32_dir`` into ``out``."""
-    import onnxruntime as ort
-
     if precision not in PRECISIONS:
         raise ExportError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     base = read_manifest(fp32_dir)
+    if base.precision != "fp32":
+        raise ExportError(f"{fp32_dir} holds a {base.precision} model: variants are made from the fp32 export")
     spec = base.preprocess
     calibration_photos, held_out = split_photos(calibration)
     if len(held_out) < 2 or (precision == "int8" and not calibration_photos):
@@ -185,11 +197,9 @@ def export_variant(fp32_dir: Path, out: Path, precision: str, calibration: Seque
             method = _quantize_int8(base.model_path, target, calibration_photos, spec, base.input_name)
         else:
             method = _convert_fp16(base.model_path, target)
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        fp32_session = ort.InferenceSession(str(base.model_path), options, providers=["CPUExecutionProvider"])
+        fp32_session, _ = create_session(base.model_path, "cpu")
         try:
-            variant_session = ort.InferenceSession(str(target), options, providers=resolve_providers("auto"))
+            variant_session, _ = create_session(target, "auto")
         except Exception as exc:  # fp16 kernels are missing on some CPU builds
             raise ExportError(f"onnxruntime cannot run the {precision} model here ({exc})") from None
         name = base.input_name
@@ -200,12 +210,8 @@ def export_variant(fp32_dir: Path, out: Path, precision: str, calibration: Seque
         if measured["min_cosine"] < MIN_COSINE_BOUND:
             raise AccuracyError(f"the {precision} model drifts from fp32: min cosine {measured['min_cosine']:.5f} "
                                 f"< {MIN_COSINE_BOUND} on held-out photos; nothing was written")
-        manifest = dict(base.data)
-        manifest.update(precision=precision, quantization=method, accuracy_vs_fp32=measured,
-                        model={"file": MODEL_FILE, "sha256": sha256_file(target), "bytes": target.stat().st_size},
-                        variant_of={"sha256": base.model_sha256, "precision": "fp32"})
-        manifest["fp32_parity"] = manifest.pop("parity", None)
-        (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+        variant_manifest(base, precision, target, method, VariantAccuracy.from_dict(measured)).write(
+            staging / MANIFEST_FILE)
         os.replace(target, out / MODEL_FILE)
         os.replace(staging / MANIFEST_FILE, out / MANIFEST_FILE)
     finally:

@@ -2,6 +2,17 @@
 
 from __future__ import annotations
 
+from .collection import (
+    DuplicateGroup,
+    EmbedProgress,
+    EmbedSummary,
+    Match,
+    StoreReader,
+    embed_into_store,
+    find_duplicates,
+    search_images,
+    search_store,
+)
 from .decode import ALLOWED_FORMATS, DEFAULT_MAX_PIXELS
 from .embedder import Embedder
 from .errors import (
@@ -28,4 +39,7 @@ __all__ = [
     "RandomWeightsWarning", "StoreError", "VggsimError", "available_providers", "cosine",
     "cosine_similarity", "l2_normalize", "load_image", "read_manifest", "sample_photos",
     "iter_embeddings", "to_rgb", "usable_cpus", "__version__",
+    # the collection library (pyarrow, the store extra, is imported only when a store is used)
+    "DuplicateGroup", "EmbedProgress", "EmbedSummary", "Match", "StoreReader", "embed_into_store",
+    "find_duplicates", "search_images", "search_store",
 ]

@@ -164,50 +164,6 @@ def bench_model(model: str, photos: Sequence[Path], batch_sizes: Sequence[int], 
     }
 
 
-def _keras_vgg16() -> tuple[Any, str]:
-    """The recipe's model with vggsim's deterministic random weights, and Keras's backend.
-
-    With the export extra this is TensorFlow's Keras, as the recipe runs it; without
-    TensorFlow, any Keras 3 backend that is installed (``KERAS_BACKEND=jax`` or ``torch``).
-    """
-    from .errors import MissingExtraError
-
-    try:
-        from .export.keras_model import build_model
-
-        model, _ = build_model("random", 0)
-    except MissingExtraError:
-        try:
-            import keras
-        except ImportError:
-            raise MissingExtraError("export", "vggsim bench --keras", "keras") from None
-        from .export.keras_model import random_vgg16
-
-        model, _ = random_vgg16(keras, 0)
-    import keras
-
-    return model, f"keras {keras.__version__} ({keras.backend.backend()})"
-
-
-def keras_figures(batch_sizes: Sequence[int], rounds: int, photo: Path) -> dict[str, Any]:
-    """The Keras recipe side by side. Weights do not change speed, so the model gets
-    vggsim's deterministic random weights and needs no download."""
-    model, backend = _keras_vgg16()
-    batches = {}
-    for size in batch_sizes:
-        batch = np.random.default_rng(0).uniform(0, 255, (size, 224, 224, 3)).astype(np.float32)
-        median = statistics.median(timed_within(lambda: model.predict(batch, verbose=0), rounds))  # noqa: B023
-        batches[str(size)] = {"ms": round(median * 1000, 2), "images_per_s": round(size / median, 2)}
-    code = ("import time; t = time.perf_counter(); import os; os.environ['TF_CPP_MIN_LOG_LEVEL'] = '3'; "
-            "import numpy as np; from PIL import Image; import keras; "
-            "m = keras.applications.VGG16(weights=None, include_top=False, pooling='max', input_shape=(224, 224, 3)); "
-            f"m.predict(np.expand_dims(keras.utils.img_to_array(Image.open({str(photo)!r}).resize((224, 224))), 0), "
-            "verbose=0); print(time.perf_counter() - t)")
-    cold = [float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                                 timeout=600).stdout.strip().splitlines()[-1]) for _ in range(3)]
-    return {"backend": backend, "batch": batches, "cold_start": {"seconds": round(statistics.median(cold), 3)}}
-
-
 def run_bench(models: Sequence[str], photos: Sequence[Path], batch_sizes: Sequence[int], threads: Sequence[int],
               rounds: int, keras: bool, providers: str = "auto") -> dict[str, Any]:
     """The whole report, as ``vggsim bench --json`` writes it."""
@@ -230,7 +186,9 @@ def run_bench(models: Sequence[str], photos: Sequence[Path], batch_sizes: Sequen
     for entry in report["models"]:
         for figures in entry["batch"].values():
             figures["fraction_of_matmul_peak"] = round(figures["gflops"] / report["matmul_peak_gflops"], 3)
-    if keras:
+    if keras:  # Keras (and TensorFlow, if that is its backend) is imported only here
+        from .export.keras_bench import keras_figures
+
         report["keras"] = keras_figures(batch_sizes, rounds, photos[0])
     return report
 

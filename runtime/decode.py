@@ -11,6 +11,8 @@ from __future__ import annotations
 import io
 import os
 import warnings
+from dataclasses import dataclass
+from stat import S_ISDIR, S_ISREG
 from pathlib import Path
 from typing import BinaryIO, Optional, Union
 from collections.abc import Callable
@@ -62,22 +64,58 @@ def describe_source(source: object) -> str:
     return str(name) if isinstance(name, str) else f"<{type(source).__name__}>"
 
 
-def check_path(path: Path, name: str) -> None:
-    """Raise ImageError if ``path`` is missing, a folder, unreadable or empty."""
+def stat_file(path: Path, name: str) -> os.stat_result:
+    """``os.stat(path)`` (following links), or an ImageError saying why it cannot be stat'ed."""
     try:
-        if path.is_dir():
-            raise ImageError(name, "is_directory", "is a directory, not an image file")
-        size = path.stat().st_size
+        return os.stat(path)
     except FileNotFoundError:
         raise ImageError(name, "not_found", "no such file") from None
     except PermissionError:
         raise ImageError(name, "unreadable", "permission denied") from None
+    except ValueError:  # an embedded NUL byte: no file can have this name
+        raise ImageError(name, "bad_input", "the path contains a NUL byte") from None
     except OSError as exc:
         raise ImageError(name, "unreadable", f"cannot read the file ({exc.strerror or exc})") from None
-    if not path.is_file():
+
+
+def check_stat(stat: os.stat_result, name: str) -> None:
+    """Raise ImageError if ``stat`` is a folder, not a regular file, or an empty file."""
+    if S_ISDIR(stat.st_mode):
+        raise ImageError(name, "is_directory", "is a directory, not an image file")
+    if not S_ISREG(stat.st_mode):
         raise ImageError(name, "not_a_file", "is not a regular file")
-    if size == 0:
+    if stat.st_size == 0:
         raise ImageError(name, "empty", "the file is empty (0 bytes)")
+
+
+def check_path(path: Path, name: str) -> None:
+    """Raise ImageError if ``path`` is missing, a folder, unreadable or empty."""
+    check_stat(stat_file(path, name), name)
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """What an image declares before any pixel is decoded."""
+
+    width: int
+    height: int
+    mode: str
+    format: str
+
+
+def probe(path: Path, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageHeader:
+    """Read only the header of the image file ``path``, through the same guards as a decode.
+
+    Lets a caller size the memory a decode will take before it starts (see vggsim.budget).
+    """
+    try:
+        with path.open("rb") as fp:
+            image = _open(fp, name, max_pixels)
+            return ImageHeader(image.size[0], image.size[1], image.mode, image.format or "")
+    except PermissionError:
+        raise ImageError(name, "unreadable", "permission denied") from None
+    except OSError as exc:
+        raise ImageError(name, "unreadable", f"cannot read the file ({exc.strerror or exc})") from None
 
 
 def _read_head(fp: BinaryIO) -> bytes:
@@ -112,15 +150,17 @@ BeforeLoad = Optional[Callable[[Image.Image], None]]
 
 
 def open_image(
-    source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS, before_load: BeforeLoad = None
+    source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS, before_load: BeforeLoad = None,
+    name: str | None = None,
 ) -> Image.Image:
     """Open and fully decode ``source`` (its first frame), or raise :class:`ImageError`.
 
     Accepts a path, bytes, a binary file object or a PIL image (returned as it is, after
     the pixel check). The returned image is loaded, so the file is no longer needed.
     ``before_load`` may adjust the opened image before its pixels are decoded (JPEG draft).
+    ``name`` names the input in errors (default: the path, or ``<bytes>``...).
     """
-    name = describe_source(source)
+    name = name or describe_source(source)
     if isinstance(source, Image.Image):
         _check_pixels(source, name, max_pixels)
         return source
@@ -156,7 +196,8 @@ def _check_pixels(image: Image.Image, name: str, max_pixels: int) -> None:
         )
 
 
-def _decode(fp: BinaryIO, name: str, max_pixels: int, before_load: BeforeLoad) -> Image.Image:
+def _open(fp: BinaryIO, name: str, max_pixels: int) -> Image.Image:
+    """Open (header only) through the guards: refused signatures, allowlist, pixel limit."""
     try:
         head = _read_head(fp)
     except (OSError, ValueError) as exc:
@@ -173,12 +214,23 @@ def _decode(fp: BinaryIO, name: str, max_pixels: int, before_load: BeforeLoad) -
             # Our own pixel limit is checked below; Pillow's warning would only add noise.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(fp, formats=_allowed_registered())
-            _check_pixels(image, name, max_pixels)
+        _check_pixels(image, name, max_pixels)
+    except ImageError:
+        raise
+    except Exception as exc:  # Pillow raises many types on damaged input (OSError, SyntaxError, ...)
+        kind, reason = _classify(exc)
+        raise ImageError(name, kind, reason) from None
+    return image
+
+
+def _decode(fp: BinaryIO, name: str, max_pixels: int, before_load: BeforeLoad) -> Image.Image:
+    image = _open(fp, name, max_pixels)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             if before_load is not None:
                 before_load(image)
             image.load()
-    except ImageError:
-        raise
     except Exception as exc:  # Pillow raises many types on damaged input (OSError, SyntaxError, ...)
         kind, reason = _classify(exc)
         raise ImageError(name, kind, reason) from None

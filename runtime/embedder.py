@@ -13,7 +13,7 @@ from .decode import DEFAULT_MAX_PIXELS, ImageSource
 from .errors import ImageError, RandomWeightsWarning
 from .manifest import Manifest, read_manifest
 from .preprocess import PreprocessSpec, load_image
-from .session import ProviderRequest, create_session
+from .session import ProviderRequest, Session, create_session
 from .similarity import cosine
 
 ImagesInput = Union[ImageSource, Iterable[ImageSource], np.ndarray]
@@ -31,11 +31,17 @@ class Embedder:
     ``"auto"``, ``"cpu"``, ``"cuda"`` (exact float32), ``"cuda-tf32"`` (TF32 convolutions:
     faster, not bit-level parity) or an onnxruntime provider list; ``.provider`` says
     which one runs, and ``strict=True`` raises if it is not the one requested.
-    ``spec`` overrides the manifest's preprocessing (say, ``exif_transpose=True``).
+    ``spec`` overrides the manifest's preprocessing, for example
+    ``spec=dataclasses.replace(read_manifest(model).preprocess, exif_transpose=True)``.
+    ``max_pixels`` (a positive integer) is the decompression-bomb guard.
     ``cache_optimized=True`` saves onnxruntime's optimised graph beside the model on first
     use (keyed by model, onnxruntime version, provider and CPU) for faster cold starts.
     ``io_binding`` (default: on for CUDA) runs through onnxruntime's I/O binding, so the
     output is allocated once by the provider instead of copied through a Python list.
+
+    All of this is fixed at construction: ``spec``, ``max_pixels``, ``provider``, ``dim``,
+    ``io_binding``, ``manifest`` and ``session`` are read-only, so an Embedder's vectors
+    always match what a store recorded for it.
     """
 
     def __init__(
@@ -49,25 +55,68 @@ class Embedder:
         cache_optimized: bool = False,
         io_binding: bool | None = None,
     ) -> None:
-        self.manifest: Manifest = read_manifest(model, verify=True)
-        if self.manifest.random_weights:
+        if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
+            raise ValueError(f"max_pixels must be a positive integer, got {max_pixels!r}")
+        manifest = read_manifest(model, verify=True)
+        if manifest.random_weights:
             warnings.warn(
-                f"{self.manifest.model_path} was exported with random weights "
-                f"(seed {self.manifest.data['weights'].get('seed')}): its similarity scores "
+                f"{manifest.model_path} was exported with random weights "
+                f"(seed {manifest.weights.seed}): its similarity scores "
                 "are not meaningful. Export with ImageNet weights for real use.",
                 RandomWeightsWarning,
                 stacklevel=2,
             )
-        self.spec: PreprocessSpec = spec or self.manifest.preprocess
-        self.max_pixels = max_pixels
-        self.session, self.provider = create_session(
-            self.manifest.model_path, providers, threads, strict,
-            cache_key=self.manifest.model_sha256 if cache_optimized else None,
+        # Everything below is fixed for the Embedder's life (read-only properties): a store
+        # records the spec and model it was built with, so changing them afterwards would
+        # silently mix vectors. Pass spec=dataclasses.replace(...) to the constructor instead.
+        self._manifest = manifest
+        self._spec: PreprocessSpec = spec or manifest.preprocess
+        self._max_pixels = max_pixels
+        self._session, self._provider = create_session(
+            manifest.model_path, providers, threads, strict,
+            cache_key=manifest.model_sha256 if cache_optimized else None,
         )
-        self.io_binding = self.provider == "CUDAExecutionProvider" if io_binding is None else io_binding
-        self._input_name = self.manifest.input_name
-        self.dim: int = self.manifest.embedding_dim
-        self.input_size: tuple[int, int] = self.spec.size
+        self._io_binding = self._provider == "CUDAExecutionProvider" if io_binding is None else io_binding
+        self._input_name = manifest.input_name
+        self._dim = manifest.embedding_dim
+
+    @property
+    def manifest(self) -> Manifest:
+        """The model's manifest (typed; see :mod:`vggsim.manifest`)."""
+        return self._manifest
+
+    @property
+    def spec(self) -> PreprocessSpec:
+        """The preprocessing applied to every image: the manifest's, or the one passed in."""
+        return self._spec
+
+    @property
+    def max_pixels(self) -> int:
+        """Decompression-bomb guard: images with more pixels are refused before decoding."""
+        return self._max_pixels
+
+    @property
+    def provider(self) -> str:
+        """The onnxruntime provider actually running the model."""
+        return self._provider
+
+    @property
+    def session(self) -> Session:
+        return self._session
+
+    @property
+    def io_binding(self) -> bool:
+        return self._io_binding
+
+    @property
+    def dim(self) -> int:
+        """Embedding length (512)."""
+        return self._dim
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(width, height) the images are resized to."""
+        return self._spec.size
 
     @property
     def model_sha256(self) -> str:
@@ -87,6 +136,11 @@ class Embedder:
                 f"got {tuple(batch.shape)}",
             )
         feed = np.ascontiguousarray(batch, dtype=np.float32)
+        if not np.isfinite(feed).all():  # NaN/inf would come out as an all-NaN embedding
+            bad = int(np.flatnonzero(~np.isfinite(feed).reshape(len(feed), -1).all(axis=1))[0])
+            raise ImageError("<array>", "bad_array",
+                             f"the array holds NaN or infinite values (image {bad} of the batch); "
+                             "expected finite 0-255 RGB values")
         if self.io_binding:
             binding = self.session.io_binding()
             binding.bind_cpu_input(self._input_name, feed)

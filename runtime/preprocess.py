@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
+from .convert import convert_whole, resize_rgb
 from .decode import DEFAULT_MAX_PIXELS, BeforeLoad, ImageSource, describe_source, open_image
 from .errors import ImageError
 
@@ -29,7 +30,6 @@ RESAMPLE_FILTERS: dict[str, Image.Resampling] = {
     "hamming": Image.Resampling.HAMMING,
 }
 ALPHA_RULES = ("white", "drop")
-_WIDE_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
 
 
 @dataclass(frozen=True)
@@ -91,21 +91,6 @@ class PreprocessSpec:
 DEFAULT_SPEC = PreprocessSpec()
 
 
-def _wide_to_l(image: Image.Image) -> Image.Image:
-    """16-bit, 32-bit integer and float greyscale to 8-bit, by the documented rule."""
-    values = np.asarray(image).astype(np.float64)
-    if values.ndim != 2:
-        values = values.reshape(image.size[1], image.size[0])
-    values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
-    values = np.clip(values, 0.0, None)
-    peak = float(values.max(initial=0.0))
-    if peak > 65535.0:
-        values = values * (255.0 / peak)
-    elif peak > 255.0:
-        values = values / 257.0
-    return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), "L")
-
-
 def to_rgb(image: Image.Image, alpha: str = "white") -> Image.Image:
     """Convert any Pillow mode to RGB.
 
@@ -118,22 +103,11 @@ def to_rgb(image: Image.Image, alpha: str = "white") -> Image.Image:
     - P without transparency: its palette colours. P with transparency, PA, LA, La,
       RGBA, RGBa: to RGBA, then by ``alpha``: ``white`` composites onto opaque white,
       ``drop`` discards alpha as ``convert("RGB")`` does.
+
+    The conversion runs in strips (see :mod:`vggsim.convert`): the result is the same as
+    converting the whole image at once, without the full-size working copies.
     """
-    mode = image.mode
-    if mode == "RGB":
-        return image
-    if mode in _WIDE_MODES:
-        return _wide_to_l(image).convert("RGB")
-    has_alpha = mode in ("RGBA", "RGBa", "LA", "La", "PA") or (
-        mode == "P" and "transparency" in image.info
-    )
-    if not has_alpha:
-        return image.convert("RGB")
-    rgba = image.convert("RGBA")
-    if alpha == "drop":
-        return rgba.convert("RGB")
-    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-    return Image.alpha_composite(background, rgba).convert("RGB")
+    return convert_whole(image, alpha)
 
 
 def prepare(image: Image.Image, spec: PreprocessSpec = DEFAULT_SPEC, name: str = "<image>") -> np.ndarray:
@@ -141,8 +115,9 @@ def prepare(image: Image.Image, spec: PreprocessSpec = DEFAULT_SPEC, name: str =
     try:
         if spec.exif_transpose:
             image = ImageOps.exif_transpose(image) or image
-        rgb = to_rgb(image, spec.alpha)
-        resized = rgb.resize(spec.size, resample=RESAMPLE_FILTERS[spec.resample])
+        # RGB: a plain resize (the parity path). Other modes: converted and resized in
+        # strips, the same pixels as to_rgb(image).resize(...) without full-size copies.
+        resized = resize_rgb(image, spec.size, RESAMPLE_FILTERS[spec.resample], spec.alpha)
         return np.asarray(resized, dtype=np.float32)
     except ImageError:
         raise
@@ -160,9 +135,22 @@ def load_image(
     ``source`` is a path, bytes, a binary file object or a PIL image. Raises
     :class:`~vggsim.ImageError` (a ``ValueError``) naming the input and the cause.
     """
-    name = describe_source(source)
+    return decode_and_prepare(source, spec, max_pixels)[0]
+
+
+def decode_and_prepare(
+    source: ImageSource,
+    spec: PreprocessSpec = DEFAULT_SPEC,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    name: str | None = None,
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """The one decode path (Embedder.load, load_image and the pipeline): the model's array
+    and the decoded image's (width, height). ``name`` names the input in errors."""
+    name = name or describe_source(source)
     before_load = jpeg_draft_hook(spec) if spec.jpeg_draft else None
-    return prepare(open_image(source, max_pixels, before_load), spec, name)
+    image = open_image(source, max_pixels, before_load, name=name)
+    size = image.size
+    return prepare(image, spec, name), size
 
 
 def jpeg_draft_hook(spec: PreprocessSpec) -> BeforeLoad:

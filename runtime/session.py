@@ -19,6 +19,8 @@ import onnxruntime as ort
 from .errors import ProviderError
 
 ProviderRequest = Union[str, Sequence[str | tuple[str, dict[str, Any]]]]
+#: The session type create_session returns (the only module that constructs one).
+Session = ort.InferenceSession
 
 PROVIDER_ALIASES: dict[str, str] = {
     "cpu": "CPUExecutionProvider",
@@ -231,21 +233,26 @@ def preload_cuda_libraries() -> str:
     return printed.getvalue().strip()
 
 
-def _new_session(path: Path, options: ort.SessionOptions, requested: list[Any]) -> ort.InferenceSession:
+def _new_session(model: Path | bytes, options: ort.SessionOptions, requested: list[Any]) -> ort.InferenceSession:
+    """The one place vggsim constructs an onnxruntime session."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return ort.InferenceSession(os.fspath(path), sess_options=options, providers=requested)
+        source = model if isinstance(model, bytes) else os.fspath(model)
+        return ort.InferenceSession(source, sess_options=options, providers=requested)
 
 
 def create_session(
-    model_path: str | os.PathLike[str],
+    model_path: str | os.PathLike[str] | bytes,
     providers: ProviderRequest = "auto",
     threads: int | None = None,
     strict: bool = False,
     cache_key: str | None = None,
+    optimize: bool = True,
     fixed_buffers: bool = False,
 ) -> tuple[ort.InferenceSession, str]:
     """Create a session and return it with the provider that actually runs it.
+
+    ``model_path`` is an ONNX file, or the serialized model itself (``bytes``, never cached).
 
     With ``strict``, a session whose first provider is not the first one requested (for
     example CUDA asked for, CPU running because no GPU or CUDA library was found) raises
@@ -254,23 +261,35 @@ def create_session(
 
     With ``cache_key`` (the model's sha256), the optimised graph is saved beside the model
     on first use and loaded, unoptimised, on later ones: a faster cold start.
+    ``optimize=False`` runs the graph as written (no onnxruntime graph rewrites).
+    ``fixed_buffers=True`` allows the CUDA-graph settings, for callers that bind fixed device
+    buffers (:class:`vggsim.bench.CudaRunner`).
     """
     requested = resolve_providers(providers, fixed_buffers)
     first_requested = requested[0][0] if isinstance(requested[0], tuple) else requested[0]
     preload_output = preload_cuda_libraries() if first_requested in _GPU_PROVIDERS else ""
+    if isinstance(model_path, bytes):
+        session = _new_session(model_path, session_options(threads, optimize), requested)
+        return session, _check_running(session, providers, first_requested, strict, preload_output)
     path = Path(model_path)
-    cached = optimized_cache_path(path, cache_key, first_requested) if cache_key else None
+    cached = optimized_cache_path(path, cache_key, first_requested) if cache_key and optimize else None
     if cached is not None and cached.is_file():
         session = _new_session(cached, session_options(threads, optimize=False), requested)
     else:
-        options = session_options(threads)
+        options = session_options(threads, optimize)
         staging = cached.with_name(f".{cached.name}.{os.getpid()}.tmp") if cached else None
         if staging is not None and os.access(path.parent, os.W_OK):
             options.optimized_model_filepath = os.fspath(staging)
         session = _new_session(path, options, requested)
         if staging is not None and staging.is_file():
             os.replace(staging, cached)  # type: ignore[arg-type]
-    running = session.get_providers()[0]
+    return session, _check_running(session, providers, first_requested, strict, preload_output)
+
+
+def _check_running(session: ort.InferenceSession, providers: ProviderRequest, first_requested: str, strict: bool,
+                   preload_output: str) -> str:
+    """The provider running ``session``; raise (strict) or warn when it is not the one asked for."""
+    running = str(session.get_providers()[0])
     is_auto = isinstance(providers, str) and providers.lower() == "auto"
     if running != first_requested:
         message = (
@@ -281,5 +300,5 @@ def create_session(
         if strict and not is_auto:
             raise ProviderError(message + " Run `vggsim doctor` to see what is missing.")
         if not is_auto:
-            warnings.warn(message, RuntimeWarning, stacklevel=2)
-    return session, running
+            warnings.warn(message, RuntimeWarning, stacklevel=3)
+    return running

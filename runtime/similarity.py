@@ -20,15 +20,32 @@ def cosine_similarity(x: ArrayLike, y: ArrayLike | None = None) -> np.ndarray:
 
     Returns an (n, m) float64 array. A zero vector has similarity 0 with every vector,
     itself included: the result is never NaN. This is scikit-learn's definition, and its
-    ``cosine_similarity`` agrees with this one within 1e-6.
+    ``cosine_similarity`` agrees with this one within 1e-6. A NaN or infinite value in
+    ``x`` or ``y`` raises ValueError naming the input and row (the similarity is undefined).
     """
-    a = l2_normalize(x, np.float64)
-    b = a if y is None else l2_normalize(y, np.float64)
+    a = l2_normalize(_finite(x, "x"), np.float64)
+    b = a if y is None else l2_normalize(_finite(y, "y"), np.float64)
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"vectors differ in length: {a.shape[1]} and {b.shape[1]}")
     result: np.ndarray = a @ b.T
     np.clip(result, -1.0, 1.0, out=result)
     return result
+
+
+def _finite(vectors: ArrayLike, name: str) -> np.ndarray:
+    matrix: np.ndarray = np.atleast_2d(np.asarray(vectors, dtype=np.float64))
+    if matrix.ndim != 2:
+        raise ValueError(f"{name} must be a vector or a 2-d array of row vectors, got shape {matrix.shape}")
+    finite = np.isfinite(matrix)
+    if not finite.all():
+        row = int(np.flatnonzero(~finite.all(axis=1))[0])
+        raise ValueError(f"{name} holds NaN or infinite values (row {row}): cosine similarity is undefined for them")
+    # Scale rows whose squared norm would overflow float64, so they normalise instead of going to 0.
+    peak = np.abs(matrix).max(axis=1, keepdims=True) if matrix.size else np.zeros((len(matrix), 1))
+    huge = peak > 1e150
+    if huge.any():
+        matrix = np.where(huge, matrix / np.where(huge, peak, 1.0), matrix)
+    return matrix
 
 
 def cosine(a: ArrayLike, b: ArrayLike) -> float:

@@ -1,17 +1,31 @@
-"""Turning command-line inputs (files, folders, globs, list files) into a stream of paths."""
+"""Turning command-line inputs (files, folders, globs, list files) into a stream of paths.
+
+Nothing here follows a directory symlink while recursing (folder walks and ``**``), so a
+symlink loop cannot make a walk endless, and every file comes out once: files are told
+apart by (device, inode), so a file reached through a link or named twice is yielded the
+first time only. A name that does not exist is kept (once), so it is reported as missing.
+"""
 
 from __future__ import annotations
 
-import glob
 import os
+import re
 import sys
-from pathlib import Path
-from typing import TextIO
 from collections.abc import Iterable, Iterator
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import BinaryIO
 
 from PIL import Image
 
 from .decode import ALLOWED_FORMATS
+from .errors import VggsimError
+
+_MAGIC = re.compile(r"[*?[]")
+
+
+class InputError(VggsimError, ValueError):
+    """A list of inputs cannot be read (missing list file, NUL byte in a line...)."""
 
 
 def image_extensions() -> frozenset[str]:
@@ -31,47 +45,125 @@ def _walk(folder: Path, all_files: bool, extensions: frozenset[str]) -> Iterator
                 yield Path(root) / name
 
 
-def read_path_list(stream: TextIO) -> Iterator[str]:
-    """Paths from a list, one per line; blank lines and lines starting with # are skipped."""
-    for line in stream:
-        line = line.rstrip("\n").rstrip("\r")
-        if line.strip() and not line.lstrip().startswith("#"):
-            yield line
+def _entries(folder: str) -> list[os.DirEntry[str]]:
+    try:
+        with os.scandir(folder or ".") as scan:
+            return sorted(scan, key=lambda entry: entry.name)
+    except OSError:  # unreadable or vanished: nothing to match there
+        return []
+
+
+def _real_dirs(folder: str) -> Iterator[str]:
+    """``folder`` and every folder under it, never through a directory symlink (as ``**``)."""
+    yield folder
+    for entry in _entries(folder):
+        if not entry.name.startswith(".") and entry.is_dir(follow_symlinks=False):
+            yield from _real_dirs(os.path.join(folder, entry.name))
+
+
+def _glob(pattern: str) -> Iterator[str]:
+    """Matches of ``pattern`` in sorted walk order. ``**`` spans folders without following links;
+    ``*``, ``?`` and ``[...]`` match within one name and skip hidden names, as glob does."""
+    anchor, parts = ("/", pattern.lstrip("/").split("/")) if pattern.startswith("/") else ("", pattern.split("/"))
+    yield from _match(anchor, [p for p in parts if p])
+
+
+def _match(folder: str, parts: list[str]) -> Iterator[str]:
+    part, rest = parts[0], parts[1:]
+    if part == "**":
+        for sub in _real_dirs(folder):
+            if rest:
+                yield from _match(sub, rest)
+            elif sub != folder:
+                yield sub
+        if not rest:  # "a/**" also matches the files under a
+            for sub in _real_dirs(folder):
+                for entry in _entries(sub):
+                    if not entry.name.startswith(".") and not entry.is_dir(follow_symlinks=False):
+                        yield os.path.join(sub, entry.name)
+        return
+    if not _MAGIC.search(part):
+        path = os.path.join(folder, part)
+        if not rest:
+            if os.path.lexists(path):
+                yield path
+        elif os.path.isdir(path):  # a literal folder name may be a link: a finite step
+            yield from _match(path, rest)
+        return
+    for entry in _entries(folder):
+        if entry.name.startswith(".") and not part.startswith("."):
+            continue
+        if fnmatchcase(entry.name, part):
+            path = os.path.join(folder, entry.name)
+            if not rest:
+                yield path
+            elif entry.is_dir():  # one pattern part is one step, even through a link
+                yield from _match(path, rest)
+
+
+def read_path_list(stream: BinaryIO, source: str = "<list>") -> Iterator[str]:
+    """Paths from a list, one per line; blank lines and lines starting with # are skipped.
+
+    Lines are bytes decoded as the file system does (``os.fsdecode``), so names that are not
+    valid UTF-8 round-trip. A line holding a NUL byte cannot be a path: InputError naming the line.
+    """
+    for number, raw in enumerate(stream, 1):
+        line = raw.rstrip(b"\n").rstrip(b"\r")
+        if not line.strip() or line.lstrip().startswith(b"#"):
+            continue
+        if b"\0" in line:
+            raise InputError(f"{source} line {number}: holds a NUL byte, which no path can contain "
+                             "(lists are one path per line, not NUL-separated)")
+        yield os.fsdecode(line)
+
+
+def _list_lines(list_file: str) -> Iterator[str]:
+    if list_file == "-":
+        yield from read_path_list(sys.stdin.buffer, "stdin")
+        return
+    try:
+        stream = open(list_file, "rb")
+    except OSError as exc:
+        raise InputError(f"cannot read the list file {list_file}: {exc.strerror or exc}") from None
+    with stream:
+        yield from read_path_list(stream, list_file)
 
 
 def iter_inputs(inputs: Iterable[str], list_file: str | None = None,
                 all_files: bool = False) -> Iterator[Path]:
-    """Every path named by ``inputs`` and ``list_file`` ('-' is stdin), each once.
+    """Every path named by ``inputs`` and ``list_file`` ('-' is stdin), each file once.
 
     A file is yielded as given (and reported later if it is not an image). A folder is
     walked recursively, skipping hidden entries, for files with an image extension, or
     every file with ``all_files``. A pattern with ``*``, ``?`` or ``[`` is a glob (``**``
-    recurses). A name that matches nothing is yielded too, so it is reported as missing.
+    recurses). Neither follows directory symlinks when recursing. A name that does not exist
+    is yielded too, so it is reported as missing. A bad list file raises :class:`InputError`.
     """
     extensions = image_extensions()
-    seen: set[str] = set()
+    seen: set[object] = set()
 
     def expand(item: str) -> Iterator[Path]:
         path = Path(item)
         if path.is_dir():
             yield from _walk(path, all_files, extensions)
-        elif any(ch in item for ch in "*?[") and not path.exists():
-            for match in sorted(glob.glob(item, recursive=True)):
-                yield from expand(match) if Path(match).is_dir() else iter([Path(match)])
+        elif _MAGIC.search(item) and not os.path.lexists(item):
+            for match in _glob(item):
+                yield from _walk(Path(match), all_files, extensions) if os.path.isdir(match) else iter([Path(match)])
         else:
             yield path
 
     def sources() -> Iterator[str]:
         yield from inputs
-        if list_file == "-":
-            yield from read_path_list(sys.stdin)
-        elif list_file:
-            with open(list_file, encoding="utf-8") as stream:
-                yield from read_path_list(stream)
+        if list_file:
+            yield from _list_lines(list_file)
 
     for item in sources():
         for path in expand(item):
-            key = os.path.abspath(path)
+            try:
+                stat = os.stat(path)
+                key: object = (stat.st_dev, stat.st_ino)
+            except (OSError, ValueError):  # missing (or no valid name): keep it, once, to report
+                key = os.path.abspath(path)
             if key not in seen:
                 seen.add(key)
                 yield path

@@ -19,7 +19,7 @@ from test_bad_input import png_header_claiming
 from vggsim import Embedder, StoreError
 from vggsim.pipeline import iter_embeddings
 from vggsim.sources import iter_inputs
-from vggsim.store import Store
+from vggsim.store import Store, StoreIdentity
 
 pytest.importorskip("pyarrow")
 
@@ -177,22 +177,27 @@ def test_kill_9_then_rerun_loses_and_duplicates_nothing(model_dir: Path, tmp_pat
     del partial
 
 
-def test_torn_journal_keeps_complete_records(model_dir: Path, tmp_path: Path) -> None:
-    embedder = Embedder(model_dir, providers="cpu")
-    identity = {**embedder.manifest.identity(), "dim": 512}
-    writer = Store.open_for_writing(tmp_path / "s", identity)
+def test_torn_journal_keeps_complete_records(tmp_path: Path) -> None:
+    """A writer killed mid-record: the next writer keeps its complete records, drops the torn one."""
+    identity = StoreIdentity("m" * 64, {"size": [224, 224]}, 512)
+    script = (
+        "import os, sys, numpy as np\n"
+        "from vggsim.store import Record, Store, StoreIdentity\n"
+        "writer = Store.open_for_writing(sys.argv[1], StoreIdentity('m' * 64, {'size': [224, 224]}, 512))\n"
+        "for n in range(3):\n"
+        "    writer.add(Record(f'/x/{n}.jpg', 'ok'), np.full(512, n, np.float32))\n"
+        "writer.flush()\n"
+        "os._exit(0)  # die without committing, as a kill -9 would\n")
+    subprocess.run([sys.executable, "-c", script, str(tmp_path / "s")], check=True, timeout=120)
     journal = next((tmp_path / "s" / "journal").glob("*.jsonl"))
-    for n in range(3):
-        writer.add(f"/x/{n}.jpg", "ok", np.full(512, n, np.float32))
-    writer.flush()
     with open(journal.with_suffix(".vec"), "ab") as fp:
         fp.write(b"\0" * 100)  # a vector cut short by the kill
-    with open(journal, "a") as fp:
-        fp.write('{"path": "/x/3.jpg", "sta')  # and its torn metadata line
-    writer._vec.close(), writer._meta.close(), writer._lock.close()  # die without sealing
+    with open(journal, "ab") as fp:
+        fp.write(b'0badc0de {"p": "L3gvMy5qcGc=", "sta')  # and its torn metadata line
     Store.open_for_writing(tmp_path / "s", identity).close()
-    table = Store.open(tmp_path / "s").table()
-    assert table.column("path").to_pylist() == ["/x/0.jpg", "/x/1.jpg", "/x/2.jpg"]
+    store = Store.open(tmp_path / "s")
+    assert store.paths() == ["/x/0.jpg", "/x/1.jpg", "/x/2.jpg"]
+    assert [float(v[0]) for v in store.vectors([0, 1, 2])] == [0.0, 1.0, 2.0]
 
 
 def test_incremental_prune_and_store_identity(model_dir: Path, tmp_path: Path, photos: list[Path]) -> None:
@@ -213,7 +218,7 @@ def test_incremental_prune_and_store_identity(model_dir: Path, tmp_path: Path, p
     import pyarrow.parquet as pq
 
     assert pq.read_table(store / "meta").num_rows == 3 + 2 + 1  # the full history, readable as one dataset
-    other = dict(Embedder(model_dir).manifest.identity(), model_sha256="0" * 64, dim=512)
+    other = StoreIdentity.from_dict(dict(Embedder(model_dir).manifest.identity(), model_sha256="0" * 64, dim=512))
     with pytest.raises(StoreError, match="different model sha256"):
         Store.open_for_writing(store, other)
 

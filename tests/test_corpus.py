@@ -6,18 +6,17 @@ Runs where ../shared/corpus/pillow-test-images exists (or $VGGSIM_CORPUS names a
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-CORPUS = Path(os.environ.get("VGGSIM_CORPUS", Path(__file__).resolve().parents[2] / "shared/corpus/pillow-test-images"))
+from conftest import CORPUS
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not CORPUS.is_dir(), reason=f"no corpus at {CORPUS}")
+@pytest.mark.skipif(not CORPUS.is_dir(), reason=f"no Pillow corpus at {CORPUS} (../shared is absent; set VGGSIM_CORPUS)")
 def test_pillow_corpus_every_file_embedded_or_reported(model_dir: Path, tmp_path: Path) -> None:
     pytest.importorskip("pyarrow")
     files = sorted(str(p.absolute()) for p in CORPUS.rglob("*") if p.is_file() and not p.name.startswith("."))

@@ -142,3 +142,58 @@ def test_cgroup_quota_caps_the_thread_count(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.setattr(session, "_cgroup_cpu_quota", lambda: 1.5)
     monkeypatch.setattr(session.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
     assert session.usable_cpus() == 2  # 1.5 CPUs of quota round up; affinity alone would say 4
+
+
+@pytest.mark.parametrize("name", ["spec", "max_pixels", "provider", "dim", "io_binding", "manifest", "session",
+                                  "input_size"])
+def test_embedder_is_not_changed_after_construction(embedder: Embedder, name: str) -> None:
+    before = getattr(embedder, name)
+    with pytest.raises(AttributeError):
+        setattr(embedder, name, before)
+    assert getattr(embedder, name) is before
+
+
+def test_spec_and_max_pixels_are_given_to_the_constructor(model_dir: Path) -> None:
+    import dataclasses
+
+    from vggsim.manifest import read_manifest
+
+    spec = dataclasses.replace(read_manifest(model_dir).preprocess, exif_transpose=True)
+    embedder = Embedder(model_dir, providers="cpu", spec=spec, max_pixels=1000)
+    assert embedder.spec.exif_transpose and embedder.max_pixels == 1000
+    with pytest.raises(ImageError, match="decompression-bomb"):
+        embedder.load(_png(40, 40))
+    for bad in (0, -1, 1.5):
+        with pytest.raises(ValueError, match="max_pixels"):
+            Embedder(model_dir, providers="cpu", max_pixels=bad)  # type: ignore[arg-type]
+
+
+def _png(width: int, height: int) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_every_onnxruntime_session_is_made_by_session_py() -> None:
+    root = Path(__file__).resolve().parents[1]
+    makers = [str(p.relative_to(root)) for folder in ("runtime", "export") for p in sorted((root / folder).glob("*.py"))
+              if "InferenceSession(" in p.read_text(encoding="utf-8")]
+    assert makers == ["runtime/session.py"]
+
+
+def test_session_from_model_bytes_without_optimisation() -> None:
+    import onnxruntime
+
+    from vggsim.session import create_session
+
+    model = (Path(__file__).resolve().parents[1] / "runtime" / "bench_matmul.onnx").read_bytes()
+    session, provider = create_session(model, "cpu", threads=1, optimize=False)
+    assert provider == "CPUExecutionProvider"
+    options = session.get_session_options()
+    assert options.graph_optimization_level == onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
+    a = np.arange(6, dtype=np.float32).reshape(2, 3)
+    assert np.allclose(session.run(None, {"a": a, "b": a.T.copy()})[0], a @ a.T)

@@ -11,6 +11,7 @@ from PIL import Image
 
 from conftest import needs_tensorflow
 from vggsim import Embedder, cosine_similarity
+from vggsim.manifest import read_manifest
 
 pytestmark = [needs_tensorflow, pytest.mark.export]
 
@@ -31,6 +32,9 @@ def test_manifest_records_every_fact(model_dir: Path) -> None:
     assert parity["passed"] and parity["preprocess_bit_identical"]
     assert parity["min_cosine"] >= 0.99999 and parity["max_score_diff"] <= 1e-5
     assert parity["max_rel_error"] <= 1e-4
+    typed = read_manifest(model_dir)  # what the exporter wrote is what the schema reads back
+    assert typed.to_dict() == manifest and typed.parity is not None and typed.parity.passed
+    assert typed.dedup is None or -1 <= typed.dedup.threshold <= 1
 
 
 def test_onnx_graph_is_checked_named_and_dynamic(model_dir: Path) -> None:
@@ -85,7 +89,8 @@ def test_recipe_and_vggsim_agree_given_the_same_weights_file(
         model.save_weights(str(weights_file))
     out = tmp_path / normalization
     result = export_model(out=out, weights=str(weights_file), normalization=normalization)
-    assert result.manifest["weights"]["source"] == "file"
+    assert result.manifest.weights.source == "file" and result.manifest.weights.file == weights_file.name
+    assert result.manifest == read_manifest(out) and result.manifest.parity and result.manifest.parity.passed
     rgb = [p for p in photos if Image.open(p).mode == "RGB"][:5]
     expected = _recipe_scores(weights_file, rgb, normalization)
     ours = cosine_similarity(Embedder(out, providers="cpu").embed(rgb))

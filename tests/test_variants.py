@@ -14,6 +14,7 @@ from PIL import Image
 from conftest import needs_tensorflow
 from vggsim import Embedder
 from vggsim.bench import VGG16_GFLOP
+from vggsim.manifest import read_manifest
 
 
 def test_vgg16_flop_count() -> None:
@@ -34,6 +35,9 @@ def test_export_int8_from_the_command_line(tmp_path: Path, photos: list[Path]) -
     assert accuracy["min_cosine"] >= 0.99 and 0 <= accuracy["top10_agreement"] <= 1
     assert not set(accuracy["held_out_photos"]) & set(manifest["quantization"]["calibration_images"])
     assert manifest["fp32_parity"]["passed"]
+    typed = read_manifest(out)
+    assert typed.precision == "int8" and typed.fp32_parity is not None and typed.parity is None
+    assert typed.accuracy_vs_fp32 is not None and typed.accuracy_vs_fp32.held_out_photos
     assert (out / "model.onnx").stat().st_size < manifest["model"]["bytes"] * 1.01 < 20_000_000
     vectors = Embedder(out, providers="cpu").embed(photos[:2])
     assert vectors.shape == (2, 512) and vectors.dtype == np.float32
@@ -44,12 +48,21 @@ def test_fp16_variant_and_the_accuracy_bound(model_dir: Path, tmp_path: Path, ph
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("onnxconverter_common")
     pytest.importorskip("onnx")
-    from vggsim.export import AccuracyError
+    from vggsim.export import AccuracyError, ExportError
     from vggsim.export import variants
 
     out = variants.export_variant(model_dir, tmp_path / "fp16", "fp16")
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["precision"] == "fp16" and manifest["accuracy_vs_fp32"]["min_cosine"] >= 0.99
+    # the variant's manifest is the fp32 one, derived through the schema and read back by it
+    base, typed = read_manifest(model_dir), read_manifest(out)
+    assert typed.to_dict() == manifest and "parity" not in manifest
+    assert typed.variant_of is not None and typed.variant_of.sha256 == base.model_sha256
+    assert typed.accuracy_vs_fp32 is not None and typed.accuracy_vs_fp32.top_k == 10
+    assert typed.fp32_parity == base.parity and typed.dedup == base.dedup and typed.preprocess == base.preprocess
+    assert typed.quantization is not None and typed.quantization["keep_io_types"] is True
+    with pytest.raises(ExportError, match="variants are made from the fp32 export"):
+        variants.export_variant(out, tmp_path / "fp16-of-fp16", "fp16")
     fp32 = Embedder(model_dir, providers="cpu").embed(photos[:2])
     fp16 = Embedder(out, providers="cpu").embed(photos[:2])
     cosines = np.sum(fp32 * fp16, axis=1) / np.linalg.norm(fp32, axis=1) / np.linalg.norm(fp16, axis=1)

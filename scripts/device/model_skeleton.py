@@ -33,12 +33,12 @@ def _kernels_as_onnx_bytes(seed: int) -> list[bytes]:
 
 def pack(model_dir: Path, out: Path) -> None:
     manifest = read_manifest(model_dir)
-    weights = manifest.data["weights"]
-    if weights.get("source") != "random":
+    weights = manifest.weights
+    if not weights.random or weights.seed is None:
         sys.exit(f"{model_dir} was not exported with random weights: nothing to regenerate")
     data = bytearray(manifest.model_path.read_bytes())
     offsets = []
-    for kernel in _kernels_as_onnx_bytes(int(weights["seed"])):
+    for kernel in _kernels_as_onnx_bytes(weights.seed):
         offset = data.find(kernel)
         if offset < 0:
             sys.exit("a kernel was not found in the model file: not a vggsim random-weight VGG16 export")
@@ -47,7 +47,7 @@ def pack(model_dir: Path, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "model.zeroed.onnx.xz").write_bytes(lzma.compress(bytes(data), preset=9))
     shutil.copy(model_dir / "manifest.json", out / "manifest.json")
-    (out / "kernels.json").write_text(json.dumps({"seed": int(weights["seed"]), "offsets": offsets}) + "\n")
+    (out / "kernels.json").write_text(json.dumps({"seed": weights.seed, "offsets": offsets}) + "\n")
     print(f"packed {manifest.model_path} ({len(data) / 1e6:.1f} MB) into "
           f"{sum(f.stat().st_size for f in out.iterdir()) / 1e3:.0f} kB")
 

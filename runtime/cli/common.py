@@ -1,0 +1,201 @@
+"""What every command shares: the model flags, numeric validators, output helpers, caveats.
+
+Validators run at parse time, so nonsense (``-k 0``, ``--threshold nan``) is refused with
+exit 2 before a model is loaded or a store is touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..errors import VggsimError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+#: Said wherever a random-weight model's output appears (text, JSON, plots).
+RANDOM_WEIGHTS_NOTE = "random-weight model: these scores are not meaningful (export with --weights imagenet for real use)"
+
+
+class UsageError(VggsimError):
+    """A command line that cannot be run as given; exit 2."""
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Appends ``(default: X)`` to every option whose help does not already say its default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if not action.option_strings or action.default is argparse.SUPPRESS:
+            return text
+        if action.required:
+            return text if "required" in text else f"{text} (required)"
+        if "default" in text:
+            return text
+        if isinstance(action, (argparse._HelpAction, argparse._VersionAction)):
+            return text
+        if action.default is None:  # the help text must say it; tests/test_cli.py checks every option
+            return text
+        shown = "off" if action.default is False else "on" if action.default is True else "%(default)s"
+        return f"{text} (default: {shown})"
+
+
+def add_parser(sub: Any, name: str, **kw: Any) -> argparse.ArgumentParser:
+    """A subcommand parser with the shared formatter."""
+    parser: argparse.ArgumentParser = sub.add_parser(name, formatter_class=HelpFormatter, **kw)
+    return parser
+
+
+# -- numeric validators: each returns an argparse ``type=`` callable --------------------------
+
+def int_range(low: int, high: int | None = None) -> Callable[[str], int]:
+    """A whole number in [low, high]."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low or (high is not None and value > high):
+            bound = f"between {low} and {high}" if high is not None else f">= {low}"
+            raise argparse.ArgumentTypeError(f"{value} is out of range: must be {bound}")
+        return value
+
+    return parse
+
+
+def positive_float(high: float | None = None, inclusive_high: bool = True) -> Callable[[str], float]:
+    """A finite number > 0 (and <= high when given)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(value) or value <= 0 or (high is not None and value > high):
+            bound = f"in (0, {high}]" if high is not None else "finite and > 0"
+            raise argparse.ArgumentTypeError(f"{text} is out of range: must be {bound}")
+        return value
+
+    return parse
+
+
+def int_list(low: int, high: int) -> Callable[[str], list[int]]:
+    """Comma-separated whole numbers, each in [low, high]."""
+    one = int_range(low, high)
+
+    def parse(text: str) -> list[int]:
+        values = [one(part.strip()) for part in text.split(",") if part.strip()]
+        if not values:
+            raise argparse.ArgumentTypeError("needs at least one number")
+        return values
+
+    return parse
+
+
+MAX_BATCH = 4096      # a batch of 4096 224x224 RGB float32 inputs is 2.4 GB already
+MAX_K = 1_000_000     # results are held in memory; more is never what a person meant
+threshold_type = positive_float(1.0)
+
+
+# -- the model flags ----------------------------------------------------------------------------
+
+def add_model_args(parser: argparse.ArgumentParser, model_help: str | None = None) -> None:
+    """--model, --providers, --threads, --strict, --exif-transpose, --cache-optimized."""
+    parser.add_argument("--model", metavar="DIR", help=model_help or "model folder made by `vggsim export` "
+                        "(default: $VGGSIM_MODEL or models/vgg16)")
+    parser.add_argument("--providers", default="auto",
+                        help="auto (CUDA if usable, else CPU), cpu, cuda (exact float32), cuda-tf32 "
+                        "(faster, TF32 convolutions), or a comma-separated list of onnxruntime provider names")
+    parser.add_argument("--threads", type=int_range(1, 4096), default=None,
+                        help="CPU threads, >= 1 (default: the CPUs this process may use)")
+    parser.add_argument("--strict", action="store_true",
+                        help="fail if the requested provider is not the one that runs")
+    parser.add_argument("--exif-transpose", action="store_true",
+                        help="apply EXIF orientation before resizing (Keras does not; a store made "
+                        "without it refuses queries made with it)")
+    parser.add_argument("--cache-optimized", action="store_true",
+                        help="save onnxruntime's optimised graph beside the model for faster starts")
+
+
+def build_embedder(args: argparse.Namespace, max_pixels: int | None = None) -> Any:
+    """The Embedder the flags describe, built once with constructor arguments."""
+    from ..decode import DEFAULT_MAX_PIXELS
+    from ..embedder import Embedder
+    from ..manifest import read_manifest
+
+    providers: Any = args.providers
+    if "," in providers:
+        providers = [p.strip() for p in providers.split(",") if p.strip()]
+    spec = None
+    if args.exif_transpose:
+        spec = dataclasses.replace(read_manifest(args.model, verify=False).preprocess, exif_transpose=True)
+    return Embedder(args.model, providers=providers, threads=args.threads, strict=args.strict, spec=spec,
+                    max_pixels=max_pixels or DEFAULT_MAX_PIXELS, cache_optimized=args.cache_optimized)
+
+
+# -- output -------------------------------------------------------------------------------------
+
+def output_path(value: str | None, option: str) -> Path | None:
+    """Check an --out-style path before any work: its folder is created; a file in the way is refused."""
+    if not value:
+        return None
+    path = Path(value)
+    if path.is_dir():
+        raise UsageError(f"{option} {value}: is a folder; name a file")
+    parent = path.parent
+    for ancestor in (parent, *parent.parents):
+        if ancestor.exists():
+            if not ancestor.is_dir():
+                raise UsageError(f"{option} {value}: {ancestor} is a file, not a folder")
+            break
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"{option} {value}: cannot create {parent} ({exc.strerror or exc})") from None
+    return path
+
+
+def write_output(path: Path, write: Callable[[Path], object], option: str) -> None:
+    """Run ``write(path)``; an OSError (full disk, permissions) becomes one line, exit 1."""
+    try:
+        write(path)
+    except OSError as exc:
+        raise VggsimError(f"{option} {path}: could not write ({exc.strerror or exc})") from None
+
+
+def print_json(data: Any) -> None:
+    # ASCII escapes keep names that are not valid UTF-8 (surrogate escapes) printable and lossless.
+    print(json.dumps(data, indent=2, ensure_ascii=True, default=str))
+
+
+def log(message: str) -> None:
+    print(f"vggsim: {message}", file=sys.stderr)
+
+
+def caveat(random_weights: bool | None) -> dict[str, Any]:
+    """The keys every --json output carries about the model's weights."""
+    out: dict[str, Any] = {"random_weights": random_weights}
+    if random_weights:
+        out["note"] = RANDOM_WEIGHTS_NOTE
+    return out
+
+
+def plot_title(title: str, random_weights: bool | None) -> str:
+    return f"RANDOM WEIGHTS, scores not meaningful: {title}" if random_weights else title
+
+
+def display_path(path: str) -> str:
+    """A path for printing: names that are not valid UTF-8 are shown with escapes, never crash."""
+    return path.encode("utf-8", "backslashreplace").decode("utf-8") if path else path
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "") not in ("", "0")

@@ -1,0 +1,125 @@
+"""``vggsim embed``: files, folders, globs and lists into a store (the library does the work)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from ..errors import require
+from .common import (
+    MAX_BATCH,
+    RANDOM_WEIGHTS_NOTE,
+    UsageError,
+    add_model_args,
+    add_parser,
+    display_path,
+    int_range,
+    log,
+    positive_float,
+    print_json,
+)
+
+
+def register(sub: Any) -> None:
+    p = add_parser(sub, "embed", help="embed files, folders and globs into a store",
+                   description="Embed images into STORE. Reruns embed only new or changed files (and retry "
+                   "files whose last failure was passing: a timeout, a file being written). Exit 0 when every "
+                   "listed file is embedded, 1 when some failed in this run or still fail from an earlier one "
+                   "(each is recorded in the store and counted in the summary).")
+    p.add_argument("inputs", nargs="*", help="files, folders (recursive) and globs")
+    p.add_argument("--store", required=True, metavar="STORE", help="store folder (created if missing)")
+    p.add_argument("--from", dest="list_file", metavar="FILE",
+                   help="also read paths from FILE, one per line; '-' reads stdin (default: none)")
+    p.add_argument("--all-files", action="store_true", help="in folders, try every file, not only image extensions")
+    p.add_argument("--batch-size", type=int_range(1, MAX_BATCH), default=8,
+                   help=f"images per model run, 1-{MAX_BATCH}")
+    p.add_argument("--workers", type=int_range(1, 1024), default=None,
+                   help="decode threads, >= 1 (default: the CPUs this process may use)")
+    p.add_argument("--memory-budget", type=positive_float(), default=None, metavar="MB",
+                   help="decoded pixel memory in flight, in MB; large images wait for room "
+                   "(default: the pipeline's documented budget)")
+    p.add_argument("--float16", action="store_true", help="store vectors as float16 (new stores only)")
+    p.add_argument("--prune", action="store_true", help="mark stored files that no longer exist as deleted")
+    p.add_argument("--retry-errors", action="store_true", help="also retry unchanged files that failed for good "
+                   "(not an image, truncated...)")
+    p.add_argument("--decode-timeout", type=positive_float(), default=60.0, metavar="SECONDS",
+                   help="seconds before a stuck decode is abandoned and recorded as a timeout")
+    p.add_argument("--max-pixels", type=int_range(1), default=None,
+                   help="refuse images with more pixels, >= 1 (default: Pillow's decompression-bomb limit, 89478485)")
+    p.add_argument("--commit-rows", type=int_range(1, 10_000_000), default=1024,
+                   help="commit (make searchable) after this many files")
+    p.add_argument("--commit-seconds", type=positive_float(), default=30.0, metavar="SECONDS",
+                   help="commit at least this often during a long run")
+    p.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout (no progress bar)")
+    add_model_args(p)
+    p.set_defaults(handler=run)
+
+
+class ProgressBar:
+    """A tqdm bar driven by the library's progress callback: total and ETA from the start."""
+
+    def __init__(self) -> None:
+        tqdm = require("tqdm", "store", "The progress bar")
+        self._bar: Any = tqdm.tqdm(unit="img", desc="embedding", file=sys.stderr, dynamic_ncols=True)  # type: ignore[attr-defined]
+
+    def __call__(self, progress: Any) -> None:
+        bar = self._bar
+        if bar.total != progress.total:
+            # Unchanged files are done before the run starts: count them as the bar's initial
+            # position, so the rate and the ETA come from the files actually embedded.
+            bar.total = progress.total
+            bar.initial = bar.n = bar.last_print_n = progress.unchanged
+            bar.start_t = bar.last_print_t = bar._time()
+        bar.set_postfix(failed=progress.failed, refresh=False)
+        bar.update(progress.done - bar.n)
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+def run(args: argparse.Namespace) -> int:
+    require("pyarrow", "store", "vggsim embed")  # before the model loads: say so at once
+    from ..collection import embed_into_store
+    from .common import build_embedder
+
+    if not args.inputs and not args.list_file and not args.prune:
+        raise UsageError("embed: name files, folders or globs, or --from FILE (or --prune alone)")
+    bar = None if args.quiet or args.json else ProgressBar()
+    embedder = build_embedder(args, max_pixels=args.max_pixels)
+    memory_budget = None if args.memory_budget is None else int(args.memory_budget * 1024 * 1024)
+    try:
+        summary = embed_into_store(
+            embedder, args.inputs, args.store, list_file=args.list_file, all_files=args.all_files,
+            prune=args.prune, retry_errors=args.retry_errors, batch_size=args.batch_size, workers=args.workers,
+            decode_timeout=args.decode_timeout, memory_budget=memory_budget, float16=args.float16,
+            commit_rows=args.commit_rows, commit_seconds=args.commit_seconds, progress=bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    data = summary.to_dict()
+    if args.json:
+        if data.get("random_weights"):
+            data["note"] = RANDOM_WEIGHTS_NOTE
+        print_json(data)
+    elif not args.quiet:
+        for line in summary_lines(data):
+            log(line)
+    return int(summary.exit_code)
+
+
+def summary_lines(data: dict[str, Any]) -> list[str]:
+    """The summary in words: counts, then each failure of this run, then what still fails."""
+    lines = [f"{data['store']}: {note}" for note in data.get("notes") or []]  # what recovery of a killed run did
+    lines += [f"{data['seen']} files: {data['embedded']} embedded, {data['unchanged']} unchanged, "
+             f"{data['failed']} failed, {data['pruned']} pruned in {data['seconds']} s"]
+    for failure in data.get("failures") or []:
+        lines.append(f"  failed: {display_path(failure['path'])}: {failure['reason']}")
+    still = int(data.get("still_failing") or 0)
+    if still:
+        lines.append(f"{still} unchanged file(s) still fail from earlier runs (not retried: the cause is in the "
+                     "file); fix them or pass --retry-errors; exit 1")
+    if data.get("random_weights"):
+        lines.append(f"warning: {RANDOM_WEIGHTS_NOTE}")
+    return lines

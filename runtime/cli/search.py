@@ -1,0 +1,72 @@
+"""``vggsim search``: the k most similar stored images to each query image."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from ..errors import require
+from .common import (
+    MAX_K,
+    add_model_args,
+    add_parser,
+    build_embedder,
+    caveat,
+    display_path,
+    int_range,
+    output_path,
+    plot_title,
+    print_json,
+    write_output,
+)
+
+
+def register(sub: Any) -> None:
+    p = add_parser(sub, "search", help="the k most similar stored images to each query image",
+                   description="Embed each query image with the model that made STORE (the store's model and "
+                   "preprocessing are checked) and print its k nearest stored images by cosine similarity.")
+    p.add_argument("queries", nargs="+", help="query images")
+    p.add_argument("--store", required=True, metavar="STORE", help="store folder made by `vggsim embed`")
+    p.add_argument("-k", type=int_range(1, MAX_K), default=10, help=f"matches per query, 1-{MAX_K} "
+                   "(fewer when the store holds fewer images)")
+    p.add_argument("--ann", action="store_true", help="approximate search with a faiss HNSW index, built once "
+                   "and cached in the store (needs vggsim[ann])")
+    p.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
+    p.add_argument("--plot", metavar="OUT.png", help="each query beside its matches with scores "
+                   "(folders are created; default: no plot)")
+    add_model_args(p)
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    require("pyarrow", "store", "vggsim search")  # before the model loads: say so at once
+    if args.ann:
+        require("faiss", "ann", "vggsim search --ann")
+    plot = output_path(args.plot, "--plot")
+    from ..collection import StoreReader, search_images
+
+    reader = StoreReader(args.store)
+    snapshot = reader.snapshot()  # a damaged or missing store fails before the model loads
+    embedder = build_embedder(args)
+    random_weights = embedder.manifest.random_weights
+    found = search_images(embedder, snapshot, args.queries, k=args.k, ann=args.ann)
+    rows = [{"query": query, "matches": [{"path": m.path, "score": float(m.score)} for m in matches]}
+            for query, matches in zip(args.queries, found)]
+    if plot is not None:
+        from ..plot import contact_sheet
+
+        sheet = [[(r["query"], "query\n" + Path(r["query"]).name)] +
+                 [(m["path"], f"{m['score']:.4f}\n{Path(m['path']).name}") for m in r["matches"]] for r in rows]
+        title = plot_title(f"top {args.k} by cosine similarity", random_weights)
+        write_output(plot, lambda out: contact_sheet(sheet, out, title=title), "--plot")
+    if args.json:
+        print_json({"store": args.store, "k": args.k, "ann": args.ann, "generation": snapshot.generation,
+                    "provider": embedder.provider, "model_sha256": embedder.model_sha256, **caveat(random_weights),
+                    "results": rows})
+    else:
+        for r in rows:
+            print(display_path(r["query"]))
+            for m in r["matches"]:
+                print(f"  {m['score']:.6f}  {display_path(m['path'])}")
+    return 0

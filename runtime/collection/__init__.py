@@ -1,0 +1,29 @@
+"""The collection workflow as a library: embed into a store, search it, find duplicates.
+
+Front ends (the CLI, an HTTP server, Ray jobs) parse and print; everything they do to a
+store goes through these functions, which return typed, JSON-ready results.
+"""
+
+from __future__ import annotations
+
+from .duplicates import DEDUP_BLOCK_ROWS, dedup_threshold, duplicates_of, find_duplicates
+from .embed import embed_into_store
+from .reader import StoreReader
+from .results import (
+    DuplicateCheck,
+    DuplicateGroup,
+    DuplicateMember,
+    EmbedProgress,
+    EmbedSummary,
+    Failure,
+    Match,
+    SearchResult,
+)
+from .search import search_images, search_store
+from .validate import ArgumentError
+
+__all__ = [
+    "ArgumentError", "DEDUP_BLOCK_ROWS", "DuplicateCheck", "DuplicateGroup", "DuplicateMember", "EmbedProgress",
+    "EmbedSummary", "Failure", "Match", "SearchResult", "StoreReader", "dedup_threshold", "duplicates_of",
+    "embed_into_store", "find_duplicates", "search_images", "search_store",
+]

@@ -1,0 +1,85 @@
+"""Near-duplicates in a store: groups above a threshold, and is-this-vector-a-duplicate."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..dedup import group_pairs, similar_pairs
+from ..errors import VggsimError
+from ..similarity import l2_normalize
+from . import validate
+from ..store import Store, StoreIdentity
+from .results import DuplicateGroup, DuplicateMember, Match
+from .search import query_matrix
+
+if TYPE_CHECKING:
+    from .reader import StoreReader
+
+DEDUP_BLOCK_ROWS = 4096  # a 4096 x 4096 float32 score block is 64 MB
+
+
+def dedup_threshold(manifest: Any) -> float:
+    """The near-duplicate threshold calibrated for this model at export.
+
+    Raises :class:`VggsimError` (pass a threshold instead) when the manifest has none or
+    it is not a usable cosine score.
+    """
+    calibration = getattr(manifest, "dedup", None)
+    if calibration is None:
+        calibration = (getattr(manifest, "data", None) or {}).get("dedup")
+    value = calibration.get("threshold") if isinstance(calibration, dict) else getattr(calibration, "threshold", None)
+    if value is None:
+        raise VggsimError(f"{getattr(manifest, 'path', 'the model')} has no calibrated dedup threshold "
+                          "(exported without calibration photos): pass --threshold T, e.g. 0.95.")
+    try:
+        return validate.threshold(value)
+    except ValueError:
+        raise VggsimError(f"{getattr(manifest, 'path', 'the model')} has an unusable dedup threshold "
+                          f"{value!r}: pass --threshold T, e.g. 0.95.") from None
+
+
+def find_duplicates(store: Store | StoreReader, threshold: float, *, embedder: Any = None) -> list[DuplicateGroup]:
+    """Groups of stored files whose vectors are connected by pairs with cosine >= ``threshold``.
+
+    ``threshold`` must be finite and in (0, 1]. Memory stays at two blocks of
+    ``DEDUP_BLOCK_ROWS`` vectors plus the pairs found. When ``embedder`` is given, the store
+    must have been made by its model and preprocessing (a threshold calibrated for one model
+    means nothing for another's vectors). Members are sorted by id; each member's ``score``
+    is its cosine to the group's first member.
+    """
+    threshold = validate.threshold(threshold)
+    if not isinstance(store, Store):
+        store = store.snapshot()  # a StoreReader: its current snapshot, used throughout
+    if embedder is not None:
+        store.require_compatible(StoreIdentity.of(embedder))
+    groups = group_pairs(similar_pairs(lambda: store.blocks(DEDUP_BLOCK_ROWS), threshold))
+    if not groups:
+        return []
+    records = store.records()
+    wanted = sorted({i for g in groups for i in g})
+    vectors = dict(zip(wanted, l2_normalize(store.vectors(wanted), np.float32)))
+    result = []
+    for number, group in enumerate(groups, 1):
+        first = vectors[group[0]]
+        members = [DuplicateMember(records[i].path, round(float(np.dot(first, vectors[i])), 6), i) for i in group]
+        result.append(DuplicateGroup(number, members))
+    return result
+
+
+def duplicates_of(store: Store, vector: Any, threshold: float) -> list[Match]:
+    """Stored vectors with cosine >= ``threshold`` to ``vector``, best first: the check a server
+    makes before ingesting an image. One streaming pass; memory is one block."""
+    threshold = validate.threshold(threshold)
+    query = l2_normalize(query_matrix(vector, store.identity.dim), np.float32)
+    if len(query) != 1:
+        raise validate.ArgumentError(f"duplicates_of takes one vector, got {len(query)}")
+    records = store.records()
+    found: list[Match] = []
+    for block in store.blocks():
+        scores = l2_normalize(block.vectors, np.float32) @ query[0]
+        for position in np.flatnonzero(scores >= threshold):
+            identifier = int(block.ids[position])
+            found.append(Match(records[identifier].path, float(scores[position]), identifier))
+    return sorted(found, key=lambda m: (-m.score, m.id))

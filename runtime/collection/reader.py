@@ -1,0 +1,61 @@
+"""StoreReader: one shared, thread-safe view of a store for long-lived readers (a server).
+
+Each call works on an immutable :class:`Store` snapshot. ``snapshot()`` reopens the store
+only when a newer commit exists (``Store.is_stale()``, a cheap check), so concurrent
+requests share one snapshot and the ANN index built for it, and a writer's commits show
+up on the next call. A request keeps the snapshot it started with: its results are
+consistent even if a commit lands meanwhile.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from ..search import AnnIndex
+from . import ann_cache
+from ..store import Store
+from .duplicates import duplicates_of
+from .results import DuplicateCheck, SearchResult
+from .search import search_snapshot
+
+
+class StoreReader:
+    """Thread-safe reads of the store at ``root``; see the module docstring."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        self._lock = threading.Lock()
+        self._store: Store | None = None
+        self._ann: tuple[int, AnnIndex] | None = None
+        self._ann_lock = threading.Lock()  # one build at a time; searches of other kinds go on
+
+    def snapshot(self) -> Store:
+        """The current snapshot, reopened only when a newer commit exists."""
+        with self._lock:
+            if self._store is None or self._store.is_stale():
+                self._store = Store.open(self.root)
+            return self._store
+
+    @property
+    def generation(self) -> int:
+        return self.snapshot().generation
+
+    def _index(self, store: Store) -> AnnIndex:
+        with self._ann_lock:
+            if self._ann is None or self._ann[0] != store.generation:
+                self._ann = (store.generation, ann_cache.load_or_build(store))
+            return self._ann[1]
+
+    def search(self, queries: Any, k: int = 10, ann: bool = False, *, snapshot: Store | None = None) -> SearchResult:
+        """Top-k matches per query row on the current snapshot (or ``snapshot``), with its generation."""
+        store = snapshot or self.snapshot()
+        index = self._index(store) if ann and store.count_ok() else None
+        return SearchResult(store.generation, search_snapshot(store, queries, k, ann, index=index))
+
+    def duplicates_of(self, vector: Any, threshold: float) -> DuplicateCheck:
+        """Is ``vector`` a near-duplicate (cosine >= ``threshold``) of anything stored?"""
+        store = self.snapshot()
+        return DuplicateCheck(store.generation, float(threshold), duplicates_of(store, vector, threshold))

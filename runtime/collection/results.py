@@ -1,0 +1,132 @@
+"""The typed results of the collection library: plain frozen dataclasses, JSON-ready.
+
+The CLI prints them, an HTTP server serialises them (``to_dict``), a Ray job returns them
+across processes (they pickle): no front end needs to know how they were computed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One file that could not be embedded in this run."""
+
+    path: str
+    kind: str  # ImageError.kind: not_found, truncated, timeout, changed, ...
+    reason: str
+
+
+@dataclass(frozen=True)
+class EmbedProgress:
+    """Where an embed stands; passed to the ``progress`` callback after every file.
+
+    ``total`` counts every listed file, unchanged ones included, so ``done`` starts at
+    ``unchanged``. ``eta_s`` is None until the first file is embedded or failed.
+    """
+
+    done: int
+    total: int
+    embedded: int
+    failed: int
+    unchanged: int
+    elapsed_s: float
+    eta_s: float | None
+
+
+@dataclass(frozen=True)
+class EmbedSummary:
+    """What one ``embed_into_store`` run did.
+
+    ``unchanged`` files were skipped; ``still_failing`` of them were skipped because their
+    latest record is an error that retrying will not fix (a rerun must not look clean while
+    files in the store still fail). ``failures`` lists this run's failures only.
+    """
+
+    store: str
+    seen: int
+    embedded: int
+    unchanged: int
+    failed: int
+    pruned: int
+    still_failing: int
+    failures: list[Failure]
+    failed_by_kind: dict[str, int]
+    seconds: float
+    provider: str
+    random_weights: bool
+    generation: int = 0  # the store's commit generation after the run
+    notes: list[str] = field(default_factory=list)  # the store's recovery notes (records of a killed run kept or dropped)
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every listed file is embedded, 1 when some failed now or still fail."""
+        return 1 if self.failed or self.still_failing else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["exit_code"] = self.exit_code
+        return data
+
+
+@dataclass(frozen=True)
+class Match:
+    """One search hit: ``id`` indexes the searched snapshot's ``records()``."""
+
+    path: str
+    score: float
+    id: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """Matches per query and the store generation they were computed on."""
+
+    generation: int
+    matches: list[list[Match]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"generation": self.generation, "matches": [[m.to_dict() for m in row] for row in self.matches]}
+
+
+@dataclass(frozen=True)
+class DuplicateMember:
+    """A member of a near-duplicate group; ``score`` is its cosine to the group's first member."""
+
+    path: str
+    score: float
+    id: int
+
+
+@dataclass(frozen=True)
+class DuplicateGroup:
+    """Near-duplicates connected by pairs at or above the threshold, first member by id."""
+
+    number: int
+    members: list[DuplicateMember] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class DuplicateCheck:
+    """Is a vector a near-duplicate of something stored: the stored matches at or above the
+    threshold, best first, and the generation checked."""
+
+    generation: int
+    threshold: float
+    matches: list[Match]
+
+    @property
+    def is_duplicate(self) -> bool:
+        return bool(self.matches)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"generation": self.generation, "threshold": self.threshold, "is_duplicate": self.is_duplicate,
+                "matches": [m.to_dict() for m in self.matches]}

@@ -1,0 +1,81 @@
+"""Searching a store by vectors or by images: exact top-k or approximate (faiss HNSW)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Union
+from collections.abc import Iterable
+
+import numpy as np
+
+from ..errors import StoreError
+from ..search import AnnIndex, exact_topk
+from . import ann_cache, validate
+from ..store import Store, StoreIdentity
+from .results import Match
+
+if TYPE_CHECKING:
+    from .reader import StoreReader
+
+StoreLike = Union[Store, "StoreReader"]
+
+
+def query_matrix(queries: Any, dim: int) -> np.ndarray:
+    """``queries`` as a float32 (n, dim) matrix; one vector may be passed as (dim,)."""
+    matrix = np.asarray(queries, dtype=np.float32)
+    if matrix.ndim == 1:
+        matrix = matrix[None, :]
+    if matrix.ndim != 2 or matrix.shape[1] != dim:
+        raise StoreError(f"query vectors have shape {tuple(np.shape(queries))}, but the store holds "
+                         f"{dim}-dimensional vectors: pass an (n, {dim}) array from the model that made it.")
+    if not np.all(np.isfinite(matrix)):
+        raise validate.ArgumentError("query vectors contain NaN or infinite values: they cannot be compared.")
+    return matrix
+
+
+def search_snapshot(store: Store, queries: Any, k: int = 10, ann: bool = False,
+                    index: AnnIndex | None = None) -> list[list[Match]]:
+    """Top-k matches per query row on one snapshot (see :func:`search_store`)."""
+    k = validate.positive_int("k", k)
+    matrix = query_matrix(queries, store.identity.dim)
+    available = store.count_ok()
+    if available == 0 or len(matrix) == 0:
+        return [[] for _ in range(len(matrix))]
+    k = min(k, available)  # k beyond the store adds nothing and must not size an allocation
+    if ann:
+        ids, scores = (index or ann_cache.load_or_build(store)).search(matrix, k)
+    else:
+        ids, scores = exact_topk(matrix, store.blocks(), k)
+    records = store.records()  # cached by the snapshot; paths() would build a new list per call
+    return [[Match(records[int(i)].path, float(s), int(i)) for i, s in zip(row_ids, row_scores) if i >= 0]
+            for row_ids, row_scores in zip(ids, scores)]
+
+
+def search_store(store: StoreLike, queries: Any, k: int = 10, ann: bool = False) -> list[list[Match]]:
+    """The ``k`` stored vectors most similar (cosine) to each query row, best first.
+
+    ``store`` is a :class:`Store` snapshot or a :class:`StoreReader` (its current snapshot
+    and its in-memory ANN index are used). ``k`` must be >= 1 and is clamped to the number
+    of stored vectors; an empty store gives an empty list per query. ``ann`` uses a faiss
+    HNSW index cached in the store folder for the store's commit generation.
+    """
+    from .reader import StoreReader
+
+    if isinstance(store, StoreReader):
+        return store.search(queries, k, ann).matches
+    return search_snapshot(store, queries, k, ann)
+
+
+def search_images(embedder: Any, store: StoreLike, images: Iterable[Any], k: int = 10,
+                  ann: bool = False) -> list[list[Match]]:
+    """Embed ``images`` and search the store with them, after checking that the embedder's
+    model, effective preprocessing and dim are the ones the store was made with: a store made
+    without ``exif_transpose`` (say) would otherwise return confident, wrong scores."""
+    from .reader import StoreReader
+
+    snapshot = store.snapshot() if isinstance(store, StoreReader) else store
+    snapshot.require_compatible(StoreIdentity.of(embedder))
+    k = validate.positive_int("k", k)  # before the images are embedded, not after
+    queries = embedder.embed(list(images))
+    if isinstance(store, StoreReader):
+        return store.search(queries, k, ann, snapshot=snapshot).matches
+    return search_snapshot(snapshot, queries, k, ann)

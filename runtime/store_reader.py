@@ -1,0 +1,232 @@
+"""Reading a store: an immutable snapshot of one commit, safe to share between threads."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import StoreError
+from .store_format import (COMMIT, IDENTITY, STORE_FORMAT, Block, CommitRecord, Record, Shard, StoreIdentity,
+                           check_shard_cheaply, parse_commit, pyarrow, read_json, remedy, shard_name)
+from .store_journal import meta_schema
+
+if TYPE_CHECKING:
+    from .store_repair import VerifyReport
+    from .store_writer import StoreWriter
+
+Stamp = tuple[int, int, int] | None
+
+
+def has_data(root: Path) -> bool:
+    """Whether ``root`` holds anything a writer made (so it must not be treated as new)."""
+    return (root / COMMIT).exists() or any(
+        any((root / sub).glob(pattern)) for sub, pattern in (("vectors", "*.npy"), ("meta", "*.parquet"), ("journal", "*")))
+
+
+def read_identity(root: Path) -> StoreIdentity:
+    """The identity in ``store.json``; StoreError saying what to do if it is missing or bad."""
+    path = root / IDENTITY
+    try:
+        data = read_json(path, "store identity")
+    except FileNotFoundError:
+        if has_data(root):
+            raise StoreError(f"{path} is missing, but {root} holds embeddings: nothing can tell which model made "
+                             "them, so the store cannot be used. Restore store.json from a backup, or re-create "
+                             f"the store (`vggsim embed ... --store NEW`).") from None
+        raise StoreError(f"{root} is not a vggsim store (no store.json); create it with `vggsim embed`.") from None
+    if isinstance(data, dict) and data.get("format") == 1:
+        raise StoreError(f"{root} is a format-1 store from an older vggsim, which could lose or misalign "
+                         "records; it is not read. Re-create it: `vggsim embed SAME INPUTS --store NEW` "
+                         "(then delete the old folder).")
+    if not isinstance(data, dict) or data.get("format") != STORE_FORMAT:
+        raise StoreError(f"{path}: unknown store format {data.get('format') if isinstance(data, dict) else '?'!r}; "
+                         "a newer vggsim made it, or the file is garbled")
+    return StoreIdentity.from_dict(data, str(path))
+
+
+def commit_stamp(root: Path) -> Stamp:
+    try:
+        stat = os.stat(root / COMMIT)
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns, stat.st_size
+
+
+def read_commit(root: Path) -> tuple[CommitRecord, Stamp]:
+    """The commit record (read once) and a stamp to tell later whether it was replaced."""
+    stamp = commit_stamp(root)
+    try:
+        data = read_json(root / COMMIT, "commit record")
+    except FileNotFoundError:
+        if any((root / "vectors").glob("*.npy")) or any((root / "meta").glob("*.parquet")):
+            raise StoreError(f"{root / COMMIT} is missing, so no shard in {root} can be trusted; "
+                             f"`vggsim store repair {root}` rebuilds it from the shards that check out") from None
+        return CommitRecord(0, 1, ()), stamp
+    return parse_commit(data, root / COMMIT), stamp
+
+
+def read_meta(root: Path, shard: Shard) -> Any:
+    """A committed shard's meta table with a ``shard`` column; StoreError if it does not check out."""
+    pa = pyarrow()
+    path = root / shard_name(shard.id, "meta")
+    try:
+        table = pa.parquet.read_table(path).select(meta_schema().names).cast(meta_schema())
+    except Exception as exc:  # noqa: BLE001 - a damaged file can fail in the parser in any way
+        raise StoreError(f"{path}: cannot read the committed meta file ({str(exc)[:100]}); {remedy(root)}") from None
+    ok = pa.compute.equal(table.column("status"), "ok").to_numpy(zero_copy_only=False)
+    rows = table.column("row").to_numpy(zero_copy_only=False)
+    ok_rows = np.sort(rows[ok.astype(bool)])
+    if table.num_rows != shard.records or not np.array_equal(ok_rows, np.arange(shard.rows)):
+        raise StoreError(f"{path} does not match its commit record ({table.num_rows} records, "
+                         f"{len(ok_rows)} vectors; expected {shard.records}, {shard.rows}); {remedy(root)}")
+    return table.append_column("shard", pa.array(np.full(table.num_rows, shard.id, np.int64)))
+
+
+class Store:
+    """An immutable, consistent snapshot of what was committed to a store folder."""
+
+    def __init__(self, root: Path, identity: StoreIdentity, commit: CommitRecord, stamp: Stamp) -> None:
+        self.root, self.identity, self.generation = root, identity, commit.generation
+        self.dim = identity.dim
+        self.commit_record, self._stamp = commit, stamp
+        self._lock = threading.Lock()
+        self._history: Any = None
+        self._current: Any = None
+        self._records: list[Record] | None = None
+        self._paths: list[str] | None = None
+        self._arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    @classmethod
+    def open(cls, root: str | os.PathLike[str]) -> Store:
+        """Open a store for reading; StoreError naming the file and what to do if it is damaged."""
+        path = Path(root)
+        if not path.is_dir():
+            raise StoreError(f"{path} is not a vggsim store (no such folder); create it with `vggsim embed`.")
+        identity = read_identity(path)
+        commit, stamp = read_commit(path)
+        for shard in commit.shards:
+            check_shard_cheaply(path, shard, identity.dim)
+        return cls(path, identity, commit, stamp)
+
+    @classmethod
+    def open_for_writing(cls, root: str | os.PathLike[str], identity: StoreIdentity) -> StoreWriter:
+        """Create or reopen a store for ``identity`` and take its exclusive lock."""
+        from .store_writer import open_writer
+
+        return open_writer(Path(root), identity)
+
+    def require_compatible(self, identity: StoreIdentity) -> None:
+        self.identity.require_compatible(identity, str(self.root))
+
+    def is_stale(self) -> bool:
+        """Whether a newer commit exists on disk (one stat call)."""
+        return commit_stamp(self.root) != self._stamp
+
+    def history(self) -> Any:
+        """Every committed record, oldest first, with ``shard`` and ``seq`` columns (a pyarrow Table)."""
+        with self._lock:
+            if self._history is None:
+                pa = pyarrow()
+                tables = [read_meta(self.root, shard) for shard in self.commit_record.shards]
+                if not tables:
+                    empty = meta_schema().append(pa.field("shard", pa.int64()))
+                    tables = [empty.empty_table()]
+                history = pa.concat_tables(tables)
+                self._history = history.append_column("seq", pa.array(np.arange(history.num_rows, dtype=np.int64)))
+            return self._history
+
+    def table(self) -> Any:
+        """The current view: the latest record per path (by its bytes), deleted files left out."""
+        history = self.history()
+        with self._lock:
+            if self._current is None:
+                pa = pyarrow()
+                latest = history.group_by("path_bytes").aggregate([("seq", "max")]).column("seq_max")
+                current = history.take(np.sort(latest.to_numpy()))  # seq is the row number in history
+                self._current = current.filter(pa.compute.not_equal(current.column("status"), "deleted"))
+            return self._current
+
+    def _layout(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per id of the current view: has a vector, its shard, its row there."""
+        table = self.table()
+        with self._lock:
+            if self._arrays is None:
+                ok = pyarrow().compute.equal(table.column("status"), "ok").to_numpy(zero_copy_only=False)
+                self._arrays = (ok.astype(bool), table.column("shard").to_numpy(), table.column("row").to_numpy())
+            return self._arrays
+
+    def records(self) -> list[Record]:
+        """The current view as Records; ``ids`` in blocks index this list."""
+        table = self.table()
+        with self._lock:
+            if self._records is None:
+                columns = [table.column(c).to_pylist() for c in ("path_bytes", "status", "size", "mtime_ns",
+                                                                  "sha256", "width", "height", "error_kind", "error")]
+                self._records = [Record(os.fsdecode(values[0]), *values[1:]) for values in zip(*columns)]
+            return self._records
+
+    def paths(self) -> list[str]:
+        """The lossless paths of :meth:`records`, without building the records."""
+        table = self.table()
+        with self._lock:
+            if self._paths is None:
+                self._paths = [os.fsdecode(name) for name in table.column("path_bytes").to_pylist()]
+            return self._paths
+
+    def count_ok(self) -> int:
+        return int(self._layout()[0].sum())
+
+    def _mapped(self, shard: int) -> Any:
+        """The shard's vectors memory-mapped; any .npy layout (order, byte order, width, version)."""
+        path = self.root / shard_name(shard, "vectors")
+        try:
+            return np.load(path, mmap_mode="r", allow_pickle=False)
+        except Exception as exc:  # noqa: BLE001 - a damaged file can fail in the parser in any way
+            raise StoreError(f"{path}: cannot read committed vectors ({str(exc)[:100]}); {remedy(self.root)}") from None
+
+    def blocks(self, block_rows: int = 16384) -> Iterator[Block]:
+        """The current ok vectors in blocks of at most ``block_rows``, as C-order float32.
+
+        Each window of a shard is mapped, copied and unmapped on its own, so resident memory
+        stays at a block or two whatever the size of the store.
+        """
+        ok, shards, rows = self._layout()
+        for shard in self.commit_record.shards:
+            ids = np.flatnonzero(ok & (shards == shard.id))
+            if not len(ids):
+                continue
+            ids = ids[np.argsort(rows[ids], kind="stable")]
+            shard_rows = rows[ids]
+            for start in range(0, shard.rows, block_rows):
+                lo, hi = np.searchsorted(shard_rows, [start, start + block_rows])
+                if lo == hi:
+                    continue
+                mapped = self._mapped(shard.id)
+                vectors = np.ascontiguousarray(mapped[shard_rows[lo:hi]], dtype=np.float32)
+                del mapped  # unmap now: the next window maps afresh
+                yield Block(ids[lo:hi], vectors)
+
+    def vectors(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
+        """The float32 vectors of these ids (indexes into :meth:`records`), in the order given."""
+        ok, shards, rows = self._layout()
+        wanted = np.asarray(ids, dtype=np.int64).reshape(-1)
+        if len(wanted) and (wanted.min() < 0 or wanted.max() >= len(ok) or not ok[wanted].all()):
+            raise StoreError(f"{self.root}: some ids have no vector (out of range or not 'ok')")
+        out = np.empty((len(wanted), self.dim), np.float32)
+        for shard in np.unique(shards[wanted]) if len(wanted) else []:
+            where = np.flatnonzero(shards[wanted] == shard)
+            mapped = self._mapped(int(shard))
+            out[where] = mapped[rows[wanted[where]]]
+            del mapped
+        return out
+
+    def verify(self) -> VerifyReport:
+        """Check every committed shard of this snapshot in full (sizes, sha256, rows, dim, dtype)."""
+        from .store_repair import verify_shards
+
+        return verify_shards(self.root, self.identity.dim, self.commit_record)
