@@ -104,6 +104,7 @@ def test_normalization_none_is_a_different_model(model_dir: Path, model_dir_none
     assert not np.allclose(caffe, raw)
 
 
+@pytest.mark.slow  # TensorFlow in the test process: gigabytes that stay until it exits
 def test_parity_failure_is_typed_and_writes_nothing(tmp_path: Path, photos: list[Path]) -> None:
     from vggsim.export import ParityError, ParityTolerance, export_model
 
