@@ -64,22 +64,10 @@ def keras_model(weights_file: Path) -> Any:
 
 def machine_line() -> str:
     """The CPU these figures came from, with the SIMD flags that decide onnxruntime's kernels."""
-    import platform
+    from vggsim.bench import hardware
 
-    model, flags = platform.processor() or platform.machine(), []
-    try:
-        with open("/proc/cpuinfo") as fp:
-            for line in fp:
-                if line.startswith("model name") and model in ("", platform.machine(), platform.processor()):
-                    model = line.split(":", 1)[1].strip()
-                elif line.startswith(("flags", "Features")):
-                    flags = line.split(":", 1)[1].split()
-                    break
-    except OSError:
-        pass
-    simd = [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimd", "asimddp")
-            if f in flags]
-    return f"{model}, {len(os.sched_getaffinity(0))} usable CPUs, SIMD: {' '.join(simd) or 'unknown'}"
+    found = hardware()
+    return f"{found['cpu']}, {found['usable_cpus']} usable CPUs, SIMD: {' '.join(found['simd']) or 'unknown'}"
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

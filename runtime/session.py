@@ -53,7 +53,7 @@ class CudaSetting:
     so the caller must bind input and output to device buffers of a fixed shape whose
     addresses never change (one graph per batch shape). ``overlap``: the caller keeps the
     batches in pinned host buffers and copies batch N+1 to the GPU on a second stream while
-    batch N computes. Both are honoured by :class:`vggsim.bench.CudaRunner`.
+    batch N computes. Both are honoured by :class:`vggsim.cuda_runner.CudaRunner`.
     """
 
     name: str
@@ -131,7 +131,7 @@ def resolve_providers(request: ProviderRequest = "auto", fixed_buffers: bool = F
     ``auto`` takes CUDA when this onnxruntime build has it, then CPU. A named provider the
     build lacks is a :class:`ProviderError` that says what to install. A CUDA-graph setting
     is refused unless the caller feeds fixed device buffers (``fixed_buffers``, as
-    :class:`vggsim.bench.CudaRunner` does): fed from host arrays, a captured graph replays
+    :class:`vggsim.cuda_runner.CudaRunner` does): fed from host arrays, a captured graph replays
     on stale addresses (on an H200 with onnxruntime-gpu 1.31.1, Embedder.run crashed).
     """
     available = available_providers()
@@ -147,7 +147,7 @@ def resolve_providers(request: ProviderRequest = "auto", fixed_buffers: bool = F
             if CUDA_SETTINGS[key].cuda_graph and not fixed_buffers:
                 raise ProviderError(
                     f"{key!r} replays a captured CUDA graph and needs input and output bound to fixed device "
-                    "buffers: run it through vggsim.bench.CudaRunner (create_session(..., fixed_buffers=True)), "
+                    "buffers: run it through vggsim.cuda_runner.CudaRunner (create_session(..., fixed_buffers=True)), "
                     "or use 'cuda-tf32'.")
             items = [CUDA_SETTINGS[key].provider]
         elif key in PROVIDER_ALIASES or request in available:
@@ -263,7 +263,7 @@ def create_session(
     on first use and loaded, unoptimised, on later ones: a faster cold start.
     ``optimize=False`` runs the graph as written (no onnxruntime graph rewrites).
     ``fixed_buffers=True`` allows the CUDA-graph settings, for callers that bind fixed device
-    buffers (:class:`vggsim.bench.CudaRunner`).
+    buffers (:class:`vggsim.cuda_runner.CudaRunner`).
     """
     requested = resolve_providers(providers, fixed_buffers)
     first_requested = requested[0][0] if isinstance(requested[0], tuple) else requested[0]

@@ -18,7 +18,7 @@ import pytest
 import onnxruntime
 
 from vggsim import Embedder, l2_normalize
-from vggsim.bench import CudaRunner
+from vggsim.cuda_runner import CudaRunner
 from vggsim.session import CUDA_SETTINGS, create_session, cuda_setting
 
 REQUIRE_CUDA = os.environ.get("VGGSIM_REQUIRE_CUDA") == "1"

@@ -34,7 +34,8 @@ from typing import Any
 import numpy as np
 
 from vggsim import l2_normalize, sample_photos
-from vggsim.bench import VGG16_GFLOP, CudaRunner, gpu_name
+from vggsim.bench import VGG16_GFLOP, gpu_name
+from vggsim.cuda_runner import CudaRunner
 from vggsim.session import CUDA_SETTINGS, CudaSetting, preload_cuda_libraries, resolve_providers, session_options, usable_cpus
 
 FP16_PEAK_TFLOPS = 989.4  # H100 SXM / H200 dense fp16 tensor cores, datasheet
