@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from typing import Any
 
+from ..decode import DEFAULT_MAX_PIXELS
 from ..errors import require
 from .common import (
     MAX_BATCH,
@@ -51,6 +53,12 @@ def register(sub: Any) -> None:
                    help="commit (make searchable) after this many files")
     p.add_argument("--commit-seconds", type=positive_float(), default=30.0, metavar="SECONDS",
                    help="commit at least this often during a long run")
+    p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="decode and embed on a Ray cluster (pip install 'vggsim[ray]'): ADDRESS is 'auto', "
+                   "HOST:PORT or ray://...; without it, $RAY_ADDRESS or a local Ray. Put --ray after the inputs "
+                   "or write --ray=ADDRESS (default: off, embed in this process)")
+    p.add_argument("--ray-actors", type=int_range(1, 4096), default=None, metavar="N",
+                   help="with --ray: inference actors, one Embedder each (default: one per GPU, else 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout (no progress bar)")
     add_model_args(p)
@@ -86,7 +94,13 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.inputs and not args.list_file and not args.prune:
         raise UsageError("embed: name files, folders or globs, or --from FILE (or --prune alone)")
+    if args.ray is not None:
+        from ..ray_embed import import_ray
+
+        import_ray()  # a missing extra: one line naming the pip command, exit 2, before any work
     bar = None if args.quiet or args.json else ProgressBar()
+    if args.ray is not None:
+        return _finish(args, _run_on_ray(args, bar))
     embedder = build_embedder(args, max_pixels=args.max_pixels)
     memory_budget = None if args.memory_budget is None else int(args.memory_budget * 1024 * 1024)
     try:
@@ -98,6 +112,37 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
+    return _finish(args, summary)
+
+
+def _run_on_ray(args: argparse.Namespace, bar: Any) -> Any:
+    """The same embed with decoding and inference on Ray (:func:`vggsim.ray_embed.embed_dataset`).
+
+    --workers and --memory-budget do not apply: Ray schedules decode tasks by CPUs and bounds
+    what is in flight by its object store. --decode-timeout does not apply either.
+    """
+    from ..manifest import read_manifest
+    from ..ray_embed import embed_dataset
+
+    providers: Any = args.providers
+    if "," in providers:
+        providers = [p.strip() for p in providers.split(",") if p.strip()]
+    spec = None
+    if args.exif_transpose:
+        spec = dataclasses.replace(read_manifest(args.model, verify=False).preprocess, exif_transpose=True)
+    try:
+        return embed_dataset(
+            args.inputs, args.store, model=args.model, spec=spec, max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
+            providers=providers, threads=args.threads, address=args.ray or None, actors=args.ray_actors,
+            list_file=args.list_file, all_files=args.all_files, prune=args.prune, retry_errors=args.retry_errors,
+            batch_size=args.batch_size, float16=args.float16, commit_rows=args.commit_rows,
+            commit_seconds=args.commit_seconds, progress=bar)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _finish(args: argparse.Namespace, summary: Any) -> int:
     data = summary.to_dict()
     if args.json:
         if data.get("random_weights"):
