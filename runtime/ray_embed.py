@@ -147,7 +147,7 @@ def embed_dataset(
         if from_bytes:
             dataset, listed = source, None
         else:
-            paths: Iterable[str] = (_paths_of(source) if _is_dataset(ray, source)
+            paths: Iterable[str | os.PathLike[str]] = (_paths_of(source) if _is_dataset(ray, source)
                                     else iter_inputs([os.fspath(i) for i in source], list_file, all_files))
             listed = plan(paths, known, retry_errors)
             dataset = ray.data.from_items([{"path": os.fsencode(p)} for p in listed.todo]) if listed.todo else None

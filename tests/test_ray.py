@@ -4,6 +4,9 @@ duplicate nothing. Skipped, with the reason, when the ray extra is not installed
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import logging
 import os
 import signal
 import subprocess
@@ -22,15 +25,14 @@ from PIL import Image
 # (services.resolve_ip_for_localhost), which a sandbox may not route; this switch (read when
 # ray is imported, inherited by every node and worker started here) keeps it on 127.0.0.1.
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-ray = pytest.importorskip("ray", reason="needs the ray extra: pip install 'vggsim[ray]'")
-pytest.importorskip("ray.data", reason="needs the ray extra: pip install 'vggsim[ray]'")
-
 from vggsim import Embedder  # noqa: E402
 from vggsim.collection import embed_into_store  # noqa: E402
 from vggsim.ray_embed import embed_dataset  # noqa: E402
 from vggsim.store import Store  # noqa: E402
 
-NODE = {"num_cpus": 1, "object_store_memory": 150 * 1024 * 1024, "node_ip_address": "127.0.0.1"}
+HAS_RAY = importlib.util.find_spec("ray") is not None
+needs_ray = pytest.mark.skipif(not HAS_RAY, reason="needs the ray extra: pip install 'vggsim[ray]'")
+NODE: dict[str, Any] = {"num_cpus": 1, "object_store_memory": 150 * 1024 * 1024, "node_ip_address": "127.0.0.1"}
 BOUND_S = 120  # every wait below is bounded
 
 
@@ -38,15 +40,17 @@ BOUND_S = 120  # every wait below is bounded
 def cluster() -> Iterator[Any]:
     """A head and a second node on this machine, one CPU each: the actor holds one node's CPU,
     so decoding runs on the other and every image crosses between the nodes' object stores."""
+    import ray
     from ray.cluster_utils import Cluster
 
-    nodes = Cluster(initialize_head=True, head_node_args={**NODE, "include_dashboard": False})
+    nodes: Any = Cluster(initialize_head=True, head_node_args={**NODE, "include_dashboard": False})
     try:
         nodes.add_node(**NODE)
         nodes.wait_for_nodes(timeout=BOUND_S)
         assert nodes.address.startswith("127.0.0.1:"), nodes.address
-        ray.init(address=nodes.address, logging_level="WARNING", log_to_driver=False)
-        assert len([n for n in ray.nodes() if n["Alive"]]) == 2
+        ray.init(address=nodes.address, logging_level=logging.WARNING, log_to_driver=False)
+        state: Any = ray
+        assert len([n for n in state.nodes() if n["Alive"]]) == 2
         yield nodes
     finally:
         ray.shutdown()
@@ -102,6 +106,7 @@ def _assert_same_as_local(store: Path, local_store: Path) -> None:
     assert max(float(np.abs(ours[p] - theirs[p]).max()) for p in ours) == 0.0
 
 
+@needs_ray
 def test_two_node_cluster_store_equals_local_run(cluster: Any, folder: Path, model_dir: Path, local_store: Path,
                                                   tmp_path: Path) -> None:
     summary = embed_dataset([folder], tmp_path / "store", model=model_dir, providers="cpu", batch_size=4, decode_rows=3)
@@ -120,8 +125,11 @@ def _local_kinds(store: Path) -> dict[str, int]:
     return kinds
 
 
+@needs_ray
 def test_dataset_of_bytes_gives_the_same_vectors(cluster: Any, folder: Path, model_dir: Path, local_store: Path,
                                                  tmp_path: Path) -> None:
+    import ray
+
     files = sorted(p for p in folder.iterdir() if p.is_file())
     dataset = ray.data.from_items([{"path": str(p), "bytes": p.read_bytes()} for p in files])
     summary = embed_dataset(dataset, tmp_path / "store", model=model_dir, providers="cpu", batch_size=4)
@@ -142,6 +150,7 @@ def _embed_actor_pids() -> list[int]:
     return found
 
 
+@needs_ray
 def test_killed_inference_actor_loses_and_duplicates_nothing(cluster: Any, folder: Path, model_dir: Path,
                                                              local_store: Path, tmp_path: Path) -> None:
     killed: list[int] = []
@@ -170,6 +179,7 @@ DRIVER = textwrap.dedent("""
 """)
 
 
+@needs_ray
 def test_killed_driver_then_rerun_resumes(cluster: Any, folder: Path, model_dir: Path, local_store: Path,
                                           tmp_path: Path) -> None:
     store = tmp_path / "store"
@@ -195,3 +205,25 @@ def test_killed_driver_then_rerun_resumes(cluster: Any, folder: Path, model_dir:
     history = _history_paths(store)
     assert len(history) == len(set(history)) == 27
     _assert_same_as_local(store, local_store)
+
+
+@needs_ray
+def test_cli_embed_on_the_cluster(cluster: Any, folder: Path, model_dir: Path, local_store: Path, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    result = subprocess.run([sys.executable, "-m", "vggsim", "embed", str(folder), "--store", str(store), "--model",
+                             str(model_dir), "--providers", "cpu", "--json", f"--ray={cluster.address}"],
+                            capture_output=True, text=True, timeout=BOUND_S)
+    assert result.returncode == 1, result.stderr[-2000:]  # three files fail, as in a local run
+    summary = json.loads(result.stdout)
+    assert (summary["embedded"], summary["failed"]) == (24, 3)
+    _assert_same_as_local(store, local_store)
+
+
+def test_missing_ray_extra_names_the_pip_command(folder: Path, model_dir: Path, tmp_path: Path) -> None:
+    hide_ray = ("import sys, runpy; sys.modules['ray'] = None; sys.argv = ['vggsim'] + sys.argv[1:]; "
+                "runpy.run_module('vggsim', run_name='__main__')")
+    result = subprocess.run([sys.executable, "-c", hide_ray, "embed", str(folder), "--store", str(tmp_path / "s"),
+                             "--model", str(model_dir), "--ray"], capture_output=True, text=True, timeout=BOUND_S)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "pip install 'vggsim[ray]'" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "s").exists()  # refused before any work
