@@ -10,6 +10,7 @@ how many images per second one driver can commit (where writing through it stops
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import time
@@ -54,7 +55,7 @@ def test_ray_throughput_against_local(bench_model: Path, tmp_path: Path) -> None
     embed_into_store(embedder, [warm], tmp_path / "warm-local")  # warm-up: page cache, onnxruntime
     local = embed_into_store(embedder, [folder], tmp_path / "local")
     ray.init(num_cpus=cpus, object_store_memory=400 * 1024 * 1024, include_dashboard=False,
-             logging_level="WARNING", log_to_driver=False)
+             logging_level=logging.WARNING, log_to_driver=False)
     try:
         options: dict[str, Any] = {"model": bench_model, "providers": "cpu", "actors": 1, "actor_cpus": 1}
         startup = embed_dataset([warm], tmp_path / "warm-ray", **options)  # actor start + model load
