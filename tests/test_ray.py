@@ -227,3 +227,45 @@ def test_missing_ray_extra_names_the_pip_command(folder: Path, model_dir: Path, 
     assert result.returncode == 2, result.stderr[-2000:]
     assert "pip install 'vggsim[ray]'" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "s").exists()  # refused before any work
+
+
+@needs_ray
+def test_killed_decode_worker_loses_and_duplicates_nothing(cluster: Any, model_dir: Path, tmp_path: Path) -> None:
+    """A watcher SIGKILLs the first worker process it sees running a decode task; the task is
+    retried and the store equals a local run's, each file committed once."""
+    import threading
+
+    psutil = pytest.importorskip("psutil", reason="needs psutil (the test extra) to find Ray's worker processes")
+    folder = tmp_path / "big"
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    for i in range(10):  # large enough that a decode task runs for a while (~0.1 s)
+        Image.fromarray(rng.integers(0, 256, (1800, 2400, 3), dtype=np.uint8)).save(folder / f"{i}.jpg", quality=90)
+    embed_into_store(Embedder(model_dir, providers="cpu"), [folder], tmp_path / "local")
+    killed: list[int] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        deadline = time.monotonic() + BOUND_S
+        while not stop.is_set() and not killed and time.monotonic() < deadline:
+            for proc in psutil.process_iter(["cmdline"]):
+                if "decode_batch" in " ".join(proc.info["cmdline"] or []) and proc.pid != os.getpid():
+                    os.kill(proc.pid, signal.SIGKILL)
+                    killed.append(proc.pid)
+                    return
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        summary = embed_dataset([folder], tmp_path / "store", model=model_dir, providers="cpu", batch_size=2, decode_rows=1)
+    finally:
+        stop.set()
+        watcher.join(timeout=10)
+    assert killed, "the watcher saw no decode task to kill"
+    assert (summary.embedded, summary.failed) == (10, 0)
+    history = _history_paths(tmp_path / "store")
+    assert len(history) == len(set(history)) == 10
+    assert _records(tmp_path / "store") == _records(tmp_path / "local")
+    ours, theirs = _vectors(tmp_path / "store"), _vectors(tmp_path / "local")
+    assert max(float(np.abs(ours[p] - theirs[p]).max()) for p in theirs) == 0.0
