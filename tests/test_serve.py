@@ -315,3 +315,18 @@ def test_schemathesis_finds_no_server_error(server: Server) -> None:
     result = subprocess.run(command, capture_output=True, text=True, timeout=150)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert httpx.get(server.url + "/health/ready").status_code == 200
+
+
+def test_serve_without_the_extra_says_what_to_install(model_dir: Path) -> None:
+    code = ("import sys; sys.modules['fastapi'] = None; from vggsim.cli import main; "
+            f"raise SystemExit(main(['serve', '--model', {str(model_dir)!r}]))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "pip install 'vggsim[serve]'" in result.stderr, result.stderr
+
+
+def test_import_vggsim_does_not_import_the_web_stack() -> None:
+    code = ("import sys, vggsim, vggsim.cli; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('fastapi', 'uvicorn', 'starlette', 'prometheus_client', 'multipart', 'pydantic')))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "[]", result.stdout + result.stderr

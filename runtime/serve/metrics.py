@@ -29,7 +29,7 @@ class Metrics(BatchObserver):
                                     buckets=tuple(float(b) for b in range(1, max_batch + 1)), registry=r)
         self.queue_depth = Gauge("vggsim_queue_depth", "Images waiting for inference", registry=r)
         self.images = Counter("vggsim_images", "Images embedded", registry=r)
-        self.inference_seconds, self.inference_batches = 0.0, 0
+        self.seconds_per_image: float | None = None  # moving average of inference time per image
         self.rejected = Counter("vggsim_rejected", "Requests refused before work, by reason", ["reason"], registry=r)
 
     # BatchObserver
@@ -37,12 +37,8 @@ class Metrics(BatchObserver):
         self.batch_size.observe(size)
         self.stage.labels("inference").observe(seconds)
         self.images.inc(size)
-        self.inference_seconds += seconds
-        self.inference_batches += 1
-
-    def mean_batch_seconds(self) -> float:
-        """Mean inference time of a batch so far (1 s before the first), for Retry-After."""
-        return self.inference_seconds / self.inference_batches if self.inference_batches else 1.0
+        sample = seconds / max(1, size)  # recent batches weigh most: the machine's load changes
+        self.seconds_per_image = sample if self.seconds_per_image is None else 0.8 * self.seconds_per_image + 0.2 * sample
 
     def waited(self, seconds: float) -> None:
         self.stage.labels("queue_wait").observe(seconds)

@@ -52,23 +52,27 @@ class ServiceState:
         return holder[0]
 
     def admit(self, images: int) -> None:
-        """Count ``images`` in, or refuse the request with 429 (and a Retry-After) when full."""
-        if images > self.config.queue_size:  # could never fit: retrying would not help
-            raise ApiError(413, "too_many_images", f"{images} images in one request, over the queue size "
-                           f"{self.config.queue_size}: send fewer per request")
-        if self.admitted + images > self.config.queue_size:
+        """Count ``images`` in, or refuse the request at once: 413 if it could never fit the queue,
+        429 (with Retry-After) if the queue is full or if the images ahead would take most of the
+        deadline (refusing now beats a 503 later, after the client has waited)."""
+        limit = self.config.queue_size
+        if images > limit:  # could never fit: retrying would not help
+            raise ApiError(413, "too_many_images", f"{images} images in one request, over the queue size {limit}: "
+                           "send fewer per request")
+        per_image = self.metrics.seconds_per_image
+        expected = (self.admitted + images) * per_image if per_image is not None else 0.0
+        if self.admitted + images > limit or (self.admitted and expected > 0.8 * self.config.deadline_s):
             self.metrics.rejected.labels("queue_full").inc()
-            raise ApiError(429, "busy", f"the service is busy ({self.admitted} images in progress, limit "
-                           f"{self.config.queue_size}); retry later", {"Retry-After": str(self.retry_after())})
+            raise ApiError(429, "busy", f"the service is busy ({self.admitted} images in progress, about "
+                           f"{expected:.1f} s of work); retry later", {"Retry-After": str(self.retry_after())})
         self.admitted += images
 
     def release(self, images: int) -> None:
         self.admitted -= images
 
     def retry_after(self) -> int:
-        """Seconds until the queue has likely drained: batches ahead times a batch's mean time."""
-        batches = math.ceil(self.admitted / self.config.max_batch)
-        return max(1, math.ceil(batches * self.metrics.mean_batch_seconds()))
+        """Seconds until the work in progress is likely done (1 s before any batch has run)."""
+        return max(1, math.ceil(self.admitted * (self.metrics.seconds_per_image or 1.0)))
 
     async def embed_arrays(self, arrays: list[np.ndarray]) -> np.ndarray:
         try:
