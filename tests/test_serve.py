@@ -289,19 +289,23 @@ def test_deadline_gives_503(model_dir: Path) -> None:
 
 
 def test_sigterm_drains_in_flight_requests(model_dir: Path) -> None:
-    s = Server(model_dir, "--max-wait-ms", "1500")  # the batch waits 1.5 s: SIGTERM lands mid-request
+    s = Server(model_dir, "--max-batch", "4")
+    files = [("file", (f"{i}.png", image_bytes(i), "image/png")) for i in range(16)]  # 4 batches: seconds of work
     result: dict[str, Any] = {}
 
     def client() -> None:
-        r = httpx.post(s.url + "/v1/embed", content=image_bytes(4), headers={"content-type": "image/png"}, timeout=60)
-        result["status"], result["dim"] = r.status_code, r.json().get("dim")
+        r = httpx.post(s.url + "/v1/embed", files=files, timeout=120)
+        result["status"], result["rows"] = r.status_code, len(r.json().get("embeddings", []))
 
     thread = threading.Thread(target=client)
     thread.start()
-    time.sleep(0.5)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and "vggsim_batch_size_count 0.0" in httpx.get(s.url + "/metrics").text:
+        time.sleep(0.05)  # until the first batch has run: the request is surely in progress
+    assert not result, "the request finished before SIGTERM: the test would prove nothing"
     s.process.send_signal(signal.SIGTERM)
-    thread.join(60)
-    assert result == {"status": 200, "dim": 512}
+    thread.join(120)
+    assert result == {"status": 200, "rows": 16}
     assert s.stop() == 0, s.output()
 
 
