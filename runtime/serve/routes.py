@@ -178,6 +178,11 @@ def add_routes(app: FastAPI) -> None:
         value = fields.get("threshold", threshold)
         if value is None:
             value = dedup_threshold(state.embedder.manifest)
+        if isinstance(value, str):  # a multipart form field
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 < value <= 1:
             raise ApiError(400, "bad_request", "threshold must be a number in (0, 1]")
         assert state.store is not None
