@@ -169,6 +169,26 @@ def test_service_embeddings_equal_embedder_embed_bit_for_bit(server: Server, mod
     assert np.allclose(np.asarray(multi["embeddings"], np.float32), expected, atol=1e-6)
 
 
+def test_embeddings_batched_with_other_requests_stay_bit_for_bit(server: Server, model_dir: Path) -> None:
+    """Concurrent requests share inference batches; each still gets exactly Embedder.embed's vector."""
+    blobs = [image_bytes(20 + i, "JPEG") for i in range(6)]
+    got: dict[int, np.ndarray] = {}
+
+    def client(i: int) -> None:
+        r = httpx.post(server.url + "/v1/embed", content=blobs[i], headers={"content-type": "image/jpeg"}, timeout=60)
+        got[i] = np.asarray(r.json()["embeddings"][0], np.float32)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(len(blobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(90)
+    expected = Embedder(model_dir).embed(blobs)
+    assert sorted(got) == list(range(len(blobs)))
+    for i, vector in got.items():
+        assert np.array_equal(vector, expected[i]), i
+
+
 def test_similarity_equals_compare(server: Server, model_dir: Path, images: list[Path]) -> None:
     files = [("file", (p.name, p.read_bytes(), "image/png")) for p in images[:2]]
     score = httpx.post(server.url + "/v1/similarity", files=files).json()["score"]
