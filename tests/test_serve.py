@@ -329,14 +329,14 @@ def test_sigterm_drains_in_flight_requests(model_dir: Path) -> None:
     assert s.stop() == 0, s.output()
 
 
-def test_schemathesis_finds_no_server_error(server: Server) -> None:
+def test_schemathesis_finds_no_server_error(server: Server, tmp_path: Path) -> None:
     """Property-based requests from /openapi.json: no 5xx, bounded in examples and time."""
     pytest.importorskip("schemathesis", reason="needs schemathesis (the test extra)")
     command = [sys.executable, "-c", "from schemathesis.cli import schemathesis; schemathesis()", "run",
                server.url + "/openapi.json", "--checks", "not_a_server_error", "--max-examples", "15",
                "--max-time", "40", "--request-timeout", "20", "--seed", "1", "--no-color",
                "--generation-database", "none", "--phases", "examples,coverage,fuzzing"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=150)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=150, cwd=tmp_path)  # its files go there
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert httpx.get(server.url + "/health/ready").status_code == 200
 
