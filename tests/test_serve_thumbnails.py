@@ -9,7 +9,6 @@ traceback. The browser test (test_serve_page.py) covers the page end to end.
 from __future__ import annotations
 
 import io
-import os
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -28,6 +27,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from vggsim.budget import MemoryBudget  # noqa: E402
 from vggsim.collection import StoreReader  # noqa: E402
 from vggsim.serve.page import add_page_routes  # noqa: E402
+from vggsim.serve.problems import install_handlers  # noqa: E402
 from vggsim.store import Record, Store, StoreIdentity  # noqa: E402
 
 
@@ -41,6 +41,17 @@ def write_store(root: Path, files: list[Path], failed: Path | None = None) -> No
             writer.add(Record(str(failed), "error", error_kind="not_an_image", error="bad"))
 
 
+def make_app(store: Path | None, token: str | None = None, max_pixels: int = 89_478_485) -> TestClient:
+    """The page's routes over a stand-in for ServiceState (what they use of it), with the service's error handlers."""
+    state: Any = SimpleNamespace(store=StoreReader(store) if store else None, decoder=SimpleNamespace(budget=MemoryBudget(1 << 28)),
+                                 embedder=SimpleNamespace(max_pixels=max_pixels), config=SimpleNamespace(token=token))
+    app = FastAPI()
+    app.state.vggsim = state
+    install_handlers(app)
+    add_page_routes(app, state)
+    return TestClient(app, raise_server_exceptions=False)
+
+
 @pytest.fixture
 def served(photos: list[Path], tmp_path: Path) -> tuple[TestClient, list[Path], Path]:
     images = tmp_path / "images"
@@ -50,11 +61,7 @@ def served(photos: list[Path], tmp_path: Path) -> tuple[TestClient, list[Path], 
     bad.write_bytes(b"not an image")
     (tmp_path / "secret.txt").write_text("outside the store")
     write_store(tmp_path / "store", files, failed=bad)
-    state: Any = SimpleNamespace(store=StoreReader(tmp_path / "store"), decoder=SimpleNamespace(budget=MemoryBudget(1 << 28)),
-                                 embedder=SimpleNamespace(max_pixels=89_478_485), config=SimpleNamespace(token=None))
-    app = FastAPI()
-    add_page_routes(app, state)
-    return TestClient(app, raise_server_exceptions=False), files, tmp_path
+    return make_app(tmp_path / "store"), files, tmp_path
 
 
 def is_json_error(response: Any, status: int) -> bool:
@@ -143,21 +150,13 @@ def test_thumbnail_of_an_earlier_generation_after_a_commit(served: tuple[TestCli
 
 
 def test_no_store_is_a_json_404(photos: list[Path]) -> None:
-    state: Any = SimpleNamespace(store=None, decoder=SimpleNamespace(budget=MemoryBudget(1 << 20)),
-                                 embedder=SimpleNamespace(max_pixels=1000), config=SimpleNamespace(token=None))
-    app = FastAPI()
-    add_page_routes(app, state)
-    response = TestClient(app).get("/v1/thumbnail/0")
+    response = make_app(None).get("/v1/thumbnail/0")
     assert is_json_error(response, 404) and response.json()["error"]["kind"] == "no_store"
 
 
 def test_thumbnail_needs_the_token_when_one_is_set(served: tuple[TestClient, list[Path], Path]) -> None:
     _, _, tmp_path = served
-    state: Any = SimpleNamespace(store=StoreReader(tmp_path / "store"), decoder=SimpleNamespace(budget=MemoryBudget(1 << 28)),
-                                 embedder=SimpleNamespace(max_pixels=89_478_485), config=SimpleNamespace(token="s3cret"))
-    app = FastAPI()
-    add_page_routes(app, state)
-    client = TestClient(app)
+    client = make_app(tmp_path / "store", token="s3cret")
     assert is_json_error(client.get("/v1/thumbnail/0"), 401)
     assert is_json_error(client.get("/v1/thumbnail/0", headers={"Authorization": "Bearer wrong"}), 401)
     assert client.get("/v1/thumbnail/0", headers={"Authorization": "Bearer s3cret"}).status_code == 200
@@ -166,10 +165,5 @@ def test_thumbnail_needs_the_token_when_one_is_set(served: tuple[TestClient, lis
 
 def test_pixel_limit_applies_to_thumbnails(served: tuple[TestClient, list[Path], Path]) -> None:
     _, _, tmp_path = served
-    state: Any = SimpleNamespace(store=StoreReader(tmp_path / "store"), decoder=SimpleNamespace(budget=MemoryBudget(1 << 28)),
-                                 embedder=SimpleNamespace(max_pixels=100), config=SimpleNamespace(token=None))
-    app = FastAPI()
-    add_page_routes(app, state)
-    response = TestClient(app).get("/v1/thumbnail/0")
-    assert response.status_code in (410, 422) and "too" in response.text.lower()
-    assert os.path.exists(tmp_path / "store")
+    response = make_app(tmp_path / "store", max_pixels=100).get("/v1/thumbnail/0")
+    assert is_json_error(response, 422) and response.json()["error"]["kind"] == "too_large"

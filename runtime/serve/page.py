@@ -8,16 +8,21 @@ search ran on, never by a path: see :mod:`vggsim.serve.thumbnails`.
 
 from __future__ import annotations
 
-import hmac
 from functools import lru_cache
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI
 from starlette.concurrency import run_in_threadpool
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, Response
 
+from .problems import ApiError
+from .routes import ERRORS, check_token
+from .schemas import ErrorResponse
 from .thumbnails import Thumbnailer, ThumbnailError
+
+if TYPE_CHECKING:
+    from .state import ServiceState
 
 #: The page may only talk to this service; images it shows are its own thumbnails or the
 #: user's chosen file (a blob: URL). Inline script and style: the page is one file.
@@ -37,43 +42,28 @@ def page_html() -> str:
     return resources.files(__package__ or "vggsim.serve").joinpath("static/index.html").read_text("utf-8")
 
 
-def _error(status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> Response:
-    """The service's one error shape: ``{"error": {"code", "kind", "message"}}``."""
-    return JSONResponse({"error": {"code": status, "kind": kind, "message": message}}, status_code=status,
-                        headers=headers)
-
-
-def _authorized(request: Request, token: str | None) -> bool:
-    if not token:
-        return True
-    given = request.headers.get("authorization", "")
-    return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
-
-
-def add_page_routes(app: FastAPI, state: Any) -> None:
+def add_page_routes(app: FastAPI, state: ServiceState) -> None:
     """Add ``GET /`` and ``GET /v1/thumbnail/{record_id}`` to ``app`` for the :class:`ServiceState` ``state``."""
     reader = state.store
     thumbnailer = Thumbnailer(lambda: reader.snapshot() if reader is not None else None,
                               state.decoder.budget, state.embedder.max_pixels)
-    token: str | None = state.config.token
 
     @app.get("/", include_in_schema=False)
     async def page() -> Response:
         return HTMLResponse(page_html(), headers=_PAGE_HEADERS)
 
-    @app.get("/v1/thumbnail/{record_id}", tags=["page"], response_class=Response,
-             responses={200: {"content": {"image/jpeg": {}}, "description": "a JPEG thumbnail"}})
-    async def thumbnail(record_id: str, request: Request, generation: str | None = None) -> Response:
+    @app.get("/v1/thumbnail/{record_id}", tags=["page"], response_class=Response, dependencies=[Depends(check_token)],
+             responses={**ERRORS, 404: {"model": ErrorResponse}, 410: {"model": ErrorResponse},
+                        200: {"content": {"image/jpeg": {}}, "description": "a JPEG thumbnail"}})
+    async def thumbnail(record_id: str, generation: str | None = None) -> Response:
         """A small JPEG of the stored image with this record id (``id`` of a search match).
 
         ``generation``: the store generation the search reported; without it, the current one.
         404 if there is no such record or its file is gone, 410 if the file (or the store) changed.
         """
-        if not _authorized(request, token):
-            return _error(401, "unauthorized", "a valid bearer token is required", {"WWW-Authenticate": "Bearer"})
         try:
             data = await run_in_threadpool(thumbnailer.thumbnail, record_id, generation)
-        except ThumbnailError as exc:
-            return _error(exc.status, exc.code, exc.message)
+        except ThumbnailError as exc:  # the service's one error shape (problems.py)
+            raise ApiError(exc.status, exc.code, exc.message) from None
         return Response(data, media_type="image/jpeg",
                         headers={"Cache-Control": "private, max-age=60", "X-Content-Type-Options": "nosniff"})
