@@ -162,6 +162,8 @@ def test_page_uploads_an_image_and_shows_its_matches(browser: Any, service: str,
     assert {Path(p).resolve() for p in paths} <= {f.resolve() for f in files}
     # What the user reads: the path and the score, as text.
     assert query.name in items[0].text and f"{scores[0]:.4f}" in items[0].text
+    assert f"{len(files)} images in the store" in browser.find_element(By.ID, "info").text
+    assert "random weights" in status  # the test model's: the page says its scores mean nothing
     widths = browser.execute_script(
         "return [...document.querySelectorAll('#results .match')].map("
         "li => { const i = li.querySelector('img'); return i && i.complete ? i.naturalWidth : 0; });")
@@ -169,6 +171,48 @@ def test_page_uploads_an_image_and_shows_its_matches(browser: Any, service: str,
     screenshot = os.environ.get("VGGSIM_PAGE_SCREENSHOT")
     if screenshot:
         browser.save_screenshot(screenshot)
+
+
+def test_page_takes_a_dropped_image(browser: Any, service: str, store: tuple[Path, list[Path]]) -> None:
+    """Drag and drop: a file dropped on the drop zone is searched like a chosen one."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(service + "/")
+    browser.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        fetch('/v1/thumbnail/0').then(r => r.blob()).then(blob => {
+          const data = new DataTransfer();
+          data.items.add(new File([blob], 'dropped.jpg', {type: 'image/jpeg'}));
+          document.getElementById('drop').dispatchEvent(new DragEvent('drop', {dataTransfer: data, bubbles: true}));
+          done();
+        });""")
+    WebDriverWait(browser, RESULT_TIMEOUT_S, poll_frequency=0.1).until(
+        lambda d: d.find_element(By.ID, "results").get_attribute("data-state") in ("done", "error"))
+    assert browser.find_element(By.ID, "results").get_attribute("data-state") == "done"
+    assert browser.find_element(By.ID, "chosen").text == "dropped.jpg"
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#results .match")) == min(8, len(store[1]))
+
+
+@pytest.mark.parametrize("target", [
+    "/v1/thumbnail/../../../../etc/passwd", "/v1/thumbnail/..%2F..%2F..%2Fetc%2Fpasswd", "/v1/thumbnail//etc/passwd",
+    "/v1/thumbnail/%2Fetc%2Fpasswd", "/v1/thumbnail/0/../../../etc/passwd", "/v1/thumbnail/-1", "/v1/thumbnail/999",
+    "/v1/thumbnail/1.5", "/v1/thumbnail/0x0", "/v1/thumbnail/%30%2e%2e", "/../../etc/passwd", "/static/../../etc/passwd",
+])
+def test_no_url_reaches_a_file_outside_the_store(service: str, target: str) -> None:
+    """Sent as written (http.client does not normalise ``..``): the real server must answer with a JSON error."""
+    import http.client
+
+    host, port = service.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        connection.request("GET", target)
+        response = connection.getresponse()
+        body = response.read()
+    finally:
+        connection.close()
+    assert response.status in (404, 405, 400), (response.status, body[:200])
+    assert b"root:" not in body and response.getheader("content-type", "").startswith("application/json")
 
 
 def test_page_shows_the_api_error_as_text(browser: Any, service: str, tmp_path: Path) -> None:

@@ -43,7 +43,8 @@ def write_store(root: Path, files: list[Path], failed: Path | None = None) -> No
 
 def make_app(store: Path | None, token: str | None = None, max_pixels: int = 89_478_485) -> TestClient:
     """The page's routes over a stand-in for ServiceState (what they use of it), with the service's error handlers."""
-    state: Any = SimpleNamespace(store=StoreReader(store) if store else None, decoder=SimpleNamespace(budget=MemoryBudget(1 << 28)),
+    state: Any = SimpleNamespace(store=StoreReader(store) if store else None,
+                                 decoder=SimpleNamespace(budget=MemoryBudget(1 << 28)),
                                  embedder=SimpleNamespace(max_pixels=max_pixels), config=SimpleNamespace(token=token))
     app = FastAPI()
     app.state.vggsim = state
