@@ -27,8 +27,8 @@ import pytest
 SERVE_EXTRA = ("fastapi", "uvicorn", "multipart", "prometheus_client")
 BROWSERS = ("chromium", "chromium-browser")
 DRIVERS = ("chromedriver",)
-START_TIMEOUT_S = 60.0
-RESULT_TIMEOUT_S = 45.0
+START_TIMEOUT_S = 40.0
+RESULT_TIMEOUT_S = 20.0
 
 
 def _missing() -> str | None:
@@ -50,7 +50,7 @@ def _missing() -> str | None:
 pytestmark = pytest.mark.skipif(_missing() is not None, reason=_missing() or "")
 
 
-def vggsim(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def vggsim(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "vggsim", *args], capture_output=True, text=True, timeout=timeout)
 
 
@@ -204,7 +204,7 @@ def test_no_url_reaches_a_file_outside_the_store(service: str, target: str) -> N
     import http.client
 
     host, port = service.removeprefix("http://").split(":")
-    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    connection = http.client.HTTPConnection(host, int(port), timeout=5)
     try:
         connection.request("GET", target)
         response = connection.getresponse()

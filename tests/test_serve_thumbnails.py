@@ -9,6 +9,7 @@ traceback. The browser test (test_serve_page.py) covers the page end to end.
 from __future__ import annotations
 
 import io
+import os
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -168,3 +169,14 @@ def test_pixel_limit_applies_to_thumbnails(served: tuple[TestClient, list[Path],
     _, _, tmp_path = served
     response = make_app(tmp_path / "store", max_pixels=100).get("/v1/thumbnail/0")
     assert is_json_error(response, 422) and response.json()["error"]["kind"] == "too_large"
+
+
+def test_non_utf8_file_name_has_a_thumbnail(photos: list[Path], tmp_path: Path) -> None:
+    """A stored name that is not UTF-8 (kept lossless by the store) is reached by its id like any other."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    raw = os.path.join(os.fsencode(folder), b"caf\xe9" + os.fsencode(photos[0].suffix))
+    shutil.copy(photos[0], raw)
+    write_store(tmp_path / "store", [Path(os.fsdecode(raw))])
+    response = make_app(tmp_path / "store").get("/v1/thumbnail/0")
+    assert response.status_code == 200 and Image.open(io.BytesIO(response.content)).format == "JPEG"

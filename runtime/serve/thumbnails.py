@@ -98,7 +98,7 @@ class Thumbnailer:
         number, wanted = parse_id(record_id), parse_generation(generation)
         store = self._store(wanted)
         records = store.records()
-        if number >= len(records):
+        if not 0 <= number < len(records):  # the regex already refuses a sign; never index from the end
             raise ThumbnailError(404, "not_found", f"no record {number} in store generation {store.generation}")
         record = records[number]
         if record.status != "ok":
