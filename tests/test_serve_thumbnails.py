@@ -79,7 +79,9 @@ def test_page_is_served_self_contained(served: tuple[TestClient, list[Path], Pat
     assert "/v1/search" in response.text and "/v1/thumbnail/" in response.text
     # Offline machines: nothing may load from elsewhere; the CSP says so to the browser too.
     assert "http://" not in response.text and "https://" not in response.text
-    assert "default-src 'none'" in response.headers["content-security-policy"]
+    csp = response.headers["content-security-policy"]
+    assert "default-src 'none'" in csp and "script-src 'sha256-" in csp  # the page's own script, by hash only
+    assert "unsafe-inline" not in csp.split("script-src")[1].split(";")[0]
 
 
 def test_thumbnail_of_a_stored_file_is_a_small_jpeg(served: tuple[TestClient, list[Path], Path]) -> None:
