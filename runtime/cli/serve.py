@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import signal
 from typing import Any
 
 from ..errors import require
@@ -72,5 +73,10 @@ def run(args: argparse.Namespace) -> int:
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
                                            timeout_graceful_shutdown=int(args.drain_timeout + 0.999),
                                            access_log=args.log_level == "debug"))
+    # uvicorn handles SIGTERM/SIGINT itself (stop accepting, finish requests, then the lifespan
+    # drains the batcher) and afterwards re-raises the signal to the handler that was there before
+    # it started: a no-op here, so a drained shutdown exits 0 instead of dying of the signal.
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, lambda *_: None)
     server.run()
     return 0 if server.started else 1

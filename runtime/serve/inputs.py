@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi import Request
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 
 from .problems import ApiError
 
@@ -63,7 +64,13 @@ async def parse_images(request: Request, limit: int, max_images: int) -> Body:
         return Body([Upload("<body>", data)], {})
     if kind == "multipart/form-data":
         await read_body(request, limit)
-        form = await request.form(max_files=max_images, max_fields=max_images + 16)
+        try:
+            form = await request.form(max_files=max_images, max_fields=max_images + 16)
+        except HTTPException as exc:  # Starlette's multipart limits and parse errors
+            detail = str(exc.detail)
+            if "too many files" in detail.lower():
+                raise ApiError(413, "too_many_images", f"more than {max_images} images in one request") from None
+            raise ApiError(400, "bad_multipart", detail) from None
         uploads = []
         for key, value in form.multi_items():
             if isinstance(value, UploadFile):
