@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -132,6 +133,20 @@ def test_missing_file_is_404_and_changed_file_is_410(served: tuple[TestClient, l
     files[2].symlink_to(served[2] / "secret.txt")  # replaced by a link to a file outside the store
     response = client.get("/v1/thumbnail/2")
     assert is_json_error(response, 410) and "outside the store" not in response.text
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes (POSIX)")
+def test_file_replaced_by_a_fifo_does_not_hang(served: tuple[TestClient, list[Path], Path]) -> None:
+    """Opening a FIFO blocks until a writer comes: the route must refuse it at once, not hang a thread."""
+    client, files, _ = served
+    files[0].unlink()
+    os.mkfifo(files[0])
+    answer: list[Any] = []
+    worker = threading.Thread(target=lambda: answer.append(client.get("/v1/thumbnail/0")), daemon=True)
+    worker.start()
+    worker.join(15)
+    assert not worker.is_alive(), "the thumbnail request hung on a FIFO"
+    assert is_json_error(answer[0], 410)
 
 
 def test_unknown_generation_is_410_and_a_bad_one_400(served: tuple[TestClient, list[Path], Path]) -> None:

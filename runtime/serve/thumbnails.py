@@ -108,13 +108,15 @@ class Thumbnailer:
     def _render(self, path: str, number: int, size: int | None, mtime_ns: int | None) -> bytes:
         name = f"record {number}"  # errors name the record, not the server's file system
         try:
-            fp = open(path, "rb")  # noqa: SIM115 - closed below; the fstat and the decode use this one handle
+            # Non-blocking: a FIFO put in the file's place must not hang a thread in open().
+            # The fstat and the decode below use this one handle, whatever the name points to later.
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
         except FileNotFoundError:
             raise ThumbnailError(404, "file_missing", f"{name}: the file is no longer there") from None
         except OSError as exc:
             raise ThumbnailError(404, "file_unreadable", f"{name}: cannot read the file ({exc.strerror})") from None
-        with fp:
-            info = os.fstat(fp.fileno())  # the file we read, not whatever the name points to later
+        with os.fdopen(fd, "rb") as fp:
+            info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode) or info.st_size != size or info.st_mtime_ns != mtime_ns:
                 raise ThumbnailError(410, "file_changed", f"{name}: the file changed since it was embedded")
             held: list[Reservation | None] = []
