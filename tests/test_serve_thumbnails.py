@@ -193,7 +193,7 @@ def test_non_utf8_file_name_has_a_thumbnail(photos: list[Path], tmp_path: Path) 
     folder = tmp_path / "images"
     folder.mkdir()
     raw = os.path.join(os.fsencode(folder), b"caf\xe9" + os.fsencode(photos[0].suffix))
-    shutil.copy(photos[0], raw)
+    shutil.copy(os.fsencode(photos[0]), raw)
     write_store(tmp_path / "store", [Path(os.fsdecode(raw))])
     response = make_app(tmp_path / "store").get("/v1/thumbnail/0")
     assert response.status_code == 200 and Image.open(io.BytesIO(response.content)).format == "JPEG"
