@@ -6,6 +6,10 @@ the single inference thread, off the event loop; while it runs, the next batch g
 queue is bounded in images: a request that would overflow it is refused at once
 (:class:`QueueFull`, a 429), never parked. A request that gives up (deadline, client gone)
 cancels its futures, and the worker drops cancelled images before running a batch.
+
+Waiting only while images are coming keeps a lone request from paying ``max_wait_s``: at
+low load a batch runs at once, and under load the batch fills from the decodes in flight
+and from what queued while the previous batch ran.
 """
 
 from __future__ import annotations
@@ -48,12 +52,14 @@ class Batcher:
     """Batches (H, W, 3) float32 arrays into calls of ``run`` (see the module docstring)."""
 
     def __init__(self, run: Callable[[np.ndarray], np.ndarray], max_batch: int = 8, max_wait_s: float = 0.005,
-                 queue_size: int = 64, observer: BatchObserver | None = None) -> None:
+                 queue_size: int = 64, observer: BatchObserver | None = None,
+                 coming: Callable[[], int] = lambda: 1) -> None:
         if max_batch < 1 or queue_size < 1 or max_wait_s < 0:
             raise ValueError("max_batch and queue_size must be >= 1 and max_wait_s >= 0")
         self._run = run
         self.max_batch, self.max_wait_s, self.queue_size = max_batch, max_wait_s, queue_size
         self._observer = observer or BatchObserver()
+        self._coming = coming
         self._items: deque[_Item] = deque()
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
@@ -110,7 +116,7 @@ class Batcher:
             self._wakeup.clear()
             await self._wakeup.wait()
         deadline = time.perf_counter() + self.max_wait_s
-        while len(self._items) < self.max_batch and not self._closing:
+        while len(self._items) < self.max_batch and not self._closing and self._coming() > 0:
             left = deadline - time.perf_counter()
             if left <= 0:
                 break

@@ -39,12 +39,23 @@ class ServiceState:
             store = StoreReader(config.store)
             store.snapshot().require_compatible(StoreIdentity.of(embedder))
         metrics = Metrics(config.max_batch)
-        batcher = Batcher(embedder.run, config.max_batch, config.max_wait_ms / 1000.0, config.queue_size, metrics)
+        holder: list[ServiceState] = []
+
+        def coming() -> int:  # images admitted but not yet queued: decoding now, batchable soon
+            state, b = holder[0], holder[0].batcher
+            return state.admitted - b.depth - b.in_flight
+
+        batcher = Batcher(embedder.run, config.max_batch, config.max_wait_ms / 1000.0, config.queue_size, metrics,
+                          coming)
         decoder = Decoder(embedder, config.decode_workers, config.memory_budget)
-        return cls(config, embedder, store, batcher, decoder, metrics)
+        holder.append(cls(config, embedder, store, batcher, decoder, metrics))
+        return holder[0]
 
     def admit(self, images: int) -> None:
         """Count ``images`` in, or refuse the request with 429 (and a Retry-After) when full."""
+        if images > self.config.queue_size:  # could never fit: retrying would not help
+            raise ApiError(413, "too_many_images", f"{images} images in one request, over the queue size "
+                           f"{self.config.queue_size}: send fewer per request")
         if self.admitted + images > self.config.queue_size:
             self.metrics.rejected.labels("queue_full").inc()
             raise ApiError(429, "busy", f"the service is busy ({self.admitted} images in progress, limit "
