@@ -118,6 +118,12 @@ def probe(path: Path, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageH
         raise ImageError(name, "unreadable", f"cannot read the file ({exc.strerror or exc})") from None
 
 
+def probe_bytes(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageHeader:
+    """:func:`probe` for an image held in memory (an upload): its header, through the same guards."""
+    image = _open(io.BytesIO(data), name, max_pixels)
+    return ImageHeader(image.size[0], image.size[1], image.mode, image.format or "")
+
+
 def _read_head(fp: BinaryIO) -> bytes:
     position = fp.tell()
     head = fp.read(16)

@@ -8,10 +8,19 @@ PYTHON=${PYTHON:-python3}
 export TF_CPP_MIN_LOG_LEVEL=3 PIP_DISABLE_PIP_VERSION_CHECK=1
 PYTEST=(-p no:cacheprovider --durations=10)
 
-echo "== full environment (.venv): vggsim[export,test,ann,fp16]"
+EXTRAS=export,test,ann,fp16,serve
+echo "== full environment (.venv): vggsim[$EXTRAS]"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip setuptools wheel
-.venv/bin/python -m pip install -q -e ".[export,test,ann,fp16]" "mypy==2.4.1" "ruff==0.17.6"
+.venv/bin/python -m pip install -q -e ".[$EXTRAS]" "mypy==2.4.1" "ruff==0.17.6"
+# The web page test drives Debian's chromium through chromedriver (never a downloaded browser).
+# Install them where this runs as root with apt; elsewhere the test skips and says why.
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } \
+      || echo "chromium could not be installed: tests/test_serve_page.py will skip"
+  fi
+fi
 .venv/bin/ruff check runtime export tests benchmarks scripts
 .venv/bin/mypy
 echo "== default run (what a bare \`pytest\` runs)"

@@ -1,0 +1,82 @@
+"""``vggsim serve``: the HTTP service (needs the ``serve`` extra)."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import signal
+from typing import Any
+
+from ..errors import require
+from .common import MAX_BATCH, MAX_K, add_model_args, add_parser, int_range, log, positive_float
+
+
+def register(sub: Any) -> None:
+    p = add_parser(sub, "serve", help="serve embeddings, similarity and search over HTTP",
+                   description="Serve the model (and optionally a store) over HTTP: POST /v1/embed, /v1/similarity, "
+                   "/v1/search, /v1/duplicates; GET /v1/info, /health/live, /health/ready, /metrics; OpenAPI at "
+                   "/openapi.json and /docs. Set $VGGSIM_SERVE_TOKEN to require 'Authorization: Bearer TOKEN'. "
+                   "SIGTERM finishes the requests in progress, then exits. Needs vggsim[serve].")
+    add_model_args(p)
+    p.add_argument("--store", metavar="STORE", help="store folder made by `vggsim embed`, for /v1/search and "
+                   "/v1/duplicates (default: none); a store that grows meanwhile is picked up without a restart")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback by default; "
+                   "anything else should have a token and a TLS proxy in front)")
+    p.add_argument("--port", type=int_range(0, 65535), default=8000, help="TCP port")
+    p.add_argument("--max-batch", type=int_range(1, MAX_BATCH), default=8, help="most images per inference batch")
+    p.add_argument("--max-wait-ms", type=positive_float(10_000), default=5.0,
+                   help="how long a batch waits for more images before it runs, in ms")
+    p.add_argument("--queue-size", type=int_range(1, 1_000_000), default=64,
+                   help="images in progress (decoding, queued, running) before requests get 429")
+    p.add_argument("--decode-workers", type=int_range(1, 256), default=2, help="decode threads")
+    p.add_argument("--memory-budget", type=positive_float(), default=512.0, metavar="MB",
+                   help="memory the decodes may hold together, in MiB")
+    p.add_argument("--max-body-mb", type=positive_float(), default=32.0, help="largest request body, in MiB (413 above)")
+    p.add_argument("--max-images", type=int_range(1, 4096), default=32, help="most images in one request")
+    p.add_argument("--deadline", type=positive_float(), default=30.0, metavar="SECONDS",
+                   help="a request not answered within this many seconds gets 503")
+    p.add_argument("--max-k", type=int_range(1, MAX_K), default=1000, help="largest k a search may ask for")
+    p.add_argument("--drain-timeout", type=positive_float(), default=30.0, metavar="SECONDS",
+                   help="on SIGTERM, how long requests in progress may take to finish")
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
+                   help="uvicorn's log level")
+    p.set_defaults(handler=run)
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def run(args: argparse.Namespace) -> int:
+    for module in ("fastapi", "uvicorn", "multipart", "prometheus_client"):
+        require(module, "serve", "vggsim serve")  # before the model loads: say so at once
+    if args.store is not None:
+        require("pyarrow", "store", "vggsim serve --store")
+    import uvicorn
+
+    from ..serve.app import create_app
+    from ..serve.config import ServeConfig
+    from .common import build_embedder
+
+    config = ServeConfig(
+        model=args.model, store=args.store, host=args.host, port=args.port, providers=args.providers,
+        threads=args.threads, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, queue_size=args.queue_size,
+        decode_workers=args.decode_workers, memory_budget=int(args.memory_budget * 1024 * 1024),
+        max_body_bytes=int(args.max_body_mb * 1024 * 1024), max_images=args.max_images, deadline_s=args.deadline,
+        max_k=args.max_k, token=ServeConfig.token_from_env(), drain_s=args.drain_timeout)
+    if not _loopback(args.host) and config.token is None:
+        log(f"warning: listening on {args.host} without a token (set $VGGSIM_SERVE_TOKEN)")
+    app = create_app(config, build_embedder(args))
+    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
+                                           timeout_graceful_shutdown=int(args.drain_timeout + 0.999),
+                                           access_log=args.log_level == "debug"))
+    # uvicorn handles SIGTERM/SIGINT itself (stop accepting, finish requests, then the lifespan
+    # drains the batcher) and afterwards re-raises the signal to the handler that was there before
+    # it started: a no-op here, so a drained shutdown exits 0 instead of dying of the signal.
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, lambda *_: None)
+    server.run()
+    return 0 if server.started else 1

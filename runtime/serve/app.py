@@ -1,0 +1,100 @@
+"""create_app(config) -> FastAPI: the service, its lifespan (warm-up, drain) and its middleware."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI
+
+from .. import __version__
+from ..embedder import Embedder
+from .config import ServeConfig
+from .metrics import route_label
+from .problems import AsciiJSONResponse, error_response, install_handlers
+from .routes import add_routes
+from .state import ServiceState
+
+log = logging.getLogger("vggsim.serve")
+
+
+def load_embedder(config: ServeConfig) -> Embedder:
+    providers: Any = config.providers
+    if "," in providers:
+        providers = [p.strip() for p in providers.split(",") if p.strip()]
+    return Embedder(config.model, providers=providers, threads=config.threads)
+
+
+def create_app(config: ServeConfig, embedder: Embedder | None = None) -> FastAPI:
+    """The service for ``config`` (the model is loaded now; it is warmed up when the app starts).
+
+    Routes reach the :class:`ServiceState` as ``request.app.state.vggsim``.
+    """
+    state = ServiceState.build(config, embedder or load_embedder(config))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state.batcher.start()
+        width, height = state.embedder.input_size
+        await state.batcher.run_direct(np.zeros((1, height, width, 3), np.float32))  # warm-up: first run is slow
+        state.ready = True
+        log.info("vggsim serve ready (%s, %s)", state.embedder.provider, state.embedder.model_sha256[:12])
+        try:
+            yield
+        finally:  # uvicorn has stopped accepting and let in-flight requests finish (or time out)
+            state.ready = False
+            await state.batcher.drain(config.drain_s)
+            state.decoder.close()
+
+    app = FastAPI(title="vggsim", version=__version__, lifespan=lifespan, default_response_class=AsciiJSONResponse,
+                  description="VGG16 image embeddings, similarity, search and near-duplicate checks.")
+    app.state.vggsim = state
+    install_handlers(app)
+    add_routes(app)
+    _add_page(app, state)
+    app.add_middleware(_RequestMetrics)
+    return app
+
+
+def _add_page(app: FastAPI, state: ServiceState) -> None:
+    """The web page at / (vggsim.serve.page); the service works without it."""
+    try:
+        from . import page
+    except ImportError as exc:
+        log.warning("web page not available: %s", exc)
+        return
+    page.add_page_routes(app, state)
+
+
+class _RequestMetrics:
+    """Counts every request by route template and status, and times it; a crash still answers JSON."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = {"code": 500, "sent": False}
+
+        async def send_wrapper(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status["code"], status["sent"] = message["status"], True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except Exception:  # handlers answer everything; this is the last guard against a bare 500
+            if not status["sent"]:
+                await error_response(500, "internal", "internal error; see the service log")(scope, receive, send)
+        finally:
+            state: ServiceState = scope["app"].state.vggsim if "app" in scope else None  # type: ignore[assignment]
+            if state is not None:
+                state.metrics.request(route_label(scope), scope.get("method", ""), int(status["code"]),
+                                      time.perf_counter() - started)

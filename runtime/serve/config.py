@@ -1,0 +1,39 @@
+"""The service's settings: one frozen object built by the CLI (or a test) and read everywhere."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from ..budget import DEFAULT_MEMORY_BUDGET
+
+#: The environment variable that holds the bearer token (never a command-line flag: those show in `ps`).
+TOKEN_ENV = "VGGSIM_SERVE_TOKEN"
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Everything ``vggsim serve`` is told. Sizes in bytes, times in seconds."""
+
+    model: str | None = None
+    store: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    providers: str = "auto"
+    threads: int | None = None
+    max_batch: int = 8             # images per Embedder.run
+    max_wait_ms: float = 5.0       # how long the first image of a batch waits for company
+    queue_size: int = 64           # images waiting for inference; more -> 429
+    decode_workers: int = 2        # decode threads (bounded pool)
+    memory_budget: int = DEFAULT_MEMORY_BUDGET  # decode memory budget (vggsim.budget)
+    max_body_bytes: int = 32 * 1024 * 1024
+    max_images: int = 32           # images per request
+    deadline_s: float = 30.0       # a request still waiting past this gets 503
+    max_k: int = 1000
+    token: str | None = None       # bearer token; None: no auth
+    drain_s: float = 30.0          # graceful shutdown: how long in-flight requests may take
+
+    @staticmethod
+    def token_from_env() -> str | None:
+        value = os.environ.get(TOKEN_ENV, "")
+        return value or None

@@ -1,0 +1,66 @@
+"""Decoding uploads: a bounded pool of threads, each decode admitted by the library's memory budget.
+
+The same path as ``Embedder.load`` (``preprocess.decode_and_prepare``: the allowlist, the
+pixel limit, the preprocessing), so an upload's array is the one ``Embedder.embed`` makes of
+the same bytes. The header is read first to size the decode (``budget.decode_need``), and
+the decode waits for that many bytes of the shared budget, as the pipeline's decodes do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from ..budget import MemoryBudget, decode_need, return_freed_buffers_to_the_os
+from ..decode import probe_bytes
+from ..embedder import Embedder
+from ..errors import ImageError
+from ..preprocess import decode_and_prepare
+
+
+def _lower_priority() -> None:
+    """Run this decode thread at a lower CPU priority than inference (Linux: per-thread nice).
+
+    Decoding is a few percent of the work per image, but on a machine with few cores a decode
+    that preempts one of onnxruntime's intra-op threads stalls the whole parallel operator.
+    Niced, decodes take the gaps; under load the queue still holds decoded images to batch.
+    """
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    except (AttributeError, OSError):  # not Linux, or not allowed: run at normal priority
+        pass
+
+
+class Decoder:
+    """Decodes image bytes into model arrays in ``workers`` threads under ``memory_budget`` bytes."""
+
+    def __init__(self, embedder: Embedder, workers: int, memory_budget: int) -> None:
+        self._embedder = embedder
+        self._executor = ThreadPoolExecutor(max(1, workers), thread_name_prefix="vggsim-decode",
+                                            initializer=_lower_priority)
+        self.budget = MemoryBudget(memory_budget)
+        self._stop = threading.Event()
+        return_freed_buffers_to_the_os()
+
+    def decode_sync(self, data: bytes, name: str) -> np.ndarray:
+        """Decode one upload in this thread (budget-admitted); ImageError if it is not a usable image."""
+        embedder = self._embedder
+        need = decode_need(probe_bytes(data, name, embedder.max_pixels), len(data), embedder.spec)
+        reservation = self.budget.acquire(need, self._stop.is_set)
+        if reservation is None:
+            raise ImageError(name, "timeout", "the service is shutting down")
+        try:
+            return decode_and_prepare(data, embedder.spec, embedder.max_pixels, name)[0]
+        finally:
+            reservation.release()
+
+    async def decode(self, data: bytes, name: str) -> np.ndarray:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self.decode_sync, data, name)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._executor.shutdown(wait=True)

@@ -1,0 +1,240 @@
+"""The /v1 endpoints, health and metrics. Thin: parse, call the library or the batcher, answer."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import math
+import time
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from starlette.responses import Response
+
+from ..collection import dedup_threshold
+from ..errors import VggsimError
+from ..similarity import cosine, l2_normalize
+from ..store import StoreIdentity
+from . import schemas
+from .batcher import ShuttingDown
+from .inputs import Upload, parse_images
+from .problems import ApiError, AsciiJSONResponse
+from .state import ServiceState
+
+ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": schemas.ErrorResponse} for code in
+                                           (400, 401, 409, 413, 415, 422, 429, 503)}
+
+
+def state_of(request: Request) -> ServiceState:
+    state: ServiceState = request.app.state.vggsim
+    return state
+
+
+async def check_token(request: Request) -> None:
+    """Bearer auth when a token is set (constant-time comparison)."""
+    token = state_of(request).config.token
+    if token is None:
+        return
+    given = request.headers.get("authorization", "")
+    scheme, _, value = given.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token.encode()):
+        raise ApiError(401, "unauthorized", "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
+
+
+def facts(state: ServiceState) -> dict[str, Any]:
+    e = state.embedder
+    return {"model_sha256": e.model_sha256, "provider": e.provider, "random_weights": bool(e.manifest.random_weights)}
+
+
+async def embed_uploads(state: ServiceState, uploads: list[Upload]) -> np.ndarray:
+    """Decode (bounded pool, memory budget) and embed (batched) within the request deadline."""
+    if not uploads:
+        raise ApiError(400, "no_image", "the request holds no image")
+    state.admit(len(uploads))
+    try:
+        return await asyncio.wait_for(_decode_and_embed(state, uploads), state.config.deadline_s)
+    except asyncio.TimeoutError:
+        state.metrics.rejected.labels("deadline").inc()
+        raise ApiError(503, "deadline", f"the request took longer than the {state.config.deadline_s:g} s deadline",
+                       {"Retry-After": str(state.retry_after())}) from None
+    except ShuttingDown:
+        raise ApiError(503, "shutting_down", "the service is shutting down", {"Retry-After": "1"}) from None
+    finally:
+        state.release(len(uploads))
+
+
+async def _decode_and_embed(state: ServiceState, uploads: list[Upload]) -> np.ndarray:
+    async def one(upload: Upload) -> np.ndarray:
+        started = time.perf_counter()
+        array = await state.decoder.decode(upload.data, upload.name)
+        state.metrics.observe_stage("decode", time.perf_counter() - started)
+        return array
+
+    arrays = list(await asyncio.gather(*(one(u) for u in uploads)))
+    return await state.embed_arrays(arrays)
+
+
+def _flag(value: Any, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "1", "false", "0"):
+        return value.lower() in ("true", "1")
+    raise ApiError(400, "bad_request", f"{name} must be true or false")
+
+
+def _k(value: Any, state: ServiceState) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).isdigit():
+        raise ApiError(400, "bad_request", f"k must be a whole number from 1 to {state.config.max_k}")
+    k = int(value)
+    if not 1 <= k <= state.config.max_k:
+        raise ApiError(400, "bad_request", f"k must be from 1 to {state.config.max_k}, got {k}")
+    return k
+
+
+def _reader(state: ServiceState) -> Any:
+    if state.store is None:
+        raise ApiError(409, "no_store", "the service was started without --store")
+    snapshot = state.store.snapshot()
+    snapshot.require_compatible(StoreIdentity.of(state.embedder))
+    return snapshot
+
+
+def _query_vector(raw: Any, dim: int) -> np.ndarray:
+    if not isinstance(raw, list) or len(raw) != dim or not all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) for x in raw):
+        raise ApiError(400, "bad_vector", f'"vector" must be a list of {dim} numbers')
+    vector = np.asarray(raw, dtype=np.float64)
+    if not np.all(np.isfinite(vector)) or not np.all(np.abs(vector) < np.finfo(np.float32).max):
+        raise ApiError(400, "bad_vector", '"vector" holds NaN, infinite or out-of-float32-range values')
+    return vector.astype(np.float32)
+
+
+async def _query(request: Request, state: ServiceState) -> tuple[np.ndarray, dict[str, Any]]:
+    body = await parse_images(request, state.config.max_body_bytes, 1)
+    if "vector" in body.fields and not body.uploads:
+        return _query_vector(body.fields["vector"], state.embedder.dim), body.fields
+    if len(body.uploads) != 1:
+        raise ApiError(400, "no_image", 'send one image (or JSON {"vector": [...]})')
+    return (await embed_uploads(state, body.uploads))[0], body.fields
+
+
+def add_routes(app: FastAPI) -> None:
+    v1 = APIRouter(prefix="/v1", dependencies=[Depends(check_token)], responses=ERRORS)
+
+    @v1.post("/embed", response_model=None, responses={200: {"model": schemas.EmbedResponse}},
+             openapi_extra=schemas.body_doc({"type": "object", "properties": {
+                 "images": schemas.B64_LIST, "normalize": {"type": "boolean"}}, "required": ["images"]}))
+    async def embed(request: Request, normalize: bool = Query(False, description="L2-normalise each row")) -> Response:
+        """Embeddings of one or many images: float32 values, exactly as `Embedder.embed` gives them."""
+        state = state_of(request)
+        body = await parse_images(request, state.config.max_body_bytes, state.config.max_images)
+        normalize = _flag(body.fields.get("normalize", normalize), "normalize")
+        vectors = await embed_uploads(state, body.uploads)
+        if normalize:
+            vectors = l2_normalize(vectors, np.float32)
+        return AsciiJSONResponse({**facts(state), "dim": int(vectors.shape[1]), "normalized": normalize,
+                                  "embeddings": vectors.tolist()})
+
+    @v1.post("/similarity", response_model=None, responses={200: {"model": schemas.SimilarityResponse}},
+             openapi_extra=schemas.body_doc({"type": "object", "properties": {
+                 "images": {**schemas.B64_LIST, "minItems": 2, "maxItems": 2}}, "required": ["images"]}, files=2))
+    async def similarity(request: Request) -> Response:
+        """Cosine similarity of two images, as `vggsim compare` prints it."""
+        state = state_of(request)
+        body = await parse_images(request, state.config.max_body_bytes, 2)
+        if len(body.uploads) != 2:
+            raise ApiError(400, "two_images", f"send exactly two images, got {len(body.uploads)}")
+        vectors = await embed_uploads(state, body.uploads)
+        return AsciiJSONResponse({**facts(state), "score": cosine(vectors[0], vectors[1])})
+
+    @v1.post("/search", response_model=None, responses={200: {"model": schemas.SearchResponse}},
+             openapi_extra=schemas.body_doc({"type": "object", "properties": {
+                 "image": {"type": "string", "contentEncoding": "base64"},
+                 "vector": {"type": "array", "items": {"type": "number"}}, "k": {"type": "integer"}}}, files=1))
+    async def search(request: Request, k: int = Query(10, ge=1, description="matches wanted")) -> Response:
+        """The k stored images most similar to an image (or a vector); reports the store generation searched."""
+        state = state_of(request)
+        snapshot = _reader(state)
+        query, fields = await _query(request, state)
+        k = _k(fields.get("k", k), state)
+        started = time.perf_counter()
+        assert state.store is not None
+        result = await asyncio.to_thread(state.store.search, query, k, False, snapshot=snapshot)
+        state.metrics.observe_stage("search", time.perf_counter() - started)
+        return AsciiJSONResponse({**facts(state), "generation": result.generation, "k": k,
+                                  "matches": [m.to_dict() for m in result.matches[0]]})
+
+    @v1.post("/duplicates", response_model=None, responses={200: {"model": schemas.DuplicatesResponse}},
+             openapi_extra=schemas.body_doc({"type": "object", "properties": {
+                 "image": {"type": "string", "contentEncoding": "base64"},
+                 "vector": {"type": "array", "items": {"type": "number"}}, "threshold": {"type": "number"}}}, files=1))
+    async def duplicates(request: Request, threshold: float | None = Query(
+            None, gt=0, le=1, description="cosine threshold (default: the model's calibrated one)")) -> Response:
+        """Is this image a near-duplicate of something in the store?"""
+        state = state_of(request)
+        snapshot = _reader(state)
+        query, fields = await _query(request, state)
+        value = fields.get("threshold", threshold)
+        if value is None:
+            value = dedup_threshold(state.embedder.manifest)
+        if isinstance(value, str):  # a multipart form field
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 < value <= 1:
+            raise ApiError(400, "bad_request", "threshold must be a number in (0, 1]")
+        assert state.store is not None
+        started = time.perf_counter()
+        check = await asyncio.to_thread(_duplicates, state, snapshot, query, float(value))
+        state.metrics.observe_stage("search", time.perf_counter() - started)
+        return AsciiJSONResponse({**facts(state), **check})
+
+    @v1.get("/info")
+    async def info(request: Request) -> Response:
+        """The model's manifest facts, the store and the service limits."""
+        state = state_of(request)
+        e, c = state.embedder, state.config
+        store = None
+        if state.store is not None:
+            snap = state.store.snapshot()
+            store = {"path": str(state.store.root), "generation": snap.generation, "vectors": snap.count_ok()}
+        try:
+            threshold: float | None = dedup_threshold(e.manifest)
+        except VggsimError:
+            threshold = None
+        return AsciiJSONResponse({
+            **facts(state), "dim": e.dim, "input_size": list(e.input_size), "preprocess": e.spec.to_dict(),
+            "precision": e.manifest.precision, "dedup_threshold": threshold, "store": store,
+            "limits": {"max_batch": c.max_batch, "max_wait_ms": c.max_wait_ms, "queue_size": c.queue_size,
+                       "max_body_bytes": c.max_body_bytes, "max_images": c.max_images, "deadline_s": c.deadline_s,
+                       "max_k": c.max_k}, "auth": c.token is not None})
+
+    app.include_router(v1)
+
+    @app.get("/health/live", tags=["health"])
+    async def live() -> Response:
+        """The process answers."""
+        return AsciiJSONResponse({"status": "live"})
+
+    @app.get("/health/ready", tags=["health"], responses={503: {"model": schemas.ErrorResponse}})
+    async def ready(request: Request) -> Response:
+        """The model is loaded and warmed up, and the service is not draining."""
+        if not state_of(request).ready:
+            raise ApiError(503, "not_ready", "the model is warming up or the service is shutting down")
+        return AsciiJSONResponse({"status": "ready"})
+
+    @app.get("/metrics", tags=["health"], dependencies=[Depends(check_token)])
+    async def metrics(request: Request) -> Response:
+        """Prometheus metrics."""
+        data, content_type = state_of(request).metrics.render()
+        return Response(data, media_type=content_type)
+
+
+def _duplicates(state: ServiceState, snapshot: Any, query: np.ndarray, threshold: float) -> dict[str, Any]:
+    from ..collection.duplicates import duplicates_of
+
+    matches = duplicates_of(snapshot, query, threshold)
+    return {"generation": snapshot.generation, "threshold": threshold, "is_duplicate": bool(matches),
+            "matches": [m.to_dict() for m in matches]}

@@ -1,0 +1,158 @@
+"""Thumbnails of stored images for the web page, reachable only by a record id of the store.
+
+The client names a record by its integer id in a store snapshot (``Match.id`` from a search,
+with the snapshot's ``generation``), never by a path: the file opened is always the path
+that snapshot recorded, so no request can reach a file outside the store. The file must
+still be the one that was embedded (same size and mtime as recorded), or the answer is
+410; a file gone since is 404. Decoding goes through :func:`vggsim.decode.open_image` (the
+allowlist, the pixel limit) and waits for its bytes in the shared memory budget, like every
+other decode of the service. No FastAPI here: the routes are in ``page.py``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import stat
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from PIL import Image, ImageOps
+
+from ..budget import MemoryBudget, Reservation
+from ..decode import DEFAULT_MAX_PIXELS, open_image
+from ..errors import ImageError, StoreError
+from ..store import Store
+
+#: Longest side of a thumbnail, in pixels (the page shows them at up to 160 CSS pixels; 2x for HiDPI).
+THUMBNAIL_SIZE = 320
+#: How many recent snapshots are kept, so thumbnails of a search still resolve after a commit lands.
+SNAPSHOTS_KEPT = 4
+#: The longest a thumbnail waits for decode memory before it gives up (503).
+BUDGET_WAIT_S = 10.0
+_ID = re.compile(r"[0-9]{1,12}")
+
+
+class ThumbnailError(Exception):
+    """A refused thumbnail: an HTTP status, a machine-readable code and a one-line message."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def parse_id(text: str) -> int:
+    """The record id in a URL: decimal digits only (no sign, no path, no ``..``), else 404."""
+    if not _ID.fullmatch(text):
+        raise ThumbnailError(404, "not_found", "no such record: a thumbnail is named by a record id (an integer)")
+    return int(text)
+
+
+def parse_generation(text: str | None) -> int | None:
+    if text is None or text == "":
+        return None
+    if not _ID.fullmatch(text):
+        raise ThumbnailError(400, "bad_request", "generation must be a non-negative integer")
+    return int(text)
+
+
+class Thumbnailer:
+    """Makes JPEG thumbnails of a store's records; thread-safe (FastAPI runs it in its thread pool)."""
+
+    def __init__(self, snapshot: Callable[[], Store | None], budget: MemoryBudget | None = None,
+                 max_pixels: int = DEFAULT_MAX_PIXELS, size: int = THUMBNAIL_SIZE) -> None:
+        self._snapshot = snapshot
+        self._budget = budget or MemoryBudget(128 * 1024 * 1024)
+        self._max_pixels, self._size = max_pixels, size
+        self._lock = threading.Lock()
+        self._recent: OrderedDict[int, Store] = OrderedDict()
+
+    def _store(self, generation: int | None) -> Store:
+        """The snapshot of ``generation`` (the current one if None), or 410 if it is no longer known."""
+        try:
+            current = self._snapshot()
+        except StoreError as exc:
+            raise ThumbnailError(503, "store_unavailable", str(exc)) from None
+        if current is None:
+            raise ThumbnailError(404, "no_store", "the service has no store (start it with --store)")
+        with self._lock:
+            self._recent[current.generation] = current
+            self._recent.move_to_end(current.generation)
+            while len(self._recent) > SNAPSHOTS_KEPT:
+                self._recent.popitem(last=False)
+            if generation is None:
+                return current
+            found = self._recent.get(generation)
+        if found is None:
+            raise ThumbnailError(410, "store_changed",
+                                 f"store generation {generation} is no longer current (now {current.generation}): "
+                                 "search again")
+        return found
+
+    def thumbnail(self, record_id: str, generation: str | None = None) -> bytes:
+        """The JPEG bytes of the thumbnail of record ``record_id``; ThumbnailError otherwise."""
+        number, wanted = parse_id(record_id), parse_generation(generation)
+        store = self._store(wanted)
+        records = store.records()
+        if not 0 <= number < len(records):  # the regex already refuses a sign; never index from the end
+            raise ThumbnailError(404, "not_found", f"no record {number} in store generation {store.generation}")
+        record = records[number]
+        if record.status != "ok":
+            raise ThumbnailError(404, "not_found", f"record {number} has no image (it failed to embed)")
+        return self._render(record.path, number, record.size, record.mtime_ns)
+
+    def _render(self, path: str, number: int, size: int | None, mtime_ns: int | None) -> bytes:
+        name = f"record {number}"  # errors name the record, not the server's file system
+        try:
+            # Non-blocking: a FIFO put in the file's place must not hang a thread in open().
+            # The fstat and the decode below use this one handle, whatever the name points to later.
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+        except FileNotFoundError:
+            raise ThumbnailError(404, "file_missing", f"{name}: the file is no longer there") from None
+        except OSError as exc:
+            raise ThumbnailError(404, "file_unreadable", f"{name}: cannot read the file ({exc.strerror})") from None
+        with os.fdopen(fd, "rb") as fp:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode) or info.st_size != size or info.st_mtime_ns != mtime_ns:
+                raise ThumbnailError(410, "file_changed", f"{name}: the file changed since it was embedded")
+            held: list[Reservation | None] = []
+            try:
+                image = open_image(fp, self._max_pixels, before_load=self._admit(info.st_size, held), name=name)
+                return self._encode(image, name)
+            except ImageError as exc:
+                if None in held:  # open_image turned our refusal into an ImageError
+                    raise ThumbnailError(503, "busy", "the service is busy decoding: try again") from None
+                raise ThumbnailError(422, exc.kind, f"{name}: cannot decode it now ({exc.reason})") from None
+            finally:
+                for reservation in held:
+                    if reservation is not None:
+                        reservation.release()
+
+    def _admit(self, file_size: int, held: list[Reservation | None]) -> Callable[[Any], None]:
+        """A before_load hook: shrink JPEGs while decoding (draft), then wait for the memory the decode needs."""
+        def before_load(image: Image.Image) -> None:
+            if image.format in ("JPEG", "MPO"):
+                image.draft("RGB", (self._size, self._size))  # decode at 1/2..1/8 scale: less memory, faster
+            need = file_size + image.size[0] * image.size[1] * 4
+            deadline = time.monotonic() + BUDGET_WAIT_S
+            reservation = self._budget.acquire(need, lambda: time.monotonic() > deadline)
+            held.append(reservation)
+            if reservation is None:  # None in ``held`` tells _render it was the budget
+                raise TimeoutError("decode memory budget")
+        return before_load
+
+    def _encode(self, image: Image.Image, name: str) -> bytes:
+        try:
+            image.thumbnail((self._size, self._size), Image.Resampling.BICUBIC)
+            image = ImageOps.exif_transpose(image)  # shown as a viewer shows it (cheap at this size)
+            if image.mode not in ("RGB", "L"):
+                image = image.convert("RGB")
+            out = io.BytesIO()
+            image.save(out, "JPEG", quality=82)
+        except Exception as exc:  # noqa: BLE001 - an odd mode Pillow cannot convert: one line, no traceback
+            raise ThumbnailError(422, "cannot_render", f"{name}: cannot make a thumbnail ({type(exc).__name__})") from None
+        return out.getvalue()
