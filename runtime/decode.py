@@ -209,22 +209,23 @@ def _open(fp: BinaryIO, name: str, max_pixels: int) -> Image.Image:
         raise ImageError(
             name, "format_refused", f"{refused} files are refused (they need Ghostscript to decode)"
         )
+    failure: tuple[str, str] | None = None
     try:
         with warnings.catch_warnings():
             # Our own pixel limit is checked below; Pillow's warning would only add noise.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(fp, formats=_allowed_registered())
-        _check_pixels(image, name, max_pixels)
-    except ImageError:
-        raise
     except Exception as exc:  # Pillow raises many types on damaged input (OSError, SyntaxError, ...)
-        kind, reason = _classify(exc)
-        raise ImageError(name, kind, reason) from None
+        failure = _classify(exc)
+    if failure is not None:  # raised outside the handler: no chained traceback keeps buffers alive
+        raise ImageError(name, *failure)
+    _check_pixels(image, name, max_pixels)
     return image
 
 
 def _decode(fp: BinaryIO, name: str, max_pixels: int, before_load: BeforeLoad) -> Image.Image:
     image = _open(fp, name, max_pixels)
+    failure: tuple[str, str] | None = None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -232,6 +233,11 @@ def _decode(fp: BinaryIO, name: str, max_pixels: int, before_load: BeforeLoad) -
                 before_load(image)
             image.load()
     except Exception as exc:  # Pillow raises many types on damaged input (OSError, SyntaxError, ...)
-        kind, reason = _classify(exc)
-        raise ImageError(name, kind, reason) from None
+        failure = _classify(exc)
+    if failure is not None:
+        # A failed decode can hold hundreds of MB (a partly filled image, a decoder's buffers):
+        # close it, and raise outside the handler so no traceback chain keeps them alive.
+        image.close()
+        del image
+        raise ImageError(name, *failure)
     return image
