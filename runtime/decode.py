@@ -220,7 +220,27 @@ def _open(fp: BinaryIO, name: str, max_pixels: int) -> Image.Image:
     if failure is not None:  # raised outside the handler: no chained traceback keeps buffers alive
         raise ImageError(name, *failure)
     _check_pixels(image, name, max_pixels)
+    _check_raw_length(image, fp, name)
     return image
+
+
+def _check_raw_length(image: Image.Image, fp: BinaryIO, name: str) -> None:
+    """Refuse a raw-pixel BLP shorter than its declared pixels need, before decoding it.
+
+    Pillow's BLP decoder is Python code that allocates the whole declared image and more
+    (measured: 640 MB for a 1 x 83,886,338 file of a few KB) before it finds the data missing.
+    Every non-JPEG BLP encoding takes at least half a byte per pixel (DXT1).
+    """
+    tile = getattr(image, "tile", None)  # an ImageFile's decoder list
+    if image.format != "BLP" or not tile or not tile[0].args or tile[0].args[0] == 0:  # 0: JPEG inside
+        return
+    position = fp.tell()
+    length = fp.seek(0, os.SEEK_END)
+    fp.seek(position)
+    least = image.size[0] * image.size[1] // 2
+    if length < least:
+        raise ImageError(name, "truncated", f"truncated or damaged image data (declares {image.size[0]}x"
+                         f"{image.size[1]} pixels, which need at least {least:,} bytes; the file has {length:,})")
 
 
 def _decode(fp: BinaryIO, name: str, max_pixels: int, before_load: BeforeLoad) -> Image.Image:
