@@ -215,22 +215,43 @@ def _open(fp: BinaryIO, name: str, max_pixels: int) -> Image.Image:
         raise ImageError(
             name, "format_refused", f"{refused} files are refused (they need Ghostscript to decode)"
         )
+    failure: tuple[str, str] | None = None
     try:
         with warnings.catch_warnings():
             # Our own pixel limit is checked below; Pillow's warning would only add noise.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(fp, formats=_allowed_registered())
-        _check_pixels(image, name, max_pixels)
-    except ImageError:
-        raise
     except Exception as exc:  # Pillow raises many types on damaged input (OSError, SyntaxError, ...)
-        kind, reason = _classify(exc)
-        raise ImageError(name, kind, reason) from None
+        failure = _classify(exc)
+    if failure is not None:  # raised outside the handler: no chained traceback keeps buffers alive
+        raise ImageError(name, *failure)
+    _check_pixels(image, name, max_pixels)
+    _check_raw_length(image, fp, name)
     return image
+
+
+def _check_raw_length(image: Image.Image, fp: BinaryIO, name: str) -> None:
+    """Refuse a raw-pixel BLP shorter than its declared pixels need, before decoding it.
+
+    Pillow's BLP decoder is Python code that allocates the whole declared image and more
+    (measured: 640 MB for a 1 x 83,886,338 file of a few KB) before it finds the data missing.
+    Every non-JPEG BLP encoding takes at least half a byte per pixel (DXT1).
+    """
+    tile = getattr(image, "tile", None)  # an ImageFile's decoder list
+    if image.format != "BLP" or not tile or not tile[0].args or tile[0].args[0] == 0:  # 0: JPEG inside
+        return
+    position = fp.tell()
+    length = fp.seek(0, os.SEEK_END)
+    fp.seek(position)
+    least = image.size[0] * image.size[1] // 2
+    if length < least:
+        raise ImageError(name, "truncated", f"truncated or damaged image data (declares {image.size[0]}x"
+                         f"{image.size[1]} pixels, which need at least {least:,} bytes; the file has {length:,})")
 
 
 def _decode(fp: BinaryIO, name: str, max_pixels: int, before_load: BeforeLoad) -> Image.Image:
     image = _open(fp, name, max_pixels)
+    failure: tuple[str, str] | None = None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -238,6 +259,11 @@ def _decode(fp: BinaryIO, name: str, max_pixels: int, before_load: BeforeLoad) -
                 before_load(image)
             image.load()
     except Exception as exc:  # Pillow raises many types on damaged input (OSError, SyntaxError, ...)
-        kind, reason = _classify(exc)
-        raise ImageError(name, kind, reason) from None
+        failure = _classify(exc)
+    if failure is not None:
+        # A failed decode can hold hundreds of MB (a partly filled image, a decoder's buffers):
+        # close it, and raise outside the handler so no traceback chain keeps them alive.
+        image.close()
+        del image
+        raise ImageError(name, *failure)
     return image

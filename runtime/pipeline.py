@@ -114,8 +114,8 @@ class _Worker(threading.Thread):
             try:
                 array, info = read_file(task, self.embedder, self.max_bytes, self._admit(task))
                 outcome = (str(task), array, info)
-            except ImageError as exc:
-                outcome = EmbedResult(str(task), error=exc, info=getattr(exc, "info", None))
+            except ImageError as exc:  # kept without its traceback, whose frames hold big buffers
+                outcome = EmbedResult(str(task), error=exc.with_traceback(None), info=getattr(exc, "info", None))
             except Exception as exc:  # a bug or an exotic failure must not lose the path
                 outcome = EmbedResult(str(task), error=ImageError(
                     str(task), "internal", f"unexpected {type(exc).__name__}: {exc}"))

@@ -122,7 +122,8 @@ def prepare(image: Image.Image, spec: PreprocessSpec = DEFAULT_SPEC, name: str =
     except ImageError:
         raise
     except Exception as exc:  # Pillow raises many types on odd modes and damaged data
-        raise ImageError(name, "decode_error", f"cannot convert the image to RGB ({exc})") from None
+        reason = f"cannot convert the image to RGB ({exc})"
+    raise ImageError(name, "decode_error", reason)  # outside the handler: no chained traceback
 
 
 def load_image(

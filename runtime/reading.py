@@ -102,8 +102,10 @@ def read_file(path: Path, embedder: Embedder, max_bytes: int = DEFAULT_MAX_BYTES
             array, (width, height) = decode_and_prepare(data, embedder.spec, embedder.max_pixels, name)
             del data
     except ImageError as exc:
-        error = exc if exc.kind == "changed" or not _changed_since(path, before) else _changed(name)
-        raise FileError(error, known) from None
-    return array, FileInfo(before.st_size, before.st_mtime_ns, digest, width, height)
+        failure = exc.with_traceback(None)  # its frames hold the file's bytes and pixels
+    else:
+        return array, FileInfo(before.st_size, before.st_mtime_ns, digest, width, height)
+    error = failure if failure.kind == "changed" or not _changed_since(path, before) else _changed(name)
+    raise FileError(error, known)
 
 
