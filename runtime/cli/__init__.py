@@ -16,11 +16,11 @@ from typing import Any
 from .. import __version__
 from ..collection.validate import ArgumentError
 from ..errors import MissingExtraError, VggsimError
-from . import bench, compare, dedup, doctor, embed, export, search, store
+from . import bench, compare, dedup, doctor, embed, export, index, search, store
 from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, HelpFormatter, UsageError, env_flag
 
 Handler = Callable[[argparse.Namespace], int]
-COMMANDS = (export, compare, doctor, bench, embed, search, dedup, store)
+COMMANDS = (export, compare, doctor, bench, embed, search, index, dedup, store)
 
 
 def build_parser() -> argparse.ArgumentParser:
