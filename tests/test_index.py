@@ -55,7 +55,7 @@ def full_probe(n: int) -> IndexParams:
 
 def test_parameters_follow_the_stated_rule() -> None:
     big = choose(1_000_000, 512)
-    assert (big.factory, big.nprobe, big.sample) == ("IVF1024,PQ64", 64, 65_536)
+    assert (big.factory, big.nprobe, big.sample) == ("IVF1024,PQ64", 16, 65_536)
     assert choose(10_000_000, 512).factory == "IVF4096,PQ64"
     assert choose(3000, 512).factory == "IVF64,SQ8"       # too few vectors to train PQ's 256 centroids
     assert choose(20, 512).nlist == 1
@@ -69,7 +69,8 @@ def test_build_writes_the_index_into_the_store_with_what_it_covers(store: Store)
     info = json.loads((summary.folder / "index.json").read_text())
     assert info["generation"] == store.generation and info["identity"] == store.identity.to_dict()
     assert info["vectors"] == 3000 and info["params"]["factory"] == summary.params.factory
-    assert sorted(os.listdir(summary.folder)) == ["index.faiss", "index.json", "lists.ivfdata"]
+    assert sorted(os.listdir(summary.folder)) == ["index.faiss", "index.json", "lists.ivfdata", "locations.npy",
+                                                  "paths.arrow"]
     assert os.listdir(store.root / "index") == [summary.folder.name]  # no staging folder or part left over
 
 
@@ -120,6 +121,8 @@ def _scramble(path: Path) -> None:
     pytest.param(lambda f: (f / "index.json").write_text("{garbled"), id="info-garbled"),
     pytest.param(lambda f: (f / "index.json").unlink(), id="info-missing"),
     pytest.param(lambda f: (f / "lists.ivfdata").unlink(), id="lists-missing"),
+    pytest.param(lambda f: _scramble(f / "paths.arrow"), id="paths-zeroed"),
+    pytest.param(lambda f: _scramble(f / "locations.npy"), id="locations-zeroed"),
 ])
 def test_damaged_index_files_are_a_one_line_store_error(store: Store, damage: Any) -> None:
     folder = build_index(store).folder

@@ -19,7 +19,7 @@ def register(sub: Any) -> None:
                        description="Train on a sample, encode the vectors block by block (bounded memory) and put "
                        "the index in STORE/index/, replacing an older one. Unset parameters come from the store's "
                        "size: nlist ~ sqrt(n) as a power of two, PQ with dim/8 bytes per vector from 20,000 "
-                       "vectors (SQ8 below), nprobe nlist/16 (at least 8).")
+                       "vectors (SQ8 below), nprobe nlist/64 (at least 8); k*100 candidates are re-ranked exactly.")
     build.add_argument("--store", required=True, metavar="STORE", help="store folder made by `vggsim embed`")
     build.add_argument("--nlist", type=int_range(1, 1 << 20), default=None,
                        help="inverted lists (default: from the store's size)")
@@ -31,7 +31,7 @@ def register(sub: Any) -> None:
     build.add_argument("--sample", type=int_range(1, 10_000_000), default=None,
                        help="training vectors (default: 64 per list, 20,000 to 100,000)")
     build.add_argument("--nprobe", type=int_range(1, 1 << 20), default=None,
-                       help="lists scanned per query, saved with the index (default: nlist/16, at least 8)")
+                       help="lists scanned per query, saved with the index (default: nlist/64, at least 8)")
     build.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     build.set_defaults(handler=run_build)
     info = add_parser(actions, "info", help="say whether the store's index is current, and its shape")

@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
 
     reader = StoreReader(args.store)
     snapshot = reader.snapshot()  # a damaged or missing store fails before the model loads
-    if args.index and snapshot.count_ok():
+    if args.index and any(shard.rows for shard in snapshot.commit_record.shards):
         _check_index(snapshot, args.rebuild)  # a missing or stale index too
     embedder = build_embedder(args)
     random_weights = embedder.manifest.random_weights

@@ -23,7 +23,7 @@ import numpy as np
 from ..errors import StoreError, require
 from ..similarity import l2_normalize
 from ..store import Store
-from .files import CODES, INDEX_DIR, INDEX_FORMAT, LISTS, coverage, index_key, quiet_stdout, write_info
+from .files import CODES, INDEX_DIR, INDEX_FORMAT, LISTS, LOCATIONS, PATHS, coverage, index_key, quiet_stdout, write_info
 from .params import IndexParams, choose
 
 PART_BYTES = 256 << 20  # encoded bytes per part: a part is built in memory, then written out
@@ -83,12 +83,14 @@ def build_index(store: Store, params: IndexParams | None = None, *, part_rows: i
         parts = _add_parts(store, faiss, template, staging, part_rows, say)
         say(f"merging {len(parts)} part(s) into {LISTS}")
         added = _merge(faiss, template, parts, staging)
-        size = sum((staging / name).stat().st_size for name in (CODES, LISTS))
+        _write_mapping(store, staging)
+        files = (CODES, LISTS, LOCATIONS, PATHS)
+        size = sum((staging / name).stat().st_size for name in files)
         write_info(staging, {
             "format": INDEX_FORMAT, "generation": store.generation, "coverage": coverage(store),
             "identity": store.identity.to_dict(), "vectors": added, "params": params.to_dict(),
             "metric": "inner product on unit vectors", "ids": "Store.records() positions at this generation",
-            "files": {name: (staging / name).stat().st_size for name in (CODES, LISTS)},
+            "files": {name: (staging / name).stat().st_size for name in files},
             "built_seconds": round(time.perf_counter() - started, 2)})
         folder = _publish(staging, parent, index_key(store))
     except OSError as exc:
@@ -143,6 +145,19 @@ def _merge(faiss: Any, template: Any, parts: list[Path], staging: Path) -> int:
     for part_path in parts:
         part_path.unlink()
     return added
+
+
+def _write_mapping(store: Store, staging: Path) -> None:
+    """The ids mapping searches use instead of the store's tables (see files.py)."""
+    from ..store_format import pyarrow
+
+    pa = pyarrow()
+    ok, shards, rows = store._layout()  # noqa: SLF001 - the current view's vector locations
+    locations = np.where(ok, (shards.astype(np.int64) << 32) | rows.astype(np.int64), -1)
+    np.save(staging / LOCATIONS, locations, allow_pickle=False)
+    names = store.table().select(["path_bytes"])
+    with pa.OSFile(str(staging / PATHS), "wb") as sink, pa.ipc.new_file(sink, names.schema) as writer:
+        writer.write_table(names, max_chunksize=65536)
 
 
 def _publish(staging: Path, parent: Path, key: str) -> Path:

@@ -10,8 +10,8 @@ The rule (any value can be given instead):
   quantisation (``dim`` bytes per vector), which needs almost no training.
 * training sample: 64 points per list, at least 20,000 for PQ, at most 100,000 and n
   (100,000 x 512 float32 is 200 MB: the build's largest allocation).
-* ``nprobe`` (lists scanned per query): nlist / 16, at least 8 (or all lists if fewer).
-  The candidates (``k * rerank`` of them, rerank 10 by default) are re-scored exactly
+* ``nprobe`` (lists scanned per query): nlist / 64, at least 8 (or all lists if fewer).
+  The candidates (``k * rerank`` of them, rerank 100 by default) are re-scored exactly
   from the store's float32 vectors, so the codes only have to get the true neighbours
   into the candidate list, not order them.
 """
@@ -77,5 +77,5 @@ def choose(n: int, dim: int, *, nlist: int | None = None, pq: int | None = None,
                             f"{' and PQ (256 centroids per sub-space)' if codes == 'pq' else ''}: "
                             f"it needs >= {floor} vectors")
     if nprobe is None:
-        nprobe = min(nlist, max(8, nlist // 16))
+        nprobe = min(nlist, max(8, nlist // 64))
     return IndexParams(nlist, codes, pq_m, sample, max(1, min(nprobe, nlist)))
