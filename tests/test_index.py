@@ -197,3 +197,11 @@ def test_without_faiss_the_pip_hint_and_exit_2(command: list[str], no_faiss: dic
 def test_import_vggsim_does_not_import_faiss() -> None:
     code = "import sys, vggsim, vggsim.index, vggsim.cli; assert 'faiss' not in sys.modules, 'faiss imported'"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_search_through_the_index_never_builds_the_store_tables(store: Store, vectors: np.ndarray) -> None:
+    build_index(store)
+    fresh = Store.open(store.root)  # a searcher's snapshot: no table read yet
+    found = search_store(fresh, vectors[:2], 3, index=True)
+    assert found[0][0].path == "/synthetic/00000.jpg" and found[0][0].id == 0
+    assert fresh._history is None and fresh._current is None  # ~0.5 GB at 1M files: the index replaces them
