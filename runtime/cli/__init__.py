@@ -16,11 +16,11 @@ from typing import Any
 from .. import __version__
 from ..collection.validate import ArgumentError
 from ..errors import MissingExtraError, VggsimError
-from . import bench, compare, dedup, doctor, embed, export, search, serve, store
+from . import bench, compare, dedup, doctor, embed, export, index, search, serve, store
 from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, HelpFormatter, UsageError, env_flag
 
 Handler = Callable[[argparse.Namespace], int]
-COMMANDS = (export, compare, doctor, bench, embed, search, dedup, store, serve)
+COMMANDS = (export, compare, doctor, bench, embed, search, index, dedup, store, serve)
 
 
 def build_parser() -> argparse.ArgumentParser:

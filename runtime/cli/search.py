@@ -12,9 +12,11 @@ from .common import (
     add_model_args,
     add_parser,
     build_embedder,
+    UsageError,
     caveat,
     display_path,
     int_range,
+    log,
     output_path,
     plot_title,
     print_json,
@@ -32,6 +34,9 @@ def register(sub: Any) -> None:
                    "(fewer when the store holds fewer images)")
     p.add_argument("--ann", action="store_true", help="approximate search with a faiss HNSW index, built once "
                    "and cached in the store (needs vggsim[ann])")
+    p.add_argument("--index", action="store_true", help="search the store's on-disk IVF index (`vggsim index "
+                   "build`), memory-mapped, candidates re-ranked exactly; refused when the store changed since")
+    p.add_argument("--rebuild", action="store_true", help="with --index: rebuild a missing or stale index first")
     p.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
     p.add_argument("--plot", metavar="OUT.png", help="each query beside its matches with scores "
                    "(folders are created; default: no plot)")
@@ -41,16 +46,22 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     require("pyarrow", "store", "vggsim search")  # before the model loads: say so at once
-    if args.ann:
-        require("faiss", "ann", "vggsim search --ann")
+    if args.ann and args.index:
+        raise UsageError("--ann and --index exclude each other: pick one index")
+    if args.rebuild and not args.index:
+        raise UsageError("--rebuild goes with --index")
+    if args.ann or args.index:
+        require("faiss", "ann", f"vggsim search {'--index' if args.index else '--ann'}")
     plot = output_path(args.plot, "--plot")
     from ..collection import StoreReader, search_images
 
     reader = StoreReader(args.store)
     snapshot = reader.snapshot()  # a damaged or missing store fails before the model loads
+    if args.index and any(shard.rows for shard in snapshot.commit_record.shards):
+        _check_index(snapshot, args.rebuild)  # a missing or stale index too
     embedder = build_embedder(args)
     random_weights = embedder.manifest.random_weights
-    found = search_images(embedder, snapshot, args.queries, k=args.k, ann=args.ann)
+    found = search_images(embedder, snapshot, args.queries, k=args.k, ann=args.ann, index=args.index)
     rows = [{"query": query, "matches": [{"path": m.path, "score": float(m.score)} for m in matches]}
             for query, matches in zip(args.queries, found)]
     if plot is not None:
@@ -61,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         title = plot_title(f"top {args.k} by cosine similarity", random_weights)
         write_output(plot, lambda out: contact_sheet(sheet, out, title=title), "--plot")
     if args.json:
-        print_json({"store": args.store, "k": args.k, "ann": args.ann, "generation": snapshot.generation,
+        print_json({"store": args.store, "k": args.k, "ann": args.ann, "index": args.index, "generation": snapshot.generation,
                     "provider": embedder.provider, "model_sha256": embedder.model_sha256, **caveat(random_weights),
                     "results": rows})
     else:
@@ -70,3 +81,16 @@ def run(args: argparse.Namespace) -> int:
             for m in r["matches"]:
                 print(f"  {m['score']:.6f}  {display_path(m['path'])}")
     return 0
+
+
+def _check_index(snapshot: Any, rebuild: bool) -> None:
+    from ..errors import StoreError
+    from ..index import OnDiskIndex, build_index
+
+    try:
+        OnDiskIndex.open(snapshot)
+    except StoreError as exc:
+        if not rebuild:
+            raise
+        log(f"rebuilding the index: {exc}")
+        build_index(snapshot, progress=log)

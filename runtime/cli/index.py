@@ -1,0 +1,72 @@
+"""``vggsim index``: build (or inspect) a store's on-disk IVF index for ``vggsim search --index``."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..errors import require
+from .common import add_parser, int_range, log, print_json
+
+
+def register(sub: Any) -> None:
+    p = add_parser(sub, "index", help="build or inspect a store's on-disk IVF index",
+                   description="An approximate index for large stores (faiss IVF-PQ or IVF-SQ8, needs vggsim[ann]), "
+                   "written into the store and searched memory-mapped by `vggsim search --index`, with the "
+                   "candidates re-ranked exactly from the stored vectors.")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    build = add_parser(actions, "build", help="build the index of the store's current vectors",
+                       description="Train on a sample, encode the vectors block by block (bounded memory) and put "
+                       "the index in STORE/index/, replacing an older one. Unset parameters come from the store's "
+                       "size: nlist ~ sqrt(n) as a power of two, PQ with dim/8 bytes per vector from 20,000 "
+                       "vectors (SQ8 below), nprobe nlist/64 (at least 8); k*100 candidates are re-ranked exactly.")
+    build.add_argument("--store", required=True, metavar="STORE", help="store folder made by `vggsim embed`")
+    build.add_argument("--nlist", type=int_range(1, 1 << 20), default=None,
+                       help="inverted lists (default: from the store's size)")
+    codes = build.add_mutually_exclusive_group()
+    codes.add_argument("--pq", type=int_range(1, 4096), default=None, metavar="M",
+                       help="product quantisation with M bytes per vector; M must divide the dim "
+                       "(default: dim/8 from 20,000 vectors)")
+    codes.add_argument("--sq8", action="store_true", help="8-bit scalar quantisation, dim bytes per vector")
+    build.add_argument("--sample", type=int_range(1, 10_000_000), default=None,
+                       help="training vectors (default: 64 per list, 20,000 to 100,000)")
+    build.add_argument("--nprobe", type=int_range(1, 1 << 20), default=None,
+                       help="lists scanned per query, saved with the index (default: nlist/64, at least 8)")
+    build.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+    build.set_defaults(handler=run_build)
+    info = add_parser(actions, "info", help="say whether the store's index is current, and its shape")
+    info.add_argument("--store", required=True, metavar="STORE", help="store folder made by `vggsim embed`")
+    info.set_defaults(handler=run_info)
+
+
+def run_build(args: argparse.Namespace) -> int:
+    require("pyarrow", "store", "vggsim index")
+    require("faiss", "ann", "vggsim index")
+    from ..index import build_index, choose
+    from ..store import Store
+
+    store = Store.open(args.store)
+    params = choose(store.count_ok(), store.identity.dim, nlist=args.nlist, pq=args.pq, sq8=args.sq8,
+                    sample=args.sample, nprobe=args.nprobe)
+    summary = build_index(store, params, progress=None if args.json else log)
+    out = {"store": args.store, "generation": store.generation, "folder": str(summary.folder),
+           "vectors": summary.vectors, "bytes": summary.bytes, "seconds": round(summary.seconds, 2),
+           **params.to_dict()}
+    if args.json:
+        print_json(out)
+    else:
+        print(f"{summary.folder}: {params.factory}, {summary.vectors:,} vectors, {summary.bytes / 1e6:.1f} MB, "
+              f"nprobe {params.nprobe}, built in {summary.seconds:.1f} s (generation {store.generation})")
+    return 0
+
+
+def run_info(args: argparse.Namespace) -> int:
+    require("pyarrow", "store", "vggsim index")
+    from ..index.files import current_folder, read_info
+    from ..store import Store
+
+    store = Store.open(args.store)
+    folder = current_folder(store)  # StoreError (exit 1) when missing or stale, naming the rebuild command
+    info = read_info(folder, store.root)
+    print_json({"store": args.store, "folder": str(folder), "current": True, **info})
+    return 0
