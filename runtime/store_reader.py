@@ -13,6 +13,7 @@ import numpy as np
 from .errors import StoreError
 from .store_format import (COMMIT, IDENTITY, STORE_FORMAT, Block, CommitRecord, Record, Shard, StoreIdentity,
                            check_shard_cheaply, parse_commit, pyarrow, read_json, remedy, shard_name)
+from .store_checksum import require_intact
 from .store_journal import meta_schema
 
 if TYPE_CHECKING:
@@ -74,6 +75,7 @@ def read_meta(root: Path, shard: Shard) -> Any:
     """A committed shard's meta table with a ``shard`` column; StoreError if it does not check out."""
     pa = pyarrow()
     path = root / shard_name(shard.id, "meta")
+    require_intact(path, shard.files[shard_name(shard.id, "meta")], root)  # same size is not same bytes
     try:
         table = pa.parquet.read_table(path).select(meta_schema().names).cast(meta_schema())
     except Exception as exc:  # noqa: BLE001 - a damaged file can fail in the parser in any way
@@ -100,6 +102,8 @@ class Store:
         self._records: list[Record] | None = None
         self._paths: list[str] | None = None
         self._arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._shards = {s.id: s for s in commit.shards}
+        self._intact: set[int] = set()  # shards whose vectors this snapshot has checked
 
     @classmethod
     def open(cls, root: str | os.PathLike[str]) -> Store:
@@ -182,8 +186,17 @@ class Store:
         return int(self._layout()[0].sum())
 
     def _mapped(self, shard: int) -> Any:
-        """The shard's vectors memory-mapped; any .npy layout (order, byte order, width, version)."""
+        """The shard's vectors memory-mapped; any .npy layout (order, byte order, width, version).
+
+        The first map of a shard checks its sha256 against the commit record (once per file
+        per process, see :mod:`vggsim.store_checksum`): a file damaged in place keeps its
+        size and header, and would otherwise give confident, wrong scores.
+        """
         path = self.root / shard_name(shard, "vectors")
+        if shard not in self._intact:
+            require_intact(path, self._shards[shard].files[shard_name(shard, "vectors")], self.root)
+            with self._lock:
+                self._intact.add(shard)
         try:
             return np.load(path, mmap_mode="r", allow_pickle=False)
         except Exception as exc:  # noqa: BLE001 - a damaged file can fail in the parser in any way
