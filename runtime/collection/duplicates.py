@@ -12,7 +12,7 @@ from ..similarity import l2_normalize
 from . import validate
 from ..store import Store, StoreIdentity
 from .results import DuplicateGroup, DuplicateMember, Match
-from .search import query_matrix
+from .search import as_store, query_matrix
 
 if TYPE_CHECKING:
     from .reader import StoreReader
@@ -40,7 +40,7 @@ def dedup_threshold(manifest: Any) -> float:
                           f"{value!r}: pass --threshold T, e.g. 0.95.") from None
 
 
-def find_duplicates(store: Store | StoreReader, threshold: float, *, embedder: Any = None) -> list[DuplicateGroup]:
+def find_duplicates(store: Store | StoreReader | str, threshold: float, *, embedder: Any = None) -> list[DuplicateGroup]:
     """Groups of stored files whose vectors are connected by pairs with cosine >= ``threshold``.
 
     ``threshold`` must be finite and in (0, 1]. Memory stays at two blocks of
@@ -50,6 +50,7 @@ def find_duplicates(store: Store | StoreReader, threshold: float, *, embedder: A
     is its cosine to the group's first member.
     """
     threshold = validate.threshold(threshold)
+    store = as_store(store)
     if not isinstance(store, Store):
         store = store.snapshot()  # a StoreReader: its current snapshot, used throughout
     if embedder is not None:
