@@ -32,8 +32,12 @@ def has_data(root: Path) -> bool:
 def read_identity(root: Path) -> StoreIdentity:
     """The identity in ``store.json``; StoreError saying what to do if it is missing or bad."""
     path = root / IDENTITY
+    # `store repair` cannot rebuild store.json (nothing else records which model and
+    # preprocessing made the vectors), so it must not be the advice here: it would refuse too.
+    advice = (f"`vggsim store repair` cannot rebuild it: restore {path} from a backup, or re-create the store "
+              f"(`vggsim embed SAME INPUTS --store NEW`, then delete {root})")
     try:
-        data = read_json(path, "store identity")
+        data = read_json(path, "store identity", advice)
     except FileNotFoundError:
         if has_data(root):
             raise StoreError(f"{path} is missing, but {root} holds embeddings: nothing can tell which model made "
@@ -46,8 +50,11 @@ def read_identity(root: Path) -> StoreIdentity:
                          "(then delete the old folder).")
     if not isinstance(data, dict) or data.get("format") != STORE_FORMAT:
         raise StoreError(f"{path}: unknown store format {data.get('format') if isinstance(data, dict) else '?'!r}; "
-                         "a newer vggsim made it, or the file is garbled")
-    return StoreIdentity.from_dict(data, str(path))
+                         f"a newer vggsim made it (use that version), or the file is garbled: {advice}")
+    try:
+        return StoreIdentity.from_dict(data, str(path))
+    except StoreError as exc:
+        raise StoreError(f"{exc}; {advice}") from None
 
 
 def commit_stamp(root: Path) -> Stamp:

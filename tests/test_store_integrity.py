@@ -122,3 +122,24 @@ def test_shard_checksum_is_computed_once_per_file_per_process(store_copy: Path,
     _swap_first_rows(shard)  # a new mtime (and file): checked again, and refused
     with pytest.raises(StoreError, match="sha256 differs"):
         list(Store.open(store_copy).blocks())
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garble", "no_model"])
+def test_garbled_store_json_advice_does_not_loop_through_repair(store_copy: Path, template: Path,
+                                                                model_dir: Path, damage: str) -> None:
+    identity = store_copy / "store.json"
+    if damage == "truncate":
+        identity.write_bytes(identity.read_bytes()[:20])
+    elif damage == "garble":
+        identity.write_bytes(b"\x00" * len(identity.read_bytes()))
+    else:
+        data = json.loads(identity.read_text())
+        del data["model_sha256"]
+        identity.write_text(json.dumps(data))
+    photo = str(sorted((template / "photos").iterdir())[0])
+    search = run_cli("search", photo, "--store", str(store_copy), "--model", str(model_dir))
+    assert search.returncode == 1 and "Traceback" not in search.stderr
+    assert "restore" in search.stderr and "re-create the store" in search.stderr, search.stderr
+    assert "then `vggsim store repair" not in search.stderr  # repair refuses such a store: no loop
+    repair = run_cli("store", "repair", str(store_copy))
+    assert repair.returncode == 1 and "restore" in repair.stderr and "re-create the store" in repair.stderr
