@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 
 from .errors import StoreError
-from .store_format import (COMMIT, CommitRecord, Shard, check_shard_cheaply, fsync_dir, npy_layout, pyarrow,
+from .store_format import (COMMIT, IDENTITY, CommitRecord, Shard, check_shard_cheaply, fsync_dir, npy_layout, pyarrow,
                            sha256_file, shard_name, write_commit, writing)
 from .store_journal import journal_ids
-from .store_reader import read_commit, read_identity, read_meta
+from .store_reader import has_data, read_commit, read_identity, read_meta
 from .store_writer import SHARD_FILE, lock_store
 
 
@@ -73,8 +73,16 @@ def verify_shards(root: Path, dim: int, commit: CommitRecord) -> VerifyReport:
 
 
 def verify_store(root: str | os.PathLike[str]) -> VerifyReport:
-    """Like :meth:`Store.verify`, but also for a store too damaged to open."""
+    """Like :meth:`Store.verify`, but also for a store too damaged to open.
+
+    A folder that is missing, or holds nothing a writer made, is no store at all (nothing to
+    repair): StoreError "no store at PATH", not a report of damage.
+    """
     path = Path(root)
+    if not path.is_dir():
+        raise StoreError(f"no store at {path} (no such folder)")
+    if not (path / IDENTITY).exists() and not has_data(path):
+        raise StoreError(f"no store at {path} (no store.json, no embeddings): not a vggsim store")
     try:
         identity = read_identity(path)
         commit, _ = read_commit(path)

@@ -43,3 +43,14 @@ def test_store_option_on_a_non_store_folder_is_one_line_in_the_cli(tmp_path: Pat
     result = run_cli("embed", str(folder / "one.jpg"), "--store", str(folder), "--model", str(model_dir), "--quiet")
     assert result.returncode == 1 and "not a vggsim store" in result.stderr and "Traceback" not in result.stderr
     assert [p.name for p in folder.iterdir()] == ["one.jpg"]
+
+
+def test_verify_of_a_missing_folder_says_no_store_not_damaged(tmp_path: Path) -> None:
+    for name in ("nope.vgg", "empty.vgg"):
+        if name == "empty.vgg":
+            (tmp_path / name).mkdir()
+        result = run_cli("store", "verify", str(tmp_path / name))
+        assert result.returncode == 1, result.stderr
+        assert f"no store at {tmp_path / name}" in result.stderr
+        assert "DAMAGED" not in result.stderr and "repair" not in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
