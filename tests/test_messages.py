@@ -34,3 +34,36 @@ def test_direct_url_is_read_from_the_installed_distribution() -> None:
     assert data is None or isinstance(data, dict)
     if data is not None:
         json.dumps(data)
+
+
+def _cli(*args: str) -> "subprocess.CompletedProcess[str]":
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "vggsim", *args], capture_output=True, text=True, timeout=600)
+
+
+def test_search_on_a_store_with_no_embeddings_says_so(tmp_path: Path, model_dir: Path, photos: list[Path]) -> None:
+    pytest.importorskip("pyarrow")
+    store = str(tmp_path / "empty.vgg")
+    made = _cli("embed", str(tmp_path / "nope.jpg"), "--store", store, "--model", str(model_dir), "--quiet")
+    assert made.returncode == 1, made.stderr  # one failed record, no embeddings
+    text = _cli("search", str(photos[0]), "--store", store, "--model", str(model_dir))
+    assert text.returncode == 0, text.stderr
+    assert f"{store} holds no embeddings yet" in text.stderr
+    as_json = _cli("search", str(photos[0]), "--store", store, "--model", str(model_dir), "--json")
+    data = json.loads(as_json.stdout)
+    assert data["embeddings"] == 0 and data["warnings"] == [f"{store} holds no embeddings yet"]
+
+
+def test_float16_on_an_existing_float32_store_is_not_silently_ignored(tmp_path: Path, model_dir: Path,
+                                                                       photos: list[Path]) -> None:
+    pytest.importorskip("pyarrow")
+    store = str(tmp_path / "s.vgg")
+    assert _cli("embed", str(photos[0]), "--store", store, "--model", str(model_dir), "--quiet").returncode == 0
+    result = _cli("embed", str(photos[1]), "--store", store, "--model", str(model_dir), "--float16", "--json")
+    assert result.returncode == 0, result.stderr
+    notes = json.loads(result.stdout)["notes"]
+    assert any("float16 applies to new stores only" in n and "float32" in n for n in notes), notes
+    text = _cli("embed", str(photos[2]), "--store", store, "--model", str(model_dir), "--float16")
+    assert "float16 applies to new stores only" in text.stderr

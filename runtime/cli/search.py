@@ -15,6 +15,7 @@ from .common import (
     caveat,
     display_path,
     int_range,
+    log,
     output_path,
     plot_title,
     print_json,
@@ -49,6 +50,10 @@ def run(args: argparse.Namespace) -> int:
     reader = StoreReader(args.store)
     snapshot = reader.snapshot()  # a damaged or missing store fails before the model loads
     embedder = build_embedder(args)
+    stored = snapshot.count_ok()
+    warnings = [] if stored else [f"{args.store} holds no embeddings yet"]  # exit 0: an empty answer is an answer
+    for warning in warnings:
+        log(warning)
     random_weights = embedder.manifest.random_weights
     found = search_images(embedder, snapshot, args.queries, k=args.k, ann=args.ann)
     rows = [{"query": query, "matches": [{"path": m.path, "score": float(m.score)} for m in matches]}
@@ -63,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"store": args.store, "k": args.k, "ann": args.ann, "generation": snapshot.generation,
                     "provider": embedder.provider, "model_sha256": embedder.model_sha256, **caveat(random_weights),
+                    "embeddings": stored, "warnings": warnings,
                     "results": rows})
     else:
         for r in rows:
