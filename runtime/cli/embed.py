@@ -27,7 +27,9 @@ def register(sub: Any) -> None:
                    "files whose last failure was passing: a timeout, a file being written). Exit 0 when every "
                    "listed file is embedded, 1 when some failed in this run or still fail from an earlier one "
                    "(each is recorded in the store and counted in the summary).")
-    p.add_argument("inputs", nargs="*", help="files, folders (recursive) and globs")
+    p.add_argument("inputs", nargs="*", help="files, folders (recursive) and globs; walks and globs skip "
+                   "hidden entries and vggsim store folders (STORE itself, and any folder holding store.json "
+                   "and commit.json), so a store kept inside the photo folder is never embedded")
     p.add_argument("--store", required=True, metavar="STORE", help="store folder (created if missing)")
     p.add_argument("--from", dest="list_file", metavar="FILE",
                    help="also read paths from FILE, one per line; '-' reads stdin (default: none)")

@@ -118,7 +118,7 @@ def embed_into_store(
     embedded = pruned = 0
     try:
         known = latest_by_path(writer.store.records())
-        listed = plan(iter_inputs([os.fspath(i) for i in inputs], list_file, all_files), known, retry_errors)
+        listed = plan(iter_inputs([os.fspath(i) for i in inputs], list_file, all_files, skip=[store]), known, retry_errors)
         committer = _Committer(writer, batch_size, commit_rows, commit_seconds)
         if prune:
             pruned = _prune(committer, list(known))
