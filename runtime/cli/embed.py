@@ -117,7 +117,7 @@ def summary_lines(data: dict[str, Any]) -> list[str]:
     lines += [f"{data['seen']} files: {data['embedded']} embedded, {data['unchanged']} unchanged, "
              f"{data['failed']} failed, {data['pruned']} pruned in {data['seconds']} s"]
     for failure in data.get("failures") or []:
-        lines.append(f"  failed: {display_path(failure['path'])}: {failure['reason']}")
+        lines.append(f"  failed: {display_path(failure['path'])}: {display_path(failure['reason'])}")
     still = int(data.get("still_failing") or 0)
     if still:
         lines.append(f"{still} unchanged file(s) still fail from earlier runs (not retried: the cause is in the "
