@@ -67,3 +67,42 @@ def test_float16_on_an_existing_float32_store_is_not_silently_ignored(tmp_path: 
     assert any("float16 applies to new stores only" in n and "float32" in n for n in notes), notes
     text = _cli("embed", str(photos[2]), "--store", store, "--model", str(model_dir), "--float16")
     assert "float16 applies to new stores only" in text.stderr
+
+
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "pillow-test-images"
+
+
+def test_decoder_warnings_name_their_file_instead_of_anonymous_stderr(embedder: object, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch,
+                                                                      capfd: pytest.CaptureFixture[str]) -> None:
+    import warnings
+
+    from vggsim import pipeline
+    from vggsim.errors import ImageError
+
+    def warn_then_fail(path: Path, *args: object) -> object:
+        warnings.warn(f"Tag data larger than file. Skipping tag {path.name}", UserWarning)
+        raise ImageError(str(path), "decode_error", "cannot decode the image")
+
+    monkeypatch.setattr(pipeline, "read_file", warn_then_fail)
+    names = [str(tmp_path / f"f{n}.tif") for n in range(4)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        results = list(pipeline.iter_embeddings(embedder, names, workers=2))
+    for result in results:
+        assert result.error is not None
+        assert f"decoder warnings: Tag data larger than file. Skipping tag {Path(result.path).name}" in result.error.reason
+    assert "Tag data" not in capfd.readouterr().err  # nothing anonymous on stderr
+
+
+@pytest.mark.skipif(not CORPUS.is_dir(), reason="needs ../shared/corpus (the Pillow test images)")
+def test_libtiff_messages_do_not_reach_stderr(tmp_path: Path, model_dir: Path) -> None:
+    import subprocess
+    import sys
+
+    files = sorted(str(p) for p in CORPUS.glob("crash-*.tif"))[:20]
+    result = subprocess.run([sys.executable, "-m", "vggsim", "embed", *files, "--store", str(tmp_path / "s.vgg"),
+                             "--json", "--model", str(model_dir)], capture_output=True, text=True, timeout=600)
+    assert result.returncode in (0, 1) and "Traceback" not in result.stderr
+    noise = [line for line in result.stderr.splitlines() if not line.startswith("vggsim:")]
+    assert not [line for line in noise if "TIFF" in line or "_tiffReadProc" in line or "Decode" in line], noise
