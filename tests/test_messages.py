@@ -4,6 +4,8 @@ options that cannot apply said so, decoder noise tied to its file."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -36,10 +38,7 @@ def test_direct_url_is_read_from_the_installed_distribution() -> None:
         json.dumps(data)
 
 
-def _cli(*args: str) -> "subprocess.CompletedProcess[str]":
-    import subprocess
-    import sys
-
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "vggsim", *args], capture_output=True, text=True, timeout=600)
 
 
@@ -81,7 +80,7 @@ def test_decoder_warnings_name_their_file_instead_of_anonymous_stderr(embedder: 
     from vggsim.errors import ImageError
 
     def warn_then_fail(path: Path, *args: object) -> object:
-        warnings.warn(f"Tag data larger than file. Skipping tag {path.name}", UserWarning)
+        warnings.warn(f"Tag data larger than file. Skipping tag {path.name}", UserWarning, stacklevel=2)
         raise ImageError(str(path), "decode_error", "cannot decode the image")
 
     monkeypatch.setattr(pipeline, "read_file", warn_then_fail)
@@ -97,9 +96,6 @@ def test_decoder_warnings_name_their_file_instead_of_anonymous_stderr(embedder: 
 
 @pytest.mark.skipif(not CORPUS.is_dir(), reason="needs ../shared/corpus (the Pillow test images)")
 def test_libtiff_messages_do_not_reach_stderr(tmp_path: Path, model_dir: Path) -> None:
-    import subprocess
-    import sys
-
     files = sorted(str(p) for p in CORPUS.glob("crash-*.tif"))[:20]
     result = subprocess.run([sys.executable, "-m", "vggsim", "embed", *files, "--store", str(tmp_path / "s.vgg"),
                              "--json", "--model", str(model_dir)], capture_output=True, text=True, timeout=600)
