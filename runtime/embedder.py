@@ -16,7 +16,7 @@ from .preprocess import PreprocessSpec, load_image
 from .session import ProviderRequest, Session, create_session
 from .similarity import cosine
 
-ImagesInput = Union[ImageSource, Iterable[ImageSource], np.ndarray]
+ImagesInput = Union[ImageSource, Iterable[Union[ImageSource, np.ndarray]], np.ndarray]
 
 
 class Embedder:
@@ -122,18 +122,27 @@ class Embedder:
     def model_sha256(self) -> str:
         return self.manifest.model_sha256
 
-    def load(self, image: ImageSource) -> np.ndarray:
-        """Decode and preprocess one image exactly as :meth:`embed` does."""
+    def load(self, image: ImageSource | np.ndarray) -> np.ndarray:
+        """Decode and preprocess one image exactly as :meth:`embed` does; a preprocessed
+        (224, 224, 3) array is checked and passed through (finite values checked by :meth:`run`)."""
+        if isinstance(image, np.ndarray):
+            width, height = self.input_size
+            if image.shape != (height, width, 3):
+                raise ImageError("<array>", "bad_array", f"a preprocessed image must have shape "
+                                 f"({height}, {width}, 3), got {tuple(image.shape)}")
+            return np.asarray(image, dtype=np.float32)
         return load_image(image, self.spec, self.max_pixels)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        """Run the model on an (N, H, W, 3) float32 batch of 0-255 RGB arrays."""
+        """Run the model on an (N, H, W, 3) float32 batch of 0-255 RGB arrays (one image too
+        needs the batch axis here: ``image[None]``; :meth:`embed` takes either)."""
         width, height = self.input_size
-        if batch.ndim != 4 or batch.shape[1:] != (height, width, 3):
+        if not isinstance(batch, np.ndarray) or batch.ndim != 4 or batch.shape[1:] != (height, width, 3):
+            shape = tuple(batch.shape) if isinstance(batch, np.ndarray) else type(batch).__name__
+            hint = " (one image: pass image[None], or use embed)" if shape == (height, width, 3) else ""
             raise ImageError(
                 "<array>", "bad_array",
-                f"expected an array of shape (N, {height}, {width}, 3) or ({height}, {width}, 3), "
-                f"got {tuple(batch.shape)}",
+                f"run needs a batch of shape (N, {height}, {width}, 3), got {shape}{hint}",
             )
         feed = np.ascontiguousarray(batch, dtype=np.float32)
         if not np.isfinite(feed).all():  # NaN/inf would come out as an all-NaN embedding
@@ -154,7 +163,8 @@ class Embedder:
         """Embeddings of ``images`` as a float32 (N, 512) array, in input order.
 
         ``images`` is one image or an iterable of them (paths, bytes, file objects, PIL
-        images), or a preprocessed float32 array of shape (N, 224, 224, 3) or (224, 224, 3).
+        images, preprocessed (224, 224, 3) arrays), or a preprocessed float32 array of shape
+        (N, 224, 224, 3) or (224, 224, 3).
         The first input that cannot be read raises :class:`~vggsim.ImageError`; to go on past
         bad files, use :func:`vggsim.iter_embeddings`.
         """
@@ -166,18 +176,19 @@ class Embedder:
                 [self.run(batch[i : i + batch_size]) for i in range(0, len(batch), batch_size)]
                 or [np.zeros((0, self.dim), np.float32)]
             )
-        sources: list[ImageSource] = [images] if _is_single(images) else list(images)  # type: ignore[list-item,arg-type]
+        sources: list[ImageSource | np.ndarray] = [images] if _is_single(images) else list(images)  # type: ignore[list-item,arg-type]
         chunks = [self.run(np.stack([self.load(s) for s in part])) for part in _chunks(sources, batch_size)]
         result: np.ndarray = np.concatenate(chunks) if chunks else np.zeros((0, self.dim), np.float32)
         return result
 
-    def embed_one(self, image: ImageSource) -> np.ndarray:
+    def embed_one(self, image: ImageSource | np.ndarray) -> np.ndarray:
         """The (512,) embedding of a single image."""
         vector: np.ndarray = self.embed([image])[0]
         return vector
 
-    def similarity(self, a: ImageSource, b: ImageSource) -> float:
-        """Cosine similarity of two images' embeddings, as the recipe computes it."""
+    def similarity(self, a: ImageSource | np.ndarray, b: ImageSource | np.ndarray) -> float:
+        """Cosine similarity of two images' embeddings, as the recipe computes it (either may
+        be a preprocessed (224, 224, 3) array)."""
         vectors = self.embed([a, b], batch_size=2)
         return cosine(vectors[0], vectors[1])
 
@@ -188,6 +199,6 @@ def _is_single(images: object) -> bool:
     ) or type(images).__module__.startswith("PIL.")
 
 
-def _chunks(items: Sequence[ImageSource], size: int) -> Iterator[Sequence[ImageSource]]:
+def _chunks(items: Sequence[ImageSource | np.ndarray], size: int) -> Iterator[Sequence[ImageSource | np.ndarray]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]

@@ -2,6 +2,19 @@
 
 from __future__ import annotations
 
+import os
+
+#: Names longer than this are shortened in messages (a 10 MB line of a --from list must not
+#: become a 10 MB error message); results and the store keep the exact name.
+SHORT_NAME_LIMIT = 200
+
+
+def short_name(name: str) -> str:
+    """``name`` for a message: its first 150 and last 50 characters when it is very long."""
+    if len(name) <= SHORT_NAME_LIMIT:
+        return name
+    return f"{name[:150]}\u2026{name[-50:]} ({len(name):,} characters)"
+
 
 class VggsimError(Exception):
     """Base class of every error vggsim raises on purpose."""
@@ -20,7 +33,7 @@ class ImageError(VggsimError, ValueError):
         self.source = source
         self.kind = kind
         self.reason = reason
-        super().__init__(f"{source}: {reason}")
+        super().__init__(f"{short_name(source)}: {reason}")
 
 
 class ModelError(VggsimError, ValueError):
@@ -29,6 +42,21 @@ class ModelError(VggsimError, ValueError):
 
 class ProviderError(VggsimError, RuntimeError):
     """The requested execution provider is unavailable or is not the one running."""
+
+
+class ArgumentError(VggsimError, ValueError):
+    """A library argument is out of range or of the wrong kind; the message names it and
+    what to pass instead. A ValueError for library callers, exit 2 on the command line."""
+
+
+def require_list(name: str, value: object, of: str) -> None:
+    """ArgumentError if ``value`` is one path (str, bytes, os.PathLike) where a list is expected:
+    iterating a string goes character by character, and "/" alone is the root folder."""
+    if isinstance(value, (str, bytes, bytearray, os.PathLike)):
+        raise ArgumentError(f"{name} is a list of {of}; got a {type(value).__name__} ({short_name(repr(value))}): "
+                            "wrap it in a list")
+    if value is None or not hasattr(value, "__iter__"):
+        raise ArgumentError(f"{name} is a list of {of}; got {type(value).__name__}")
 
 
 class StoreError(VggsimError, ValueError):

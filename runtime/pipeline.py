@@ -26,7 +26,7 @@ import numpy as np
 from .budget import DEFAULT_MEMORY_BUDGET, MemoryBudget, Reservation, return_freed_buffers_to_the_os
 from .decode_warnings import decode_warnings, install as install_warning_routing
 from .embedder import Embedder
-from .errors import ImageError
+from .errors import ImageError, require_list
 from .reading import DEFAULT_MAX_BYTES, Admit, FileError, FileInfo, read_file
 from .session import usable_cpus
 
@@ -55,8 +55,9 @@ class EmbedResult:
 
 
 def _as_path(item: object) -> Path | EmbedResult:
-    """A path item as a Path; anything else as a ``bad_input`` error result."""
-    if isinstance(item, (str, os.PathLike)):
+    """A path item as a Path (bytes decoded as the file system does, losslessly); anything
+    else as a ``bad_input`` error result."""
+    if isinstance(item, (str, bytes, os.PathLike)):
         try:
             raw = os.fspath(item)
         except TypeError as exc:
@@ -71,7 +72,7 @@ def _as_path(item: object) -> Path | EmbedResult:
         name = raw if isinstance(raw, str) else f"<{type(item).__name__}>"
     else:
         name = f"<{type(item).__name__} {reprlib.repr(item)}>"
-        reason = f"expected a path (str or os.PathLike), got {type(item).__name__}"
+        reason = f"expected a path (str, bytes or os.PathLike), got {type(item).__name__}"
     return EmbedResult(name, error=ImageError(name, "bad_input", reason))
 
 
@@ -181,7 +182,7 @@ def attach_warnings(error: ImageError, caught: list[str]) -> None:
 
 def iter_embeddings(
     embedder: Embedder,
-    items: Iterable[str | os.PathLike[str]],
+    items: Iterable[str | bytes | os.PathLike[str]],
     batch_size: int = 8,
     workers: int | None = None,
     decode_timeout: float = DEFAULT_DECODE_TIMEOUT,
@@ -194,8 +195,15 @@ def iter_embeddings(
     decodes together hold at most ``memory_budget`` bytes (an image that needs more than the
     whole budget is decoded alone). An item that is not a path gives a ``bad_input`` error
     result; an exception raised by ``items`` itself is re-raised here, after the items before
-    it have come out.
+    it have come out. ``items`` itself must be a list or other iterable of paths: one path
+    (a str, bytes or PathLike) raises :class:`~vggsim.errors.ArgumentError` at once.
     """
+    require_list("items", items, "paths")
+    return _iter_embeddings(embedder, items, batch_size, workers, decode_timeout, max_bytes, memory_budget)
+
+
+def _iter_embeddings(embedder: Embedder, items: Iterable[Any], batch_size: int, workers: int | None,
+                     decode_timeout: float, max_bytes: int, memory_budget: int) -> Iterator[EmbedResult]:
     workers = max(1, workers or min(8, usable_cpus()))
     budget = MemoryBudget(memory_budget)
     return_freed_buffers_to_the_os()

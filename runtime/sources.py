@@ -24,7 +24,7 @@ from typing import BinaryIO
 from PIL import Image
 
 from .decode import ALLOWED_FORMATS
-from .errors import VggsimError
+from .errors import VggsimError, require_list
 
 _MAGIC = re.compile(r"[*?[]")
 
@@ -154,17 +154,22 @@ def iter_inputs(inputs: Iterable[str], list_file: str | None = None,
     walked recursively, skipping hidden entries, for files with an image extension, or
     every file with ``all_files``. A pattern with ``*``, ``?`` or ``[`` is a glob (``**``
     recurses). Neither follows directory symlinks when recursing. A name that does not exist
-    is yielded too, so it is reported as missing. A bad list file raises :class:`InputError`.
+    is yielded too, so it is reported as missing, and so is a name that cannot be stat'ed
+    (too long...): it is reported as unreadable. A bad list file raises :class:`InputError`.
     Walks and globs skip store folders: those holding store.json + commit.json, and ``skip``
     (the store being written, say); a file named explicitly is still yielded.
     """
+    require_list("inputs", inputs, "paths")
     extensions = image_extensions()
     skipped = frozenset(os.path.realpath(folder) for folder in skip)
     seen: set[object] = set()
 
     def expand(item: str) -> Iterator[Path]:
         path = Path(item)
-        if path.is_dir():
+        # os.path.isdir is False for a name that cannot be stat'ed at all (too long, a NUL
+        # byte, a loop): such a name is yielded as a file, and its read reports it as failed,
+        # so one bad line in a list never stops the others.
+        if os.path.isdir(item):
             yield from _walk(path, all_files, extensions, skipped)
         elif _MAGIC.search(item) and not os.path.lexists(item):
             for match in _glob(item, skipped):

@@ -186,15 +186,16 @@ def parse_commit(data: Any, where: Path) -> CommitRecord:
     return record
 
 
-def read_json(path: Path, what: str) -> Any:
-    """A JSON file's content; StoreError naming it if it cannot be read or parsed."""
+def read_json(path: Path, what: str, advice: str | None = None) -> Any:
+    """A JSON file's content; StoreError naming it, and ``advice`` (default: verify and
+    repair), if it cannot be read or parsed."""
     try:
         return json.loads(path.read_bytes())
     except FileNotFoundError:
         raise
     except (OSError, ValueError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else "not valid JSON (truncated or garbled)"
-        raise StoreError(f"{path}: cannot read the {what}: {reason}; {remedy(path.parent)}") from None
+        raise StoreError(f"{path}: cannot read the {what}: {reason}; {advice or remedy(path.parent)}") from None
 
 
 @contextmanager

@@ -13,6 +13,7 @@ import numpy as np
 from .errors import StoreError
 from .store_format import (COMMIT, IDENTITY, STORE_FORMAT, Block, CommitRecord, Record, Shard, StoreIdentity,
                            check_shard_cheaply, parse_commit, pyarrow, read_json, remedy, shard_name)
+from .store_checksum import require_intact
 from .store_journal import meta_schema
 
 if TYPE_CHECKING:
@@ -31,8 +32,12 @@ def has_data(root: Path) -> bool:
 def read_identity(root: Path) -> StoreIdentity:
     """The identity in ``store.json``; StoreError saying what to do if it is missing or bad."""
     path = root / IDENTITY
+    # `store repair` cannot rebuild store.json (nothing else records which model and
+    # preprocessing made the vectors), so it must not be the advice here: it would refuse too.
+    advice = (f"`vggsim store repair` cannot rebuild it: restore {path} from a backup, or re-create the store "
+              f"(`vggsim embed SAME INPUTS --store NEW`, then delete {root})")
     try:
-        data = read_json(path, "store identity")
+        data = read_json(path, "store identity", advice)
     except FileNotFoundError:
         if has_data(root):
             raise StoreError(f"{path} is missing, but {root} holds embeddings: nothing can tell which model made "
@@ -45,8 +50,11 @@ def read_identity(root: Path) -> StoreIdentity:
                          "(then delete the old folder).")
     if not isinstance(data, dict) or data.get("format") != STORE_FORMAT:
         raise StoreError(f"{path}: unknown store format {data.get('format') if isinstance(data, dict) else '?'!r}; "
-                         "a newer vggsim made it, or the file is garbled")
-    return StoreIdentity.from_dict(data, str(path))
+                         f"a newer vggsim made it (use that version), or the file is garbled: {advice}")
+    try:
+        return StoreIdentity.from_dict(data, str(path))
+    except StoreError as exc:
+        raise StoreError(f"{exc}; {advice}") from None
 
 
 def commit_stamp(root: Path) -> Stamp:
@@ -74,6 +82,7 @@ def read_meta(root: Path, shard: Shard) -> Any:
     """A committed shard's meta table with a ``shard`` column; StoreError if it does not check out."""
     pa = pyarrow()
     path = root / shard_name(shard.id, "meta")
+    require_intact(path, shard.files[shard_name(shard.id, "meta")], root)  # same size is not same bytes
     try:
         table = pa.parquet.read_table(path).select(meta_schema().names).cast(meta_schema())
     except Exception as exc:  # noqa: BLE001 - a damaged file can fail in the parser in any way
@@ -100,6 +109,8 @@ class Store:
         self._records: list[Record] | None = None
         self._paths: list[str] | None = None
         self._arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._shards = {s.id: s for s in commit.shards}
+        self._intact: set[int] = set()  # shards whose vectors this snapshot has checked
 
     @classmethod
     def open(cls, root: str | os.PathLike[str]) -> Store:
@@ -182,8 +193,17 @@ class Store:
         return int(self._layout()[0].sum())
 
     def _mapped(self, shard: int) -> Any:
-        """The shard's vectors memory-mapped; any .npy layout (order, byte order, width, version)."""
+        """The shard's vectors memory-mapped; any .npy layout (order, byte order, width, version).
+
+        The first map of a shard checks its sha256 against the commit record (once per file
+        per process, see :mod:`vggsim.store_checksum`): a file damaged in place keeps its
+        size and header, and would otherwise give confident, wrong scores.
+        """
         path = self.root / shard_name(shard, "vectors")
+        if shard not in self._intact:
+            require_intact(path, self._shards[shard].files[shard_name(shard, "vectors")], self.root)
+            with self._lock:
+                self._intact.add(shard)
         try:
             return np.load(path, mmap_mode="r", allow_pickle=False)
         except Exception as exc:  # noqa: BLE001 - a damaged file can fail in the parser in any way

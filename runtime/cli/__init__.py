@@ -66,9 +66,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
+def command_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The parser of the (sub)command named on the line: ``vggsim dedup`` -> dedup's."""
+    current = parser
+    while True:
+        sub = next((a for a in current._actions if isinstance(a, argparse._SubParsersAction)), None)
+        name = getattr(args, sub.dest, None) if sub is not None else None
+        if sub is None or name not in sub.choices:
+            return current
+        current = sub.choices[name]
+
+
 def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # said by the command's parser, so its usage (and its options) are shown
+        command_parser(parser, args).error(f"unrecognized arguments: {' '.join(unknown)}"[:500])
     handler: Handler | None = getattr(args, "handler", None)
     if handler is None:
         parser.print_help(sys.stderr)

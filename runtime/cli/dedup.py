@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from ..collection import StoreReader, find_duplicates
 
     store = StoreReader(args.store).snapshot()
-    choice = choose_threshold(args.threshold, args.model, store.identity.model_sha256)
+    choice = choose_threshold(args.threshold, args.model, store.identity, str(store.root))
     groups = find_duplicates(store, choice.threshold)
     rows: list[dict[str, Any]] = [{"group": g.number, "path": m.path, "score": round(float(m.score), 6)}
                                   for g in groups for m in g.members]
@@ -74,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
                  for g in largest]
         title = plot_title(f"near-duplicate groups at threshold {choice.threshold}", choice.random_weights)
         write_output(plot, lambda p: contact_sheet(sheet, p, title=title), "--plot")
+    if choice.note:
+        log(f"warning: {choice.note}")
     log(f"{len(groups)} groups, {len(rows)} images at threshold {choice.threshold} ({choice.source})")
     if choice.random_weights:
         log(f"warning: {RANDOM_WEIGHTS_NOTE}")
@@ -92,16 +94,18 @@ class ThresholdChoice:
     threshold: float
     source: str                  # "--threshold" or the manifest it came from
     random_weights: bool | None  # None: the store's model was not found, so unknown
+    note: str | None = None      # the store used an embed-time option the calibration did not
 
 
-def choose_threshold(given: float | None, model: str | None, store_sha256: str) -> ThresholdChoice:
+def choose_threshold(given: float | None, model: str | None, identity: Any, where: str) -> ThresholdChoice:
     """--threshold, else the calibration in the manifest of the model that made the store.
 
     The manifest must be the store's model (a threshold calibrated for one model means
-    nothing for another's vectors); with --threshold and no --model, the default model is
-    consulted only to say whether the weights are random.
+    nothing for another's vectors, nor for another preprocessing's: the store's whole identity
+    is checked); with --threshold and no --model, the default model is consulted only to say
+    whether the weights are random.
     """
-    from ..collection import dedup_threshold
+    from ..collection import dedup_threshold, require_threshold_model
     from ..errors import StoreError, VggsimError
     from ..manifest import read_manifest
 
@@ -114,14 +118,19 @@ def choose_threshold(given: float | None, model: str | None, store_sha256: str) 
             raise VggsimError(f"the default threshold is calibrated in the manifest of the model that made the "
                               f"store: pass --model DIR or --threshold T ({exc})") from None
         raise
+    store_sha256 = identity.model_sha256
     if manifest.model_sha256 != store_sha256:
         if given is not None and model is None:
             return ThresholdChoice(given, "--threshold", None)
         raise StoreError(f"the store was made by model {store_sha256[:12]}..., but {manifest.model_path} is "
                          f"{manifest.model_sha256[:12]}...: pass the --model that made the store, or --threshold T.")
     if given is not None:
+        if model is not None:  # the model named must be the store's, preprocessing included
+            require_threshold_model(identity, manifest, where)
         return ThresholdChoice(given, "--threshold", manifest.random_weights)
-    return ThresholdChoice(dedup_threshold(manifest), f"calibrated at export, {manifest.path}", manifest.random_weights)
+    note = require_threshold_model(identity, manifest, where)
+    return ThresholdChoice(dedup_threshold(manifest), f"calibrated at export, {manifest.path}", manifest.random_weights,
+                           note)
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:

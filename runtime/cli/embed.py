@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from ..errors import require
+from ..errors import require, short_name
 from .common import (
     MAX_BATCH,
     RANDOM_WEIGHTS_NOTE,
@@ -117,7 +117,7 @@ def summary_lines(data: dict[str, Any]) -> list[str]:
     lines += [f"{data['seen']} files: {data['embedded']} embedded, {data['unchanged']} unchanged, "
              f"{data['failed']} failed, {data['pruned']} pruned in {data['seconds']} s"]
     for failure in data.get("failures") or []:
-        lines.append(f"  failed: {display_path(failure['path'])}: {display_path(failure['reason'])}")
+        lines.append(f"  failed: {display_path(short_name(failure['path']))}: {display_path(failure['reason'])}")
     still = int(data.get("still_failing") or 0)
     if still:
         lines.append(f"{still} unchanged file(s) still fail from earlier runs (not retried: the cause is in the "

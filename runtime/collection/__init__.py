@@ -6,7 +6,8 @@ store goes through these functions, which return typed, JSON-ready results.
 
 from __future__ import annotations
 
-from .duplicates import DEDUP_BLOCK_ROWS, dedup_threshold, duplicates_of, find_duplicates
+from .duplicates import (DEDUP_BLOCK_ROWS, dedup_threshold, duplicates_of, find_duplicates,
+                         require_threshold_model)
 from .embed import embed_into_store
 from .reader import StoreReader
 from .results import (
@@ -25,5 +26,5 @@ from .validate import ArgumentError
 __all__ = [
     "ArgumentError", "DEDUP_BLOCK_ROWS", "DuplicateCheck", "DuplicateGroup", "DuplicateMember", "EmbedProgress",
     "EmbedSummary", "Failure", "Match", "SearchResult", "StoreReader", "dedup_threshold", "duplicates_of",
-    "embed_into_store", "find_duplicates", "search_images", "search_store",
+    "embed_into_store", "find_duplicates", "require_threshold_model", "search_images", "search_store",
 ]

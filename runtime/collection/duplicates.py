@@ -12,12 +12,37 @@ from ..similarity import l2_normalize
 from . import validate
 from ..store import Store, StoreIdentity
 from .results import DuplicateGroup, DuplicateMember, Match
-from .search import query_matrix
+from .search import as_store, query_matrix
 
 if TYPE_CHECKING:
     from .reader import StoreReader
 
 DEDUP_BLOCK_ROWS = 4096  # a 4096 x 4096 float32 score block is 64 MB
+#: Preprocessing fields chosen when embedding (``--exif-transpose``), not fixed at export:
+#: a store may differ from its model's manifest in these and still be that model's store.
+EMBED_TIME_FIELDS = ("exif_transpose",)
+
+
+def require_threshold_model(identity: StoreIdentity, manifest: Any, where: str) -> str | None:
+    """Check that ``manifest`` describes the model that made a store of ``identity`` (sha256,
+    preprocessing, dim) before its calibrated threshold is applied to the store's vectors.
+
+    Raises the StoreError a search with that model would give. A store that differs only in
+    fields chosen at embed time (:data:`EMBED_TIME_FIELDS`) is accepted, and the returned
+    note says that the threshold was calibrated without that choice; otherwise None.
+    """
+    model_spec = manifest.preprocess.to_dict()
+    chosen = {k: identity.preprocess[k] for k in EMBED_TIME_FIELDS if k in identity.preprocess}
+    model = StoreIdentity.from_dict({"model_sha256": manifest.model_sha256, "preprocess": {**model_spec, **chosen},
+                                     "dim": manifest.embedding_dim})
+    identity.require_compatible(model, where)
+    differing = [k for k, v in chosen.items() if v != model_spec.get(k)]
+    if not differing:
+        return None
+    store_side = ", ".join(f"{k}={chosen[k]!r}" for k in differing)
+    model_side = ", ".join(f"{k}={model_spec.get(k)!r}" for k in differing)
+    return (f"the store was embedded with {store_side}, but the threshold of {manifest.path} was calibrated "
+            f"with {model_side}: it may not fit these vectors (pass --threshold T to choose one)")
 
 
 def dedup_threshold(manifest: Any) -> float:
@@ -40,7 +65,7 @@ def dedup_threshold(manifest: Any) -> float:
                           f"{value!r}: pass --threshold T, e.g. 0.95.") from None
 
 
-def find_duplicates(store: Store | StoreReader, threshold: float, *, embedder: Any = None) -> list[DuplicateGroup]:
+def find_duplicates(store: Store | StoreReader | str, threshold: float, *, embedder: Any = None) -> list[DuplicateGroup]:
     """Groups of stored files whose vectors are connected by pairs with cosine >= ``threshold``.
 
     ``threshold`` must be finite and in (0, 1]. Memory stays at two blocks of
@@ -50,6 +75,7 @@ def find_duplicates(store: Store | StoreReader, threshold: float, *, embedder: A
     is its cosine to the group's first member.
     """
     threshold = validate.threshold(threshold)
+    store = as_store(store)
     if not isinstance(store, Store):
         store = store.snapshot()  # a StoreReader: its current snapshot, used throughout
     if embedder is not None:

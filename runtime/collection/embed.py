@@ -6,8 +6,9 @@ import os
 import time
 from collections import Counter
 from typing import Any
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
+from ..errors import require_list, short_name
 from ..pipeline import EmbedResult, iter_embeddings
 from ..sources import iter_inputs
 from . import validate
@@ -62,9 +63,23 @@ def _prune(committer: _Committer, paths: Iterable[str]) -> int:
     return pruned
 
 
+def _path_inputs(inputs: Iterable[Any], failures: list[Failure]) -> Iterator[str]:
+    """Each input as a str path (bytes decoded losslessly, as the file system does); an item
+    that is not a path at all is a ``bad_input`` failure of the run, and the run goes on."""
+    for item in inputs:
+        try:
+            raw = os.fspath(item)
+        except TypeError:
+            name = f"<{type(item).__name__} {short_name(repr(item))}>"
+            failures.append(Failure(name, "bad_input", f"expected a path (str, bytes or os.PathLike), "
+                                    f"got {type(item).__name__}"))
+            continue
+        yield os.fsdecode(raw)
+
+
 def embed_into_store(
     embedder: Any,
-    inputs: Iterable[str | os.PathLike[str]],
+    inputs: Iterable[str | bytes | os.PathLike[str]],
     store: str | os.PathLike[str],
     *,
     list_file: str | None = None,
@@ -98,7 +113,13 @@ def embed_into_store(
     Records are flushed every ``batch_size`` files and committed every ``commit_rows``
     rows or ``commit_seconds`` seconds, whichever comes first: readers see a consistent,
     growing store during a long run, and an interrupted run keeps what it committed.
+
+    ``inputs`` is a list (or other iterable) of paths, never one path: a str would be
+    iterated character by character (ArgumentError). Items may be str, bytes (names that
+    are not valid UTF-8 stay exact) or os.PathLike; any other item is a ``bad_input``
+    failure of the run, not recorded in the store (it names no file).
     """
+    require_list("inputs", inputs, "paths")
     batch_size = validate.positive_int("batch_size", batch_size)
     commit_rows = validate.positive_int("commit_rows", commit_rows)
     commit_seconds = validate.positive_float("commit_seconds", commit_seconds)
@@ -118,14 +139,16 @@ def embed_into_store(
     embedded = pruned = 0
     try:
         known = latest_by_path(writer.store.records())
-        listed = plan(iter_inputs([os.fspath(i) for i in inputs], list_file, all_files, skip=[store]), known, retry_errors)
+        listed = plan(iter_inputs(list(_path_inputs(inputs, failures)), list_file, all_files, skip=[store]),
+                      known, retry_errors)
+        seen = listed.seen + len(failures)  # items that are not paths count as seen and failed
         committer = _Committer(writer, batch_size, commit_rows, commit_seconds)
         if prune:
             pruned = _prune(committer, list(known))
         options: dict[str, Any] = {"batch_size": batch_size, "workers": workers, "decode_timeout": decode_timeout}
         if memory_budget is not None:
             options["memory_budget"] = memory_budget
-        report = _Reporter(progress, listed.seen, listed.unchanged)
+        report = _Reporter(progress, seen, listed.unchanged)
         report.update(0, 0)
         for result in iter_embeddings(embedder, listed.todo, **options):
             committer.add(_record(result), result.vector if result.error is None else None)
@@ -137,7 +160,7 @@ def embed_into_store(
     finally:
         final = writer.close()
     return EmbedSummary(
-        store=os.fspath(store), seen=listed.seen, embedded=embedded, unchanged=listed.unchanged,
+        store=os.fspath(store), seen=seen, embedded=embedded, unchanged=listed.unchanged,
         failed=len(failures), pruned=pruned, still_failing=listed.still_failing, failures=failures,
         failed_by_kind=dict(Counter(f.kind for f in failures)), seconds=round(time.perf_counter() - started, 2),
         provider=str(embedder.provider), random_weights=bool(embedder.manifest.random_weights),

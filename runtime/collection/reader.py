@@ -14,6 +14,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from ..errors import ArgumentError
 from ..search import AnnIndex
 from . import ann_cache
 from ..store import Store
@@ -25,8 +26,10 @@ from .search import search_snapshot
 class StoreReader:
     """Thread-safe reads of the store at ``root``; see the module docstring."""
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
-        self.root = Path(root)
+    def __init__(self, root: str | bytes | os.PathLike[str]) -> None:
+        if not isinstance(root, (str, bytes, os.PathLike)):
+            raise ArgumentError(f"StoreReader takes a store folder path, got {type(root).__name__}")
+        self.root = Path(os.fsdecode(root))
         self._lock = threading.Lock()
         self._store: Store | None = None
         self._ann: tuple[int, AnnIndex] | None = None

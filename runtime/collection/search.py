@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any, Union
 from collections.abc import Iterable
 
 import numpy as np
 
-from ..errors import StoreError
+from ..errors import StoreError, require_list
 from ..search import AnnIndex, exact_topk
 from . import ann_cache, validate
 from ..store import Store, StoreIdentity
@@ -16,12 +17,31 @@ from .results import Match
 if TYPE_CHECKING:
     from .reader import StoreReader
 
-StoreLike = Union[Store, "StoreReader"]
+StoreLike = Union[Store, "StoreReader", str, bytes, "os.PathLike[str]"]
+
+
+def as_store(store: Any) -> Store | StoreReader:
+    """``store`` as a snapshot or a reader: a folder path (str, bytes, PathLike) is opened."""
+    from .reader import StoreReader
+
+    if isinstance(store, (Store, StoreReader)):
+        return store
+    if isinstance(store, (str, bytes, os.PathLike)):
+        return Store.open(os.fsdecode(store))
+    raise validate.ArgumentError(f"store must be a Store, a StoreReader or a store folder path, "
+                                 f"got {type(store).__name__}")
 
 
 def query_matrix(queries: Any, dim: int) -> np.ndarray:
     """``queries`` as a float32 (n, dim) matrix; one vector may be passed as (dim,)."""
-    matrix = np.asarray(queries, dtype=np.float32)
+    if isinstance(queries, (str, bytes, os.PathLike)):
+        raise validate.ArgumentError("queries are embedding vectors (an (n, dim) array); to search by image "
+                                     "files, use search_images(embedder, store, [paths])")
+    try:
+        matrix = np.asarray(queries, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise validate.ArgumentError(f"queries must be an (n, {dim}) array of numbers, got "
+                                     f"{type(queries).__name__} ({str(exc)[:80]})") from None
     if matrix.ndim == 1:
         matrix = matrix[None, :]
     if matrix.ndim != 2 or matrix.shape[1] != dim:
@@ -53,13 +73,15 @@ def search_snapshot(store: Store, queries: Any, k: int = 10, ann: bool = False,
 def search_store(store: StoreLike, queries: Any, k: int = 10, ann: bool = False) -> list[list[Match]]:
     """The ``k`` stored vectors most similar (cosine) to each query row, best first.
 
-    ``store`` is a :class:`Store` snapshot or a :class:`StoreReader` (its current snapshot
-    and its in-memory ANN index are used). ``k`` must be >= 1 and is clamped to the number
+    ``store`` is a :class:`Store` snapshot, a :class:`StoreReader` (its current snapshot
+    and its in-memory ANN index are used) or a store folder path (opened for this call).
+    ``k`` must be >= 1 and is clamped to the number
     of stored vectors; an empty store gives an empty list per query. ``ann`` uses a faiss
     HNSW index cached in the store folder for the store's commit generation.
     """
     from .reader import StoreReader
 
+    store = as_store(store)
     if isinstance(store, StoreReader):
         return store.search(queries, k, ann).matches
     return search_snapshot(store, queries, k, ann)
@@ -69,13 +91,20 @@ def search_images(embedder: Any, store: StoreLike, images: Iterable[Any], k: int
                   ann: bool = False) -> list[list[Match]]:
     """Embed ``images`` and search the store with them, after checking that the embedder's
     model, effective preprocessing and dim are the ones the store was made with: a store made
-    without ``exif_transpose`` (say) would otherwise return confident, wrong scores."""
+    without ``exif_transpose`` (say) would otherwise return confident, wrong scores.
+
+    ``images`` is a list of images (paths, bytes, file objects, PIL images, or preprocessed
+    (224, 224, 3) arrays), never one image on its own (ArgumentError); a preprocessed
+    (N, 224, 224, 3) array is taken as N images. ``store`` as in :func:`search_store`."""
     from .reader import StoreReader
 
+    if not isinstance(images, np.ndarray):
+        require_list("images", images, "images")
+    store = as_store(store)
     snapshot = store.snapshot() if isinstance(store, StoreReader) else store
     snapshot.require_compatible(StoreIdentity.of(embedder))
     k = validate.positive_int("k", k)  # before the images are embedded, not after
-    queries = embedder.embed(list(images))
+    queries = embedder.embed(images if isinstance(images, np.ndarray) else list(images))
     if isinstance(store, StoreReader):
         return store.search(queries, k, ann, snapshot=snapshot).matches
     return search_snapshot(snapshot, queries, k, ann)

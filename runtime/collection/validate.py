@@ -9,11 +9,9 @@ from __future__ import annotations
 import math
 import numbers
 
-from ..errors import VggsimError
+from ..errors import ArgumentError
 
-
-class ArgumentError(VggsimError, ValueError):
-    """A library argument is out of range; the message names it and what to pass."""
+__all__ = ["ArgumentError", "positive_float", "positive_int", "threshold"]
 
 
 def positive_int(name: str, value: object) -> int:
