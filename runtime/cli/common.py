@@ -202,10 +202,12 @@ _NAMED = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
 
 def _display_text(text: str) -> str:
     """The store's display form (its ``path`` column): bytes that are not UTF-8 as ``\\xNN``."""
-    from ..store_format import display
-
-    shown = display(text)
-    return text if shown is None else shown
+    # The same rule as the store's display column (store_format.display); the CLI reaches
+    # store internals only through the library, so it is restated here.
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that is not an escaped byte
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _is_utf8(text: str) -> bool:

@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     snapshot = reader.snapshot()  # a damaged or missing store fails before the model loads
     embedder = build_embedder(args)
     stored = snapshot.count_ok()
-    warnings = [] if stored else [f"{args.store} holds no embeddings yet"]  # exit 0: an empty answer is an answer
+    warnings = [] if stored else [f"{display_path(args.store)} holds no embeddings yet"]  # exit 0: an empty answer is an answer
     for warning in warnings:
         log(warning)
     random_weights = embedder.manifest.random_weights
