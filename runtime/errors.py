@@ -68,11 +68,44 @@ class MissingExtraError(VggsimError, ImportError):
 
     def __init__(self, extra: str, feature: str, missing: str) -> None:
         self.extra = extra
-        self.pip_command = f"pip install 'vggsim[{extra}]'"
+        self.pip_command = pip_command(extra)
         super().__init__(
-            f"{feature} needs the '{extra}' extra ({missing} is not installed). "
-            f"Install it with:\n    {self.pip_command}"
+            f"{feature} needs the '{extra}' extra ({missing} is not installed); install it with: {self.pip_command}"
         )
+
+
+def _direct_url() -> dict[str, object] | None:
+    """PEP 610's direct_url.json of the installed vggsim distribution (None if absent)."""
+    import importlib.metadata
+    import json
+
+    try:
+        text = importlib.metadata.distribution("vggsim").read_text("direct_url.json")
+        data = json.loads(text) if text else None
+    except (importlib.metadata.PackageNotFoundError, ValueError, OSError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def pip_command(extra: str) -> str:
+    """The pip command that adds ``extra`` to vggsim as it was installed.
+
+    vggsim is on no package index, so ``pip install 'vggsim[extra]'`` only works where an
+    index mirror carries it: installed from a local checkout (a ``file://`` URL in
+    direct_url.json), the command names that checkout, editable when it was; otherwise the
+    index form is the best guess left.
+    """
+    import shlex
+    from urllib.parse import unquote, urlparse
+
+    data = _direct_url()
+    url = data.get("url") if data else None
+    if isinstance(url, str) and url.startswith("file://"):
+        folder = unquote(urlparse(url).path)
+        info = data.get("dir_info") if data else None
+        editable = isinstance(info, dict) and bool(info.get("editable"))
+        return f"pip install {'-e ' if editable else ''}{shlex.quote(f'{folder}[{extra}]')}"
+    return f"pip install 'vggsim[{extra}]'"
 
 
 #: Error kinds that say nothing lasting about a file (it was being written, a decode ran out

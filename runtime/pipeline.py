@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from .budget import DEFAULT_MEMORY_BUDGET, MemoryBudget, Reservation, return_freed_buffers_to_the_os
+from .decode_warnings import decode_warnings, install as install_warning_routing
 from .embedder import Embedder
 from .errors import ImageError, require_list
 from .reading import DEFAULT_MAX_BYTES, Admit, FileError, FileInfo, read_file
@@ -113,7 +114,12 @@ class _Worker(threading.Thread):
                 self.current = (task, time.monotonic())
             outcome: EmbedResult | tuple[str, np.ndarray, FileInfo]
             try:
-                array, info = read_file(task, self.embedder, self.max_bytes, self._admit(task))
+                with decode_warnings() as caught:  # Pillow's warnings belong to this file, not stderr
+                    try:
+                        array, info = read_file(task, self.embedder, self.max_bytes, self._admit(task))
+                    except ImageError as exc:
+                        attach_warnings(exc, caught)
+                        raise
                 outcome = (str(task), array, info)
             except ImageError as exc:  # kept without its traceback, whose frames hold big buffers
                 outcome = EmbedResult(str(task), error=exc.with_traceback(None), info=getattr(exc, "info", None))
@@ -167,6 +173,13 @@ class _Admission:
             reservation.release()
 
 
+def attach_warnings(error: ImageError, caught: list[str]) -> None:
+    """Add what the decoder warned about a failed file to its reason (the first three)."""
+    if caught:
+        error.reason = f"{error.reason} (decoder warnings: {'; '.join(caught[:3])})"
+        error.args = (f"{error.source}: {error.reason}",)
+
+
 def iter_embeddings(
     embedder: Embedder,
     items: Iterable[str | bytes | os.PathLike[str]],
@@ -194,6 +207,7 @@ def _iter_embeddings(embedder: Embedder, items: Iterable[Any], batch_size: int, 
     workers = max(1, workers or min(8, usable_cpus()))
     budget = MemoryBudget(memory_budget)
     return_freed_buffers_to_the_os()
+    install_warning_routing()  # before the workers start: their warnings go to their file
     stop = threading.Event()
     tasks: queue.Queue[Path | EmbedResult | None] = queue.Queue(maxsize=2 * workers)
     results: queue.Queue[Any] = queue.Queue(maxsize=2 * workers + batch_size)

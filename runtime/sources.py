@@ -4,6 +4,11 @@ Nothing here follows a directory symlink while recursing (folder walks and ``**`
 symlink loop cannot make a walk endless, and every file comes out once: files are told
 apart by (device, inode), so a file reached through a link or named twice is yielded the
 first time only. A name that does not exist is kept (once), so it is reported as missing.
+
+Walks and globs never enter a vggsim store folder (one holding ``store.json`` and
+``commit.json``, or a store named in ``skip``): a store kept inside the photo folder
+(``vggsim embed ~/Pictures --store ~/Pictures/index.vgg --all-files``) must not be embedded
+into itself, recording its own changing files as failures on every run.
 """
 
 from __future__ import annotations
@@ -35,9 +40,17 @@ def image_extensions() -> frozenset[str]:
                      if fmt in ALLOWED_FORMATS or (fmt == "MPO"))
 
 
-def _walk(folder: Path, all_files: bool, extensions: frozenset[str]) -> Iterator[Path]:
+def is_store_folder(folder: str | os.PathLike[str], skip: frozenset[str] = frozenset()) -> bool:
+    """Whether ``folder`` is a vggsim store (store.json + commit.json) or one of ``skip`` (real paths)."""
+    return (os.path.isfile(os.path.join(folder, "store.json")) and os.path.isfile(os.path.join(folder, "commit.json"))) \
+        or (bool(skip) and os.path.realpath(folder) in skip)
+
+
+def _walk(folder: Path, all_files: bool, extensions: frozenset[str], skip: frozenset[str] = frozenset()) -> Iterator[Path]:
+    if is_store_folder(folder, skip):
+        return
     for root, dirs, files in os.walk(folder, followlinks=False):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not is_store_folder(os.path.join(root, d), skip))
         for name in sorted(files):
             if name.startswith("."):
                 continue
@@ -53,31 +66,35 @@ def _entries(folder: str) -> list[os.DirEntry[str]]:
         return []
 
 
-def _real_dirs(folder: str) -> Iterator[str]:
-    """``folder`` and every folder under it, never through a directory symlink (as ``**``)."""
+def _real_dirs(folder: str, skip: frozenset[str]) -> Iterator[str]:
+    """``folder`` and every folder under it, never through a directory symlink (as ``**``),
+    never into a store folder."""
+    if is_store_folder(folder or ".", skip):
+        return
     yield folder
     for entry in _entries(folder):
         if not entry.name.startswith(".") and entry.is_dir(follow_symlinks=False):
-            yield from _real_dirs(os.path.join(folder, entry.name))
+            yield from _real_dirs(os.path.join(folder, entry.name), skip)
 
 
-def _glob(pattern: str) -> Iterator[str]:
+def _glob(pattern: str, skip: frozenset[str] = frozenset()) -> Iterator[str]:
     """Matches of ``pattern`` in sorted walk order. ``**`` spans folders without following links;
-    ``*``, ``?`` and ``[...]`` match within one name and skip hidden names, as glob does."""
+    ``*``, ``?`` and ``[...]`` match within one name and skip hidden names, as glob does.
+    Store folders are never entered."""
     anchor, parts = ("/", pattern.lstrip("/").split("/")) if pattern.startswith("/") else ("", pattern.split("/"))
-    yield from _match(anchor, [p for p in parts if p])
+    yield from _match(anchor, [p for p in parts if p], skip)
 
 
-def _match(folder: str, parts: list[str]) -> Iterator[str]:
+def _match(folder: str, parts: list[str], skip: frozenset[str]) -> Iterator[str]:
     part, rest = parts[0], parts[1:]
     if part == "**":
-        for sub in _real_dirs(folder):
+        for sub in _real_dirs(folder, skip):
             if rest:
-                yield from _match(sub, rest)
+                yield from _match(sub, rest, skip)
             elif sub != folder:
                 yield sub
         if not rest:  # "a/**" also matches the files under a
-            for sub in _real_dirs(folder):
+            for sub in _real_dirs(folder, skip):
                 for entry in _entries(sub):
                     if not entry.name.startswith(".") and not entry.is_dir(follow_symlinks=False):
                         yield os.path.join(sub, entry.name)
@@ -87,8 +104,8 @@ def _match(folder: str, parts: list[str]) -> Iterator[str]:
         if not rest:
             if os.path.lexists(path):
                 yield path
-        elif os.path.isdir(path):  # a literal folder name may be a link: a finite step
-            yield from _match(path, rest)
+        elif os.path.isdir(path) and not is_store_folder(path, skip):  # a literal name may be a link: a finite step
+            yield from _match(path, rest, skip)
         return
     for entry in _entries(folder):
         if entry.name.startswith(".") and not part.startswith("."):
@@ -97,8 +114,8 @@ def _match(folder: str, parts: list[str]) -> Iterator[str]:
             path = os.path.join(folder, entry.name)
             if not rest:
                 yield path
-            elif entry.is_dir():  # one pattern part is one step, even through a link
-                yield from _match(path, rest)
+            elif entry.is_dir() and not is_store_folder(path, skip):  # one part is one step, even through a link
+                yield from _match(path, rest, skip)
 
 
 def read_path_list(stream: BinaryIO, source: str = "<list>") -> Iterator[str]:
@@ -130,7 +147,7 @@ def _list_lines(list_file: str) -> Iterator[str]:
 
 
 def iter_inputs(inputs: Iterable[str], list_file: str | None = None,
-                all_files: bool = False) -> Iterator[Path]:
+                all_files: bool = False, skip: Iterable[str | os.PathLike[str]] = ()) -> Iterator[Path]:
     """Every path named by ``inputs`` and ``list_file`` ('-' is stdin), each file once.
 
     A file is yielded as given (and reported later if it is not an image). A folder is
@@ -139,9 +156,12 @@ def iter_inputs(inputs: Iterable[str], list_file: str | None = None,
     recurses). Neither follows directory symlinks when recursing. A name that does not exist
     is yielded too, so it is reported as missing, and so is a name that cannot be stat'ed
     (too long...): it is reported as unreadable. A bad list file raises :class:`InputError`.
+    Walks and globs skip store folders: those holding store.json + commit.json, and ``skip``
+    (the store being written, say); a file named explicitly is still yielded.
     """
     require_list("inputs", inputs, "paths")
     extensions = image_extensions()
+    skipped = frozenset(os.path.realpath(folder) for folder in skip)
     seen: set[object] = set()
 
     def expand(item: str) -> Iterator[Path]:
@@ -150,10 +170,11 @@ def iter_inputs(inputs: Iterable[str], list_file: str | None = None,
         # byte, a loop): such a name is yielded as a file, and its read reports it as failed,
         # so one bad line in a list never stops the others.
         if os.path.isdir(item):
-            yield from _walk(path, all_files, extensions)
+            yield from _walk(path, all_files, extensions, skipped)
         elif _MAGIC.search(item) and not os.path.lexists(item):
-            for match in _glob(item):
-                yield from _walk(Path(match), all_files, extensions) if os.path.isdir(match) else iter([Path(match)])
+            for match in _glob(item, skipped):
+                yield from (_walk(Path(match), all_files, extensions, skipped) if os.path.isdir(match)
+                            else iter([Path(match)]))
         else:
             yield path
 

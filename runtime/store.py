@@ -35,7 +35,9 @@ Damage: ``vggsim store verify STORE`` (:func:`verify_store`) lists damaged files
 ``STORE/damaged/`` and drops them from the commit record. The files those shards held then
 count as never embedded (or fall back to an older record of theirs), so running the same
 ``vggsim embed`` again re-embeds them. A missing or garbled ``commit.json`` is rebuilt by
-``repair`` from the shards that check out. A missing ``store.json`` cannot be repaired
+``repair`` from the shards provably committed (each meta file names its shard id and
+its vectors' sha256; copies, mismatched pairs and older shards are moved aside, not
+adopted). A missing ``store.json`` cannot be repaired
 (nothing says which model made the vectors): restore it or re-create the store.
 
 Format-1 stores (older vggsim, no commit record) are refused with a message saying how to

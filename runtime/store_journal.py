@@ -153,6 +153,10 @@ def read_journal(meta_path: Path, vec_path: Path, dim: int) -> tuple[list[dict[s
     return kept, notes
 
 
+#: Key of the parquet schema metadata naming the shard a meta file belongs to (see seal).
+SHARD_TAG = b"vggsim_shard"
+
+
 def seal(root: Path, journal_id: int, dim: int, dtype: str,
          written: list[dict[str, Any]] | None = None) -> tuple[Shard | None, list[str]]:
     """Write the verified records of journal ``journal_id`` as shard ``journal_id``.
@@ -193,7 +197,11 @@ def seal(root: Path, journal_id: int, dim: int, dtype: str,
     columns = {name: [r.get(name) for r in records] for name in meta_schema().names}
     columns["path_bytes"] = [os.fsencode(r["path"]) for r in records]
     columns["path"] = [display(r["path"]) for r in records]
-    table = pa.table(columns, schema=meta_schema())
+    # The shard's own id and its vectors' checksum, inside its meta file: if commit.json is
+    # lost, repair adopts only files that say which shard they are and whose pair agrees
+    # (ids are never reused and shards never rewritten), never a stray copy or a backup.
+    tag = {SHARD_TAG: json.dumps({"id": journal_id, "vectors_sha256": vectors_entry["sha256"]}).encode()}
+    table = pa.table(columns, schema=meta_schema().with_metadata(tag))
     buffer = pa.BufferOutputStream()
     pa.parquet.write_table(table, buffer)
     data = buffer.getvalue().to_pybytes()

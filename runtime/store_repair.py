@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -10,10 +11,10 @@ from pathlib import Path
 import numpy as np
 
 from .errors import StoreError
-from .store_format import (COMMIT, CommitRecord, Shard, check_shard_cheaply, fsync_dir, npy_layout, pyarrow,
+from .store_format import (COMMIT, IDENTITY, CommitRecord, Shard, check_shard_cheaply, fsync_dir, npy_layout, pyarrow,
                            sha256_file, shard_name, write_commit, writing)
-from .store_journal import journal_ids
-from .store_reader import read_commit, read_identity, read_meta
+from .store_journal import SHARD_TAG, journal_ids
+from .store_reader import has_data, read_commit, read_identity, read_meta
 from .store_writer import SHARD_FILE, lock_store
 
 
@@ -36,6 +37,7 @@ class RepairReport:
     rebuilt_commit: bool           # the commit record was missing or garbled and was rebuilt
     generation: int                # the commit generation after the repair
     problems: list[str] = field(default_factory=list)
+    not_adopted: list[str] = field(default_factory=list)  # shards a lost commit record cannot prove, and why
 
 
 def _shard_problems(root: Path, shard: Shard, dim: int) -> list[str]:
@@ -73,8 +75,16 @@ def verify_shards(root: Path, dim: int, commit: CommitRecord) -> VerifyReport:
 
 
 def verify_store(root: str | os.PathLike[str]) -> VerifyReport:
-    """Like :meth:`Store.verify`, but also for a store too damaged to open."""
+    """Like :meth:`Store.verify`, but also for a store too damaged to open.
+
+    A folder that is missing, or holds nothing a writer made, is no store at all (nothing to
+    repair): StoreError "no store at PATH", not a report of damage.
+    """
     path = Path(root)
+    if not path.is_dir():
+        raise StoreError(f"no store at {path} (no such folder)")
+    if not (path / IDENTITY).exists() and not has_data(path):
+        raise StoreError(f"no store at {path} (no store.json, no embeddings): not a vggsim store")
     try:
         identity = read_identity(path)
         commit, _ = read_commit(path)
@@ -83,32 +93,45 @@ def verify_store(root: str | os.PathLike[str]) -> VerifyReport:
     return verify_shards(path, identity.dim, commit)
 
 
-def _rebuild_commit(root: Path, dim: int) -> CommitRecord:
-    """A commit record of the shards on disk that check out, for a store that lost its own.
+def _shard_tag(meta: Path) -> dict[str, object]:
+    """The shard id and vectors checksum ``seal`` wrote into the meta file's schema ({} if none)."""
+    metadata = pyarrow().parquet.read_schema(meta).metadata or {}
+    tag = json.loads(metadata.get(SHARD_TAG, b"{}"))
+    return tag if isinstance(tag, dict) else {}
 
-    Shards that still have a journal are left out: the next writer recovers that journal.
+
+def _rebuild_commit(root: Path, dim: int) -> tuple[CommitRecord, list[int], list[str]]:
+    """A commit record of the shards on disk provably committed, for a store that lost its own.
+
+    Returns the record, the ids of the shard files not adopted, and why. See :func:`repair`.
     """
     journals = journal_ids(root / "journal")
-    ids = sorted({int(m.group(1)) for p in (root / "vectors").iterdir() if (m := SHARD_FILE.match(p.name))} - journals)
-    shards = []
+    ids = sorted({int(m.group(1)) for sub in ("vectors", "meta") for p in (root / sub).iterdir()
+                  if (m := SHARD_FILE.match(p.name))})
+    shards, refused, why = [], [], []
     for shard_id in ids:
-        files = {}
-        for kind in ("vectors", "meta"):
-            path = root / shard_name(shard_id, kind)
-            if path.is_file():
-                files[shard_name(shard_id, kind)] = {"size": path.stat().st_size, "sha256": sha256_file(path)}
-        if len(files) != 2:
+        names = (shard_name(shard_id, "vectors"), shard_name(shard_id, "meta"))
+        if shard_id in journals:  # sealed, never committed: the next writer recovers its journal
             continue
         try:
-            shape, dtype = npy_layout(root / shard_name(shard_id, "vectors"))
-            table = pyarrow().parquet.read_table(root / shard_name(shard_id, "meta"))
+            if not all((root / name).is_file() for name in names):
+                raise StoreError("its vectors or meta file is missing")
+            files = {name: {"size": (root / name).stat().st_size, "sha256": sha256_file(root / name)} for name in names}
+            tag = _shard_tag(root / names[1])
+            if tag.get("id") != shard_id or tag.get("vectors_sha256") != files[names[0]]["sha256"]:
+                raise StoreError("its meta file does not name it as this shard with these vectors (a copy, "
+                                 "a backup or a shard from an older vggsim)")
+            shape, dtype = npy_layout(root / names[0])
+            table = pyarrow().parquet.read_table(root / names[1])
             shard = Shard(shard_id, table.num_rows, int(shape[0]), dtype.str, files)
             check_shard_cheaply(root, shard, dim)
             read_meta(root, shard)
-        except Exception:  # noqa: BLE001 - anything unreadable is simply not adopted
+        except Exception as exc:  # noqa: BLE001 - anything unreadable or unproven is simply not adopted
+            refused.append(shard_id)
+            why.append(f"shard {shard_id:06d} not adopted: {str(exc).split('; run `vggsim')[0]}")
             continue
         shards.append(shard)
-    return CommitRecord(1, max([*ids, *journals, 0]) + 1, tuple(shards))
+    return CommitRecord(1, max([*ids, *journals, 0]) + 1, tuple(shards)), refused, why
 
 
 def repair(root: str | os.PathLike[str]) -> RepairReport:
@@ -116,6 +139,17 @@ def repair(root: str | os.PathLike[str]) -> RepairReport:
 
     The files those shards held then count as never embedded (or fall back to an older
     record of theirs), so the next ``vggsim embed`` of the same inputs re-embeds them.
+
+    A missing or garbled ``commit.json`` is rebuilt from the shards that are provably
+    committed, and only those. The rule: ``seal`` writes each shard's id and its vectors'
+    sha256 into the meta file's parquet metadata; shard ids are never reused and shards
+    are never rewritten, and a shard sealed but not committed still has its journal. So a
+    shard N is adopted when its meta file names id N and the sha256 of the vectors beside
+    it, both files read back consistently (rows, dim, meta), and no journal N exists. A
+    copy under another number, a vectors/meta pair from different shards, and shards
+    written by a vggsim older than this rule are not adopted: their files move to
+    STORE/damaged/ and are listed in ``not_adopted``; the files they held count as not
+    embedded and the next ``vggsim embed`` re-embeds them (or re-create the store).
     """
     path = Path(root)
     identity = read_identity(path)  # without it nothing says which model made the vectors
@@ -124,11 +158,13 @@ def repair(root: str | os.PathLike[str]) -> RepairReport:
         damaged_dir = path / "damaged"
         moved: list[str] = []
         rebuilt = False
+        refused: list[int] = []
+        not_adopted: list[str] = []
         try:
             commit, _ = read_commit(path)
         except StoreError:
             rebuilt = True
-            commit = _rebuild_commit(path, identity.dim)
+            commit, refused, not_adopted = _rebuild_commit(path, identity.dim)
             if (path / COMMIT).exists():
                 with writing(damaged_dir):
                     damaged_dir.mkdir(exist_ok=True)
@@ -142,15 +178,16 @@ def repair(root: str | os.PathLike[str]) -> RepairReport:
             commit = CommitRecord(commit.generation + 1, commit.next_id, kept)
             write_commit(path, commit)
         with writing(damaged_dir):
-            for shard in dropped:
+            names = [name for shard in dropped for name in shard.files]
+            names += [shard_name(i, kind) for i in refused for kind in ("vectors", "meta")]
+            for name in names:
                 damaged_dir.mkdir(exist_ok=True)
-                for name in shard.files:
-                    if (path / name).exists():
-                        os.replace(path / name, damaged_dir / Path(name).name)
-                        moved.append(str(damaged_dir / Path(name).name))
+                if (path / name).exists():
+                    os.replace(path / name, damaged_dir / Path(name).name)
+                    moved.append(str(damaged_dir / Path(name).name))
             if moved:
                 fsync_dir(damaged_dir)
         return RepairReport([s.id for s in dropped], int(np.sum([s.records for s in dropped])), moved, rebuilt,
-                            commit.generation, report.problems)
+                            commit.generation, report.problems, not_adopted)
     finally:
         lock.close()

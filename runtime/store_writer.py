@@ -40,9 +40,26 @@ def fresh_id(root: Path, commit: CommitRecord) -> int:
     return max(used) + 1
 
 
+#: What an interrupted store creation can leave in a folder (made before store.json is written).
+_CREATION_LEFTOVERS = frozenset({"vectors", "meta", "journal", ".lock"})
+
+
+def refuse_foreign_folder(root: Path) -> None:
+    """Refuse to turn a user's non-empty folder into a store (``--store photos`` typed by mistake
+    would mix store files into the photo folder). An empty folder, a store, or the empty
+    skeleton an interrupted creation left is fine; a store that lost store.json is refused
+    later by read_identity with its own advice."""
+    if not root.is_dir() or (root / IDENTITY).exists() or has_data(root):
+        return
+    entries = {entry.name for entry in root.iterdir()}
+    if entries - _CREATION_LEFTOVERS or any(any((root / sub).iterdir()) for sub in entries & {"vectors", "meta", "journal"}):
+        raise StoreError(f"{root} exists and is not a vggsim store (no store.json); choose a new or empty folder")
+
+
 def open_writer(root: Path, identity: StoreIdentity) -> StoreWriter:
     if root.exists() and not root.is_dir():
         raise StoreError(f"{root} exists and is not a folder.")
+    refuse_foreign_folder(root)
     with writing(root):
         for sub in ("vectors", "meta", "journal"):
             (root / sub).mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,7 @@ they never load a model, and a subprocess per case would cost seconds each.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import shutil
@@ -118,7 +119,9 @@ def test_export_without_the_extra_prints_the_pip_command(tmp_path: Path) -> None
     result = vggsim("export", "--weights", "random", "--out", str(tmp_path / "m"),
                     env={"PYTHONPATH": str(tmp_path)})
     assert result.returncode == 2
-    assert "pip install 'vggsim[export]'" in result.stderr and no_traceback(result)
+    from vggsim.errors import pip_command
+
+    assert pip_command("export") in result.stderr and no_traceback(result)
 
 
 def test_doctor_reports_the_model_and_its_dedup_block(model_dir: Path) -> None:
@@ -242,7 +245,9 @@ def test_search_and_dedup_without_the_store_extra_print_the_pip_hint(command: li
     result = vggsim(*command, *(["--model", str(tmp_path / "none")] if command[0] != "store" else []),
                     env=no_pyarrow, cwd=tmp_path)
     assert result.returncode == 2 and no_traceback(result), result.stderr
-    assert "pip install 'vggsim[store]'" in result.stderr
+    from vggsim.errors import pip_command
+
+    assert pip_command("store") in result.stderr
 
 
 # -- embed, search, dedup, store: --json on stdout, caveats, exit codes ------------------------
@@ -310,8 +315,9 @@ def test_embed_list_with_a_nul_byte_or_bad_utf8_is_not_a_traceback(model_dir: Pa
     result = vggsim("embed", "--from", str(bad), "--store", str(tmp_path / "s"), "--model", str(model_dir), "--json")
     assert result.returncode == 1 and no_traceback(result) and "internal error" not in result.stderr, result.stderr
     summary = json.loads(result.stdout)  # the odd name is read, reported missing, and printed losslessly
-    odd = os.fsdecode(bytes(tmp_path) + b"/caf\xe9.jpg")
-    assert summary["embedded"] == 1 and [f["path"] for f in summary["failures"]] == [odd]
+    odd = bytes(tmp_path) + b"/caf\xe9.jpg"  # JSON: display text, and the exact bytes in path_bytes_b64
+    assert summary["embedded"] == 1 and [f["path"] for f in summary["failures"]] == [os.fsdecode(tmp_path) + "/caf\\xe9.jpg"]
+    assert [base64.b64decode(f["path_bytes_b64"]) for f in summary["failures"]] == [odd]
 
 
 def test_search_json_on_stdout_with_the_caveat_and_plot(model_dir: Path, library: Path, photos: list[Path],

@@ -7,10 +7,12 @@ exit 2 before a model is loaded or a store is touched.
 from __future__ import annotations
 
 import argparse
+import base64
 import dataclasses
 import json
 import math
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -172,8 +174,8 @@ def write_output(path: Path, write: Callable[[Path], object], option: str) -> No
 
 
 def print_json(data: Any) -> None:
-    # ASCII escapes keep names that are not valid UTF-8 (surrogate escapes) printable and lossless.
-    print(json.dumps(data, indent=2, ensure_ascii=True, default=str))
+    """``data`` as JSON on stdout, names made lossless and valid for any parser (:func:`json_safe`)."""
+    print(json.dumps(json_safe(data), indent=2, ensure_ascii=True, default=str))
 
 
 def log(message: str) -> None:
@@ -192,9 +194,67 @@ def plot_title(title: str, random_weights: bool | None) -> str:
     return f"RANDOM WEIGHTS, scores not meaningful: {title}" if random_weights else title
 
 
+# -- names in output: the one place that decides how a file name is printed ----------------------
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_NAMED = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def _display_text(text: str) -> str:
+    """The store's display form (its ``path`` column): bytes that are not UTF-8 as ``\\xNN``."""
+    # The same rule as the store's display column (store_format.display); the CLI reaches
+    # store internals only through the library, so it is restated here.
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that is not an escaped byte
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # surrogate escapes: the name's bytes are not valid UTF-8
+        return False
+    return True
+
+
 def display_path(path: str) -> str:
-    """A path for printing: names that are not valid UTF-8 are shown with escapes, never crash."""
-    return path.encode("utf-8", "backslashreplace").decode("utf-8") if path else path
+    """A name for text output, on one line: bytes that are not valid UTF-8 shown as ``\\xNN``
+    (as the store's display column) and control characters escaped (``\\n``, ``\\t``,
+    ``\\x1b``...), so a name holding a newline cannot split a line or move the cursor."""
+    if not path:
+        return path
+    text = _display_text(path)
+    return _CONTROL.sub(lambda m: _NAMED.get(m.group(), f"\\x{ord(m.group()):02x}"), text)
+
+
+def _name_bytes(text: str) -> bytes:
+    try:
+        return os.fsencode(text)
+    except UnicodeEncodeError:  # a lone surrogate that is not an escaped byte
+        return text.encode("utf-8", "surrogatepass")
+
+
+def json_safe(data: Any) -> Any:
+    """``data`` with every string that is not valid UTF-8 (a name with undecodable bytes) made
+    lossless for any JSON parser: in a mapping, ``KEY`` becomes the display text (``\\xNN``
+    escapes, as the store's display column) and ``KEY_bytes_b64`` the exact name, base64 of
+    its bytes; inside a list, the display text only. Valid names pass unchanged (JSON escapes
+    control characters itself)."""
+    if isinstance(data, dict):
+        out: dict[Any, Any] = {}
+        for key, value in data.items():
+            if isinstance(value, str) and not _is_utf8(value):
+                out[key] = _display_text(value)
+                out[f"{key}_bytes_b64"] = base64.b64encode(_name_bytes(value)).decode("ascii")
+            else:
+                out[key] = json_safe(value)
+        return out
+    if isinstance(data, (list, tuple)):
+        return [json_safe(item) for item in data]
+    if isinstance(data, str) and not _is_utf8(data):
+        return _display_text(data)
+    return data
 
 
 def env_flag(name: str) -> bool:

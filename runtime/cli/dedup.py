@@ -14,6 +14,7 @@ from .common import (
     add_parser,
     caveat,
     display_path,
+    json_safe,
     log,
     output_path,
     plot_title,
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     if out is not None:
         import json
 
-        write_output(out, lambda p: p.write_text(json.dumps(report, indent=2) + "\n"), "--out")
+        write_output(out, lambda p: p.write_text(json.dumps(json_safe(report), indent=2) + "\n"), "--out")
     if csv_out is not None:
         write_output(csv_out, lambda p: _write_csv(p, rows), "--csv")
     if plot is not None:

@@ -29,7 +29,9 @@ def register(sub: Any) -> None:
                    "files whose last failure was passing: a timeout, a file being written). Exit 0 when every "
                    "listed file is embedded, 1 when some failed in this run or still fail from an earlier one "
                    "(each is recorded in the store and counted in the summary).")
-    p.add_argument("inputs", nargs="*", help="files, folders (recursive) and globs")
+    p.add_argument("inputs", nargs="*", help="files, folders (recursive) and globs; walks and globs skip "
+                   "hidden entries and vggsim store folders (STORE itself, and any folder holding store.json "
+                   "and commit.json), so a store kept inside the photo folder is never embedded")
     p.add_argument("--store", required=True, metavar="STORE", help="store folder (created if missing)")
     p.add_argument("--from", dest="list_file", metavar="FILE",
                    help="also read paths from FILE, one per line; '-' reads stdin (default: none)")
@@ -160,7 +162,7 @@ def summary_lines(data: dict[str, Any]) -> list[str]:
     lines += [f"{data['seen']} files: {data['embedded']} embedded, {data['unchanged']} unchanged, "
              f"{data['failed']} failed, {data['pruned']} pruned in {data['seconds']} s"]
     for failure in data.get("failures") or []:
-        lines.append(f"  failed: {display_path(short_name(failure['path']))}: {failure['reason']}")
+        lines.append(f"  failed: {display_path(short_name(failure['path']))}: {display_path(failure['reason'])}")
     still = int(data.get("still_failing") or 0)
     if still:
         lines.append(f"{still} unchanged file(s) still fail from earlier runs (not retried: the cause is in the "

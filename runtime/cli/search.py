@@ -60,6 +60,10 @@ def run(args: argparse.Namespace) -> int:
     if args.index and any(shard.rows for shard in snapshot.commit_record.shards):
         _check_index(snapshot, args.rebuild)  # a missing or stale index too
     embedder = build_embedder(args)
+    stored = snapshot.count_ok()
+    warnings = [] if stored else [f"{display_path(args.store)} holds no embeddings yet"]  # exit 0: an empty answer is an answer
+    for warning in warnings:
+        log(warning)
     random_weights = embedder.manifest.random_weights
     found = search_images(embedder, snapshot, args.queries, k=args.k, ann=args.ann, index=args.index)
     rows = [{"query": query, "matches": [{"path": m.path, "score": float(m.score)} for m in matches]}
@@ -74,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"store": args.store, "k": args.k, "ann": args.ann, "index": args.index, "generation": snapshot.generation,
                     "provider": embedder.provider, "model_sha256": embedder.model_sha256, **caveat(random_weights),
+                    "embeddings": stored, "warnings": warnings,
                     "results": rows})
     else:
         for r in rows:

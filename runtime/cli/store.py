@@ -64,7 +64,10 @@ def repair(args: argparse.Namespace) -> int:
     for problem in report.problems:
         print(f"damaged: {display_path(problem)}")
     if report.rebuilt_commit:
-        log("the commit record was missing or garbled: rebuilt from the shards that check out")
+        log("the commit record was missing or garbled: rebuilt from the shards provably committed")
+        for line in report.not_adopted:
+            log(f"  {line}; its files were moved aside and count as not embedded: the next `vggsim embed` "
+                "over the same inputs re-embeds them")
     if not report.dropped_shards and not report.rebuilt_commit:
         log(f"{args.store}: nothing to repair")
         return 0

@@ -131,11 +131,16 @@ def embed_into_store(
     started = time.perf_counter()
     identity = StoreIdentity.of(embedder, "float16" if float16 else "float32")
     writer = Store.open_for_writing(store, identity)
+    notes = list(getattr(writer, "recovery_notes", []))
+    if float16 and writer.store.identity.dtype != "float16":  # the dtype is chosen once, when the store is made
+        notes.append(f"float16 applies to new stores only: this store keeps {writer.store.identity.dtype} "
+                     "vectors (chosen when it was made); re-create it to store float16")
     failures: list[Failure] = []
     embedded = pruned = 0
     try:
         known = latest_by_path(writer.store.records())
-        listed = plan(iter_inputs(list(_path_inputs(inputs, failures)), list_file, all_files), known, retry_errors)
+        listed = plan(iter_inputs(list(_path_inputs(inputs, failures)), list_file, all_files, skip=[store]),
+                      known, retry_errors)
         seen = listed.seen + len(failures)  # items that are not paths count as seen and failed
         committer = _Committer(writer, batch_size, commit_rows, commit_seconds)
         if prune:
@@ -159,7 +164,7 @@ def embed_into_store(
         failed=len(failures), pruned=pruned, still_failing=listed.still_failing, failures=failures,
         failed_by_kind=dict(Counter(f.kind for f in failures)), seconds=round(time.perf_counter() - started, 2),
         provider=str(embedder.provider), random_weights=bool(embedder.manifest.random_weights),
-        generation=final.generation, notes=list(getattr(writer, "recovery_notes", [])))
+        generation=final.generation, notes=notes)
 
 
 class _Reporter:
