@@ -79,12 +79,18 @@ def _direct_url() -> dict[str, object] | None:
     import importlib.metadata
     import json
 
-    try:
-        text = importlib.metadata.distribution("vggsim").read_text("direct_url.json")
-        data = json.loads(text) if text else None
-    except (importlib.metadata.PackageNotFoundError, ValueError, OSError):
-        return None
-    return data if isinstance(data, dict) else None
+    # Every distribution named vggsim on the path, not only the first: a build leaves a
+    # vggsim.egg-info in the checkout, which shadows the installed one when the checkout is
+    # the working directory, and it has no direct_url.json.
+    for dist in importlib.metadata.distributions(name="vggsim"):
+        try:
+            text = dist.read_text("direct_url.json")
+            data = json.loads(text) if text else None
+        except (ValueError, OSError):
+            continue
+        if isinstance(data, dict):
+            return data
+    return None
 
 
 def pip_command(extra: str) -> str:

@@ -191,7 +191,9 @@ def test_without_faiss_the_pip_hint_and_exit_2(command: list[str], no_faiss: dic
     result = subprocess.run([sys.executable, "-m", "vggsim", *command], capture_output=True, text=True, env=no_faiss,
                             cwd=tmp_path, timeout=120)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
-    assert "pip install 'vggsim[ann]'" in result.stderr
+    from vggsim.errors import pip_command
+
+    assert pip_command("ann") in result.stderr
 
 
 def test_import_vggsim_does_not_import_faiss() -> None:
