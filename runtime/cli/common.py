@@ -127,10 +127,8 @@ def add_model_args(parser: argparse.ArgumentParser, model_help: str | None = Non
                         help="save onnxruntime's optimised graph beside the model for faster starts")
 
 
-def build_embedder(args: argparse.Namespace, max_pixels: int | None = None) -> Any:
-    """The Embedder the flags describe, built once with constructor arguments."""
-    from ..decode import DEFAULT_MAX_PIXELS
-    from ..embedder import Embedder
+def model_choices(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The providers and the preprocessing spec (None: the manifest's) the model flags ask for."""
     from ..manifest import read_manifest
 
     providers: Any = args.providers
@@ -139,6 +137,15 @@ def build_embedder(args: argparse.Namespace, max_pixels: int | None = None) -> A
     spec = None
     if args.exif_transpose:
         spec = dataclasses.replace(read_manifest(args.model, verify=False).preprocess, exif_transpose=True)
+    return providers, spec
+
+
+def build_embedder(args: argparse.Namespace, max_pixels: int | None = None) -> Any:
+    """The Embedder the flags describe, built once with constructor arguments."""
+    from ..decode import DEFAULT_MAX_PIXELS
+    from ..embedder import Embedder
+
+    providers, spec = model_choices(args)
     return Embedder(args.model, providers=providers, threads=args.threads, strict=args.strict, spec=spec,
                     max_pixels=max_pixels or DEFAULT_MAX_PIXELS, cache_optimized=args.cache_optimized)
 

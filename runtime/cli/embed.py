@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from typing import Any
 
@@ -18,6 +17,7 @@ from .common import (
     display_path,
     int_range,
     log,
+    model_choices,
     positive_float,
     print_json,
 )
@@ -123,15 +123,9 @@ def _run_on_ray(args: argparse.Namespace, bar: Any) -> Any:
     --workers and --memory-budget do not apply: Ray schedules decode tasks by CPUs and bounds
     what is in flight by its object store. --decode-timeout does not apply either.
     """
-    from ..manifest import read_manifest
     from ..ray_embed import embed_dataset
 
-    providers: Any = args.providers
-    if "," in providers:
-        providers = [p.strip() for p in providers.split(",") if p.strip()]
-    spec = None
-    if args.exif_transpose:
-        spec = dataclasses.replace(read_manifest(args.model, verify=False).preprocess, exif_transpose=True)
+    providers, spec = model_choices(args)
     try:
         return embed_dataset(
             args.inputs, args.store, model=args.model, spec=spec, max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
