@@ -52,7 +52,7 @@ def test_cuda_settings_resolve_to_provider_options(monkeypatch: pytest.MonkeyPat
 
 
 def test_first_convolution_padding_changes_no_output(model_dir: Path, tmp_path: Path) -> None:
-    import onnx
+    onnx = pytest.importorskip("onnx", reason="needs onnx (the export or fp16 extra)")
 
     from vggsim.export.variants import graph_op_counts, pad_first_conv_channels
 
