@@ -9,6 +9,17 @@ import os
 SHORT_NAME_LIMIT = 200
 
 
+def display_name(text: str) -> str:
+    """A name as valid UTF-8 text: bytes that are not UTF-8 (surrogate escapes) shown as ``\\xNN``.
+
+    The one rule for the store's display ``path`` column and for names the CLI prints.
+    """
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that is not an escaped byte
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def short_name(name: str) -> str:
     """``name`` for a message: its first 150 and last 50 characters when it is very long."""
     if len(name) <= SHORT_NAME_LIMIT:

@@ -19,7 +19,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import StoreError, require
+from .errors import StoreError, display_name, require
 
 if TYPE_CHECKING:
     from .embedder import Embedder
@@ -49,12 +49,7 @@ def pyarrow() -> Any:
 
 def display(text: str | None) -> str | None:
     """``text`` as valid UTF-8 for parquet: surrogate-escaped bytes shown as ``\\xNN``."""
-    if text is None:
-        return None
-    try:
-        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    except UnicodeEncodeError:  # a lone surrogate that is not an escaped byte
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return None if text is None else display_name(text)
 
 
 def shard_name(shard: int, kind: str) -> str:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..errors import VggsimError
+from ..errors import VggsimError, display_name
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -207,16 +207,6 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _NAMED = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
 
 
-def _display_text(text: str) -> str:
-    """The store's display form (its ``path`` column): bytes that are not UTF-8 as ``\\xNN``."""
-    # The same rule as the store's display column (store_format.display); the CLI reaches
-    # store internals only through the library, so it is restated here.
-    try:
-        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    except UnicodeEncodeError:  # a lone surrogate that is not an escaped byte
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
 def _is_utf8(text: str) -> bool:
     try:
         text.encode("utf-8")
@@ -231,7 +221,7 @@ def display_path(path: str) -> str:
     ``\\x1b``...), so a name holding a newline cannot split a line or move the cursor."""
     if not path:
         return path
-    text = _display_text(path)
+    text = display_name(path)
     return _CONTROL.sub(lambda m: _NAMED.get(m.group(), f"\\x{ord(m.group()):02x}"), text)
 
 
@@ -252,7 +242,7 @@ def json_safe(data: Any) -> Any:
         out: dict[Any, Any] = {}
         for key, value in data.items():
             if isinstance(value, str) and not _is_utf8(value):
-                out[key] = _display_text(value)
+                out[key] = display_name(value)
                 out[f"{key}_bytes_b64"] = base64.b64encode(_name_bytes(value)).decode("ascii")
             else:
                 out[key] = json_safe(value)
@@ -260,7 +250,7 @@ def json_safe(data: Any) -> Any:
     if isinstance(data, (list, tuple)):
         return [json_safe(item) for item in data]
     if isinstance(data, str) and not _is_utf8(data):
-        return _display_text(data)
+        return display_name(data)
     return data
 
 
