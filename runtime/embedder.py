@@ -9,11 +9,12 @@ from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from .cuda_feed import DEFAULT_FIXED_BATCH, FixedBatchFeed
 from .decode import DEFAULT_MAX_PIXELS, ImageSource
 from .errors import ImageError, RandomWeightsWarning
 from .manifest import Manifest, read_manifest
 from .preprocess import PreprocessSpec, load_image
-from .session import ProviderRequest, Session, create_session
+from .session import CUDA_SETTINGS, ProviderRequest, Session, create_session
 from .similarity import cosine
 
 ImagesInput = Union[ImageSource, Iterable[Union[ImageSource, np.ndarray]], np.ndarray]
@@ -38,6 +39,11 @@ class Embedder:
     use (keyed by model, onnxruntime version, provider and CPU) for faster cold starts.
     ``io_binding`` (default: on for CUDA) runs through onnxruntime's I/O binding, so the
     output is allocated once by the provider instead of copied through a Python list.
+    ``fixed_batch`` pads every run to that many images and feeds it through page-locked host
+    buffers and device buffers bound once (:mod:`vggsim.cuda_feed`): the only way to run the
+    ``cuda-graph`` settings (one captured graph per batch shape), and the copy-overlapping
+    ``cuda-overlap`` ones; those settings default it to 8. Use ``fixed_batch=1`` for the
+    lowest single-image latency. An image's vector does not depend on the padding.
 
     All of this is fixed at construction: ``spec``, ``max_pixels``, ``provider``, ``dim``,
     ``io_binding``, ``manifest`` and ``session`` are read-only, so an Embedder's vectors
@@ -54,6 +60,7 @@ class Embedder:
         max_pixels: int = DEFAULT_MAX_PIXELS,
         cache_optimized: bool = False,
         io_binding: bool | None = None,
+        fixed_batch: int | None = None,
     ) -> None:
         if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
             raise ValueError(f"max_pixels must be a positive integer, got {max_pixels!r}")
@@ -72,10 +79,20 @@ class Embedder:
         self._manifest = manifest
         self._spec: PreprocessSpec = spec or manifest.preprocess
         self._max_pixels = max_pixels
+        setting = CUDA_SETTINGS.get(providers.lower()) if isinstance(providers, str) else None
+        if fixed_batch is None and setting is not None and (setting.cuda_graph or setting.overlap):
+            fixed_batch = DEFAULT_FIXED_BATCH
+        if fixed_batch is not None and (isinstance(fixed_batch, bool) or not isinstance(fixed_batch, int)
+                                        or fixed_batch < 1):
+            raise ValueError(f"fixed_batch must be a positive integer or None, got {fixed_batch!r}")
         self._session, self._provider = create_session(
             manifest.model_path, providers, threads, strict,
             cache_key=manifest.model_sha256 if cache_optimized else None,
+            fixed_buffers=fixed_batch is not None,
         )
+        height, width = self._spec.size[1], self._spec.size[0]
+        self._feed = None if fixed_batch is None else FixedBatchFeed(
+            self._session, fixed_batch, (height, width, 3), overlap=bool(setting and setting.overlap))
         self._io_binding = self._provider == "CUDAExecutionProvider" if io_binding is None else io_binding
         self._input_name = manifest.input_name
         self._dim = manifest.embedding_dim
@@ -107,6 +124,11 @@ class Embedder:
     @property
     def io_binding(self) -> bool:
         return self._io_binding
+
+    @property
+    def fixed_batch(self) -> int | None:
+        """The batch every run is padded to (fixed buffers), or None for runs of any size."""
+        return None if self._feed is None else self._feed.batch_size
 
     @property
     def dim(self) -> int:
@@ -144,12 +166,18 @@ class Embedder:
                 "<array>", "bad_array",
                 f"run needs a batch of shape (N, {height}, {width}, 3), got {shape}{hint}",
             )
-        feed = np.ascontiguousarray(batch, dtype=np.float32)
-        if not np.isfinite(feed).all():  # NaN/inf would come out as an all-NaN embedding
+        return self._run(np.ascontiguousarray(batch, dtype=np.float32), check_finite=True)
+
+    def _run(self, feed: np.ndarray, check_finite: bool) -> np.ndarray:
+        # Images this Embedder decoded itself are uint8 made float: finite by construction, so
+        # only arrays from the caller pay for the check (3 ms per 64 images on a Xeon core).
+        if check_finite and not np.isfinite(feed).all():  # NaN/inf would come out as an all-NaN embedding
             bad = int(np.flatnonzero(~np.isfinite(feed).reshape(len(feed), -1).all(axis=1))[0])
             raise ImageError("<array>", "bad_array",
                              f"the array holds NaN or infinite values (image {bad} of the batch); "
                              "expected finite 0-255 RGB values")
+        if self._feed is not None:
+            return self._feed.run(feed)
         if self.io_binding:
             binding = self.session.io_binding()
             binding.bind_cpu_input(self._input_name, feed)
@@ -172,14 +200,21 @@ class Embedder:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if isinstance(images, np.ndarray):
             batch = images[None, ...] if images.ndim == 3 else images
+            if self._feed is not None:  # the feed cuts its own fixed-size chunks (and overlaps their copies)
+                return self.run(batch)
             return np.concatenate(
                 [self.run(batch[i : i + batch_size]) for i in range(0, len(batch), batch_size)]
                 or [np.zeros((0, self.dim), np.float32)]
             )
         sources: list[ImageSource | np.ndarray] = [images] if _is_single(images) else list(images)  # type: ignore[list-item,arg-type]
-        chunks = [self.run(np.stack([self.load(s) for s in part])) for part in _chunks(sources, batch_size)]
+        chunks = [self._run_loaded([self.load(s) for s in part], part) for part in _chunks(sources, batch_size)]
         result: np.ndarray = np.concatenate(chunks) if chunks else np.zeros((0, self.dim), np.float32)
         return result
+
+    def _run_loaded(self, arrays: list[np.ndarray], sources: Sequence[ImageSource | np.ndarray]) -> np.ndarray:
+        """Run what :meth:`load` returned; only caller arrays among ``sources`` need the finite check."""
+        caller_arrays = any(isinstance(source, np.ndarray) for source in sources)
+        return self._run(np.stack(arrays), check_finite=caller_arrays)
 
     def embed_one(self, image: ImageSource | np.ndarray) -> np.ndarray:
         """The (512,) embedding of a single image."""

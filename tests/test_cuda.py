@@ -133,3 +133,53 @@ def test_fp16_on_cuda_against_fp32(cuda_embedder: Embedder, model_dir: Path, pho
     assert _cosines(reference[:4], first).min() >= 0.999 and _cosines(reference[4:8], second).min() >= 0.999
     streamed = runner.run_stream([runner.pinned(inputs[:4]), runner.pinned(inputs[4:8]), runner.pinned(inputs[:4])])
     assert min(_cosines(reference[k:k + 4], out).min() for k, out in zip((0, 4, 0), streamed)) >= 0.999
+
+
+def test_fixed_batch_embedder_equals_the_plain_one_on_the_cpu(model_dir: Path, photos: list[Path]) -> None:
+    # The fixed-batch feed (padding to one shape, pinned staging) is what cuda-graph runs
+    # through; on the CPU provider the same code runs with plain copies and must give the
+    # very same vectors, whatever the padding rows hold (a full batch first, then a short one).
+    plain = Embedder(model_dir, providers="cpu").embed(photos)
+    fixed = Embedder(model_dir, providers="cpu", fixed_batch=4)
+    assert fixed.fixed_batch == 4
+    assert np.array_equal(fixed.embed(photos, batch_size=5), plain)
+    assert np.array_equal(fixed.embed(photos[:1]), plain[:1])
+    arrays = np.stack([fixed.load(p) for p in photos])
+    assert np.array_equal(fixed.embed(arrays), plain)
+    assert np.array_equal(fixed.run(arrays[2:3]), plain[2:3])
+    assert Embedder(model_dir, providers="cpu").fixed_batch is None
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.0, True, "8"])
+def test_fixed_batch_must_be_a_positive_integer(model_dir: Path, bad: object) -> None:
+    with pytest.raises(ValueError, match="fixed_batch must be a positive integer"):
+        Embedder(model_dir, providers="cpu", fixed_batch=bad)  # type: ignore[arg-type]
+
+
+def test_fixed_batch_still_refuses_non_finite_arrays(model_dir: Path) -> None:
+    from vggsim import ImageError
+
+    fixed = Embedder(model_dir, providers="cpu", fixed_batch=2)
+    batch = np.zeros((3, 224, 224, 3), np.float32)
+    batch[1, 5, 5, 0] = np.nan
+    with pytest.raises(ImageError, match="NaN or infinite"):
+        fixed.run(batch)
+    with pytest.raises(ImageError, match="NaN or infinite"):
+        fixed.embed([batch[0], batch[1]])
+
+
+@needs_cuda
+@pytest.mark.parametrize("setting", ["cuda-graph", "cuda-overlap", "cuda-graph-overlap"])
+def test_embedder_runs_every_fixed_buffer_setting(model_dir: Path, photos: list[Path], setting: str) -> None:
+    # Issue 11: Embedder itself used neither pinned buffers nor CUDA graphs (cuda-graph was
+    # refused); now it feeds them through fixed buffers. A stale graph input would repeat
+    # the first batch's embeddings, so batches of different images are compared one by one.
+    reference = Embedder(model_dir, providers="cpu").embed(photos)
+    for fixed_batch in (1, 4):
+        embedder = Embedder(model_dir, providers=setting, strict=True, fixed_batch=fixed_batch)
+        assert embedder.provider == "CUDAExecutionProvider" and embedder.fixed_batch == fixed_batch
+        got = embedder.embed(photos, batch_size=3)
+        assert _cosines(reference, got).min() >= 0.999, (setting, fixed_batch)
+        again = embedder.embed(photos[::-1], batch_size=3)[::-1]
+        assert _cosines(got, again).min() >= 0.99999, (setting, fixed_batch)
+    assert Embedder(model_dir, providers=setting).fixed_batch == 8

@@ -596,7 +596,12 @@ def save_reference(fp32: str, out: Path) -> None:
 def print_summary(out: Path) -> None:
     report = json.loads((out / "issue11.json").read_text())
     keras = json.loads((out / "keras.json").read_text()) if (out / "keras.json").exists() else None
-    text = "\n".join(summary(report, keras))
+    lines = summary(report, keras)
+    if (out / "embedder.json").exists():
+        from embedder_path import summary as embedder_summary  # scripts/device/, beside this script
+
+        lines += embedder_summary(json.loads((out / "embedder.json").read_text()))
+    text = "\n".join(lines)
     (out / "summary.md").write_text(text + "\n")
     print(text)
 

@@ -72,6 +72,9 @@ step "every setting side by side, graphs, pipeline"
 timeout ${MAIN_TIMEOUT:-300} $PY -W ignore scripts/device/issue11.py main "$MODELS/fp32" "$MODELS/fp16" "$MODELS/fp16old" "$OUT" \
   --budget-s=${BUDGET_S:-240} $FLAG ${ONLY:+"--only=$ONLY"} ${NO_PIPELINE:+--no-pipeline} 2>&1 | grep --line-buffered -v cudnn_fe
 
+step "the library's own path: Embedder.run and embed with the fixed-batch feed"
+[ -n "${SKIP_EMBEDDER:-}" ] || timeout ${EMBEDDER_TIMEOUT:-150} $PY -W ignore scripts/device/embedder_path.py "$MODELS/fp32" "$MODELS/fp16" "$OUT" $FLAG 2>&1 | grep --line-buffered -v cudnn_fe
+
 step "Keras 3 on JAX, same weights, same GPU"
 [ -n "${SKIP_KERAS:-}" ] || timeout 60 $PY -W ignore scripts/device/issue11.py reference "$MODELS/fp32" "$OUT" $FLAG
 [ -n "${SKIP_KERAS:-}" ] || timeout ${KERAS_TIMEOUT:-70} $PY -W ignore scripts/device/issue11.py keras "$OUT" --budget-s=50 $FLAG 2>&1 | grep --line-buffered -v "^WARNING\|cudnn_fe"
