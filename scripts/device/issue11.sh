@@ -22,7 +22,7 @@ if [ "$DRY" != 1 ]; then
   step "install: onnxruntime-gpu, keras, onnxconverter-common, vggsim laid out as its wheel"
   rm -rf "$SITE"; mkdir -p "$SITE"
   $PY -c "import tarfile, sys; tarfile.open('.devgpu/onnxruntime-gpu.tar.xz').extractall(sys.argv[1])" "$SITE" || exit 1
-  $PY -m pip install -q --no-index --no-deps --no-compile --target "$SITE" .devgpu/whl/*.whl || exit 1
+  $PY -c "import tarfile, sys; tarfile.open('.devgpu/python-extras.tar.xz').extractall(sys.argv[1])" "$SITE" || exit 1
   cp -r runtime "$SITE/vggsim" && cp -r export "$SITE/vggsim/export"
   NVIDIA=$($PY -c "import nvidia; print(list(nvidia.__path__)[0])" 2>/dev/null) && ln -s "$NVIDIA" "$SITE/nvidia"
   export PYTHONPATH=$SITE
