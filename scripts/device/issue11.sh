@@ -3,7 +3,8 @@
 # (every setting at batch 1, 8, 64, 256 from GPU and host memory, optimised-graph Cast and
 # Transpose counts, JPEG decode feeding the GPU) and Keras 3 on JAX on the same GPU.
 # Runs over a copy of this tree plus .devgpu/ (scripts/device/pack.sh); writes under $OUT:
-# issue11.log, test_cuda.log, issue11.json, keras.json, summary.md, fp16-manifest.json.
+# issue11.log, test_cuda.log, issue11.json, embedder.json, keras.json, serve_cuda.json, summary.md,
+# fp16-manifest.json.
 #   DRY_RUN=1 bash scripts/device/issue11.sh   checks it here on the CPU, tiny rounds, no install
 set -uo pipefail
 export PYTHONUNBUFFERED=1 KERAS_BACKEND=jax XLA_PYTHON_CLIENT_PREALLOCATE=false TF_CPP_MIN_LOG_LEVEL=3
@@ -79,6 +80,11 @@ step "Keras 3 on JAX, same weights, same GPU"
 [ -n "${SKIP_KERAS:-}" ] || timeout 60 $PY -W ignore scripts/device/issue11.py reference "$MODELS/fp32" "$OUT" $FLAG
 [ -n "${SKIP_KERAS:-}" ] || timeout ${KERAS_TIMEOUT:-70} $PY -W ignore scripts/device/issue11.py keras "$OUT" --budget-s=50 $FLAG 2>&1 | grep --line-buffered -v "^WARNING\|cudnn_fe"
 rm -f "$OUT/reference.npy"
+
+step "issue 8: vggsim serve under load on CUDA (fp16, cuda-tf32), against Embedder.embed in the same run"
+[ -n "${SKIP_SERVE:-}" ] || [ "$DRY" = 1 ] || timeout ${SERVE_TIMEOUT:-170} $PY -W ignore benchmarks/serve_load.py --model "$MODELS/fp16" \
+  --providers cuda-tf32 --seconds ${SERVE_SECONDS:-10} --overload-seconds ${SERVE_OVERLOAD_SECONDS:-20} --max-batch 32 --queue-size 128 \
+  --out "$OUT/serve_cuda.json" 2>&1 | grep --line-buffered -v cudnn_fe
 
 step "summary"
 $PY scripts/device/issue11.py summary "$OUT"
