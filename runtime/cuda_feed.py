@@ -19,6 +19,15 @@ from typing import Any
 import numpy as np
 
 from .cuda_runner import CudaRunner
+from .host_copy import copy_rows
+
+class NonFiniteRow(ValueError):
+    """An image of the batch holds NaN or infinity (``index`` in the whole batch)."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__(f"image {index} of the batch holds NaN or infinite values")
+        self.index = index
+
 
 #: The batch every run is padded to when a fixed-buffer setting names none (the CLI's default batch).
 DEFAULT_FIXED_BATCH = 8
@@ -42,21 +51,29 @@ class FixedBatchFeed:
         # run is thread-safe, these buffers are not).
         self._lock = threading.Lock()
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        """Embeddings of every image in ``batch``, in order."""
+    def run(self, batch: np.ndarray, check_finite: bool = True) -> np.ndarray:
+        """Embeddings of every image in ``batch``, in order; with ``check_finite``, raise
+        :class:`NonFiniteRow` for the first image holding NaN or infinity (checked while it is
+        copied into the staging buffer, so the check costs no extra pass over memory)."""
         size = self.batch_size
         chunks = [batch[start : start + size] for start in range(0, len(batch), size)]
         with self._lock:
+            self._check, self._offset = check_finite, 0
             if self.overlap and len(chunks) > 1:
                 outputs = self._run_overlapped(chunks)
             else:
                 outputs = [self._run_one(chunk) for chunk in chunks]
         return np.concatenate(outputs) if outputs else np.zeros((0, self._dim()), np.float32)
 
+    def _stage(self, slot: int, chunk: np.ndarray) -> np.ndarray:
+        bad = copy_rows(self._staging[slot], chunk, self._check)
+        if bad is not None:
+            raise NonFiniteRow(self._offset + bad)
+        self._offset += len(chunk)
+        return self._staging[slot]
+
     def _run_one(self, chunk: np.ndarray) -> np.ndarray:
-        staging = self._staging[0]
-        staging[: len(chunk)] = chunk
-        return self.runner.run_host(staging)[: len(chunk)]
+        return self.runner.run_host(self._stage(0, chunk))[: len(chunk)]
 
     def _run_overlapped(self, chunks: Sequence[np.ndarray]) -> list[np.ndarray]:
         """The copy of chunk N+1 on a second stream while chunk N computes (two pinned buffers
@@ -64,10 +81,7 @@ class FixedBatchFeed:
         results: list[np.ndarray] = []
         for start in range(0, len(chunks), 2):
             pair = chunks[start : start + 2]
-            staged = []
-            for slot, chunk in enumerate(pair):
-                self._staging[slot][: len(chunk)] = chunk
-                staged.append(self._staging[slot])
+            staged = [self._stage(slot, chunk) for slot, chunk in enumerate(pair)]
             for chunk, output in zip(pair, self.runner.run_stream(staged)):
                 results.append(output[: len(chunk)])
         return results

@@ -9,9 +9,10 @@ from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .cuda_feed import DEFAULT_FIXED_BATCH, FixedBatchFeed
+from .cuda_feed import DEFAULT_FIXED_BATCH, FixedBatchFeed, NonFiniteRow
 from .decode import DEFAULT_MAX_PIXELS, ImageSource
 from .errors import ImageError, RandomWeightsWarning
+from .host_copy import first_non_finite
 from .manifest import Manifest, read_manifest
 from .preprocess import PreprocessSpec, load_image
 from .session import CUDA_SETTINGS, ProviderRequest, Session, create_session
@@ -170,14 +171,15 @@ class Embedder:
 
     def _run(self, feed: np.ndarray, check_finite: bool) -> np.ndarray:
         # Images this Embedder decoded itself are uint8 made float: finite by construction, so
-        # only arrays from the caller pay for the check (3 ms per 64 images on a Xeon core).
-        if check_finite and not np.isfinite(feed).all():  # NaN/inf would come out as an all-NaN embedding
-            bad = int(np.flatnonzero(~np.isfinite(feed).reshape(len(feed), -1).all(axis=1))[0])
-            raise ImageError("<array>", "bad_array",
-                             f"the array holds NaN or infinite values (image {bad} of the batch); "
-                             "expected finite 0-255 RGB values")
+        # only arrays from the caller pay for the check (rows over threads: host_copy).
         if self._feed is not None:
-            return self._feed.run(feed)
+            try:
+                return self._feed.run(feed, check_finite)
+            except NonFiniteRow as exc:
+                raise _non_finite(exc.index) from None
+        bad = first_non_finite(feed) if check_finite else None
+        if bad is not None:
+            raise _non_finite(bad)
         if self.io_binding:
             binding = self.session.io_binding()
             binding.bind_cpu_input(self._input_name, feed)
@@ -226,6 +228,11 @@ class Embedder:
         be a preprocessed (224, 224, 3) array)."""
         vectors = self.embed([a, b], batch_size=2)
         return cosine(vectors[0], vectors[1])
+
+
+def _non_finite(index: int) -> ImageError:
+    return ImageError("<array>", "bad_array", f"the array holds NaN or infinite values (image {index} of the batch); "
+                      "expected finite 0-255 RGB values")
 
 
 def _is_single(images: object) -> bool:

@@ -77,12 +77,18 @@ class StoreError(VggsimError, ValueError):
 class MissingExtraError(VggsimError, ImportError):
     """An optional dependency is missing; the message holds the pip command that adds it."""
 
-    def __init__(self, extra: str, feature: str, missing: str) -> None:
+    def __init__(self, extra: str, feature: str, missing: str, broken: str | None = None) -> None:
         self.extra = extra
         self.pip_command = pip_command(extra)
-        super().__init__(
-            f"{feature} needs the '{extra}' extra ({missing} is not installed); install it with: {self.pip_command}"
-        )
+        if broken is None:
+            super().__init__(
+                f"{feature} needs the '{extra}' extra ({missing} is not installed); install it with: {self.pip_command}"
+            )
+        else:  # installed, but one of its own dependencies is missing or too old
+            super().__init__(
+                f"{feature} needs the '{extra}' extra: {missing} is installed but does not import ({broken}); "
+                f"reinstall it with: {self.pip_command}"
+            )
 
 
 def _direct_url() -> dict[str, object] | None:
@@ -141,4 +147,8 @@ def require(module: str, extra: str, feature: str) -> object:
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        raise MissingExtraError(extra, feature, module) from exc
+        # "fastapi is not installed" would be wrong when fastapi is there and its own dependency
+        # is not (on a GPU machine fastapi 0.165 lacked opentelemetry-api): name the real cause.
+        if isinstance(exc, ModuleNotFoundError) and (exc.name or module).split(".")[0] == module.split(".")[0]:
+            raise MissingExtraError(extra, feature, module) from exc
+        raise MissingExtraError(extra, feature, module, broken=str(exc)) from exc

@@ -102,3 +102,18 @@ def test_libtiff_messages_do_not_reach_stderr(tmp_path: Path, model_dir: Path) -
     assert result.returncode in (0, 1) and "Traceback" not in result.stderr
     noise = [line for line in result.stderr.splitlines() if not line.startswith("vggsim:")]
     assert not [line for line in noise if "TIFF" in line or "_tiffReadProc" in line or "Decode" in line], noise
+
+
+def test_require_names_a_broken_dependency_instead_of_calling_the_extra_missing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # On the GPU machine `vggsim serve` said "fastapi is not installed" while fastapi was
+    # installed and its own dependency (opentelemetry-api) was not.
+    (tmp_path / "vggsim_fake_web.py").write_text("import vggsim_fake_missing_dependency\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(errors.MissingExtraError) as caught:
+        errors.require("vggsim_fake_web", "serve", "vggsim serve")
+    message = str(caught.value)
+    assert "vggsim_fake_web is installed but does not import" in message
+    assert "vggsim_fake_missing_dependency" in message and "not installed)" not in message
+    with pytest.raises(errors.MissingExtraError, match=r"vggsim_fake_absent is not installed"):
+        errors.require("vggsim_fake_absent", "serve", "vggsim serve")

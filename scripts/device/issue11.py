@@ -594,9 +594,8 @@ def save_reference(fp32: str, out: Path) -> None:
 
 
 def print_summary(out: Path) -> None:
-    report = json.loads((out / "issue11.json").read_text())
     keras = json.loads((out / "keras.json").read_text()) if (out / "keras.json").exists() else None
-    lines = summary(report, keras)
+    lines = summary(json.loads((out / "issue11.json").read_text()), keras) if (out / "issue11.json").exists() else []
     if (out / "embedder.json").exists():
         from embedder_path import summary as embedder_summary  # scripts/device/, beside this script
 

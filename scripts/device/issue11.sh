@@ -70,7 +70,7 @@ else
 fi
 
 step "every setting side by side, graphs, pipeline"
-timeout ${MAIN_TIMEOUT:-300} $PY -W ignore scripts/device/issue11.py main "$MODELS/fp32" "$MODELS/fp16" "$MODELS/fp16old" "$OUT" \
+[ -n "${SKIP_MAIN:-}" ] || timeout ${MAIN_TIMEOUT:-300} $PY -W ignore scripts/device/issue11.py main "$MODELS/fp32" "$MODELS/fp16" "$MODELS/fp16old" "$OUT" \
   --budget-s=${BUDGET_S:-240} $FLAG ${ONLY:+"--only=$ONLY"} ${NO_PIPELINE:+--no-pipeline} 2>&1 | grep --line-buffered -v cudnn_fe
 
 step "the library's own path: Embedder.run and embed with the fixed-batch feed"
