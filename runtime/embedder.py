@@ -16,6 +16,7 @@ from .host_copy import first_non_finite
 from .manifest import Manifest, read_manifest
 from .preprocess import PreprocessSpec, load_image
 from .session import CUDA_SETTINGS, ProviderRequest, Session, create_session
+from .session_profile import session_profile
 from .similarity import cosine
 
 ImagesInput = Union[ImageSource, Iterable[Union[ImageSource, np.ndarray]], np.ndarray]
@@ -45,6 +46,9 @@ class Embedder:
     ``cuda-graph`` settings (one captured graph per batch shape), and the copy-overlapping
     ``cuda-overlap`` ones; those settings default it to 8. Use ``fixed_batch=1`` for the
     lowest single-image latency. An image's vector does not depend on the padding.
+    ``profile`` names the session settings: ``"default"``, or ``"edge"`` for small devices
+    (no arena, optimised graph saved once with memory-mapped weights; same vectors, less
+    memory: :mod:`vggsim.session_profile`).
 
     All of this is fixed at construction: ``spec``, ``max_pixels``, ``provider``, ``dim``,
     ``io_binding``, ``manifest`` and ``session`` are read-only, so an Embedder's vectors
@@ -62,9 +66,13 @@ class Embedder:
         cache_optimized: bool = False,
         io_binding: bool | None = None,
         fixed_batch: int | None = None,
+        profile: str = "default",
     ) -> None:
         if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
             raise ValueError(f"max_pixels must be a positive integer, got {max_pixels!r}")
+        chosen_profile = session_profile(profile)  # an unknown name fails before the model is read
+        self._profile = chosen_profile.name
+        profile_cached_graph = chosen_profile.cached_graph
         manifest = read_manifest(model, verify=True)
         if manifest.random_weights:
             warnings.warn(
@@ -88,8 +96,8 @@ class Embedder:
             raise ValueError(f"fixed_batch must be a positive integer or None, got {fixed_batch!r}")
         self._session, self._provider = create_session(
             manifest.model_path, providers, threads, strict,
-            cache_key=manifest.model_sha256 if cache_optimized else None,
-            fixed_buffers=fixed_batch is not None,
+            cache_key=manifest.model_sha256 if cache_optimized or profile_cached_graph else None,
+            fixed_buffers=fixed_batch is not None, profile=self._profile,
         )
         height, width = self._spec.size[1], self._spec.size[0]
         self._feed = None if fixed_batch is None else FixedBatchFeed(
@@ -117,6 +125,11 @@ class Embedder:
     def provider(self) -> str:
         """The onnxruntime provider actually running the model."""
         return self._provider
+
+    @property
+    def profile(self) -> str:
+        """The session profile (``"default"`` or ``"edge"``); it never changes the vectors."""
+        return self._profile
 
     @property
     def session(self) -> Session:

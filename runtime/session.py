@@ -8,6 +8,8 @@ import hashlib
 import io
 import os
 import platform
+import shutil
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +19,7 @@ from collections.abc import Sequence
 import onnxruntime as ort
 
 from .errors import ProviderError
+from .session_profile import SessionProfile, graph_cache_dir, session_profile
 
 ProviderRequest = Union[str, Sequence[str | tuple[str, dict[str, Any]]]]
 #: The session type create_session returns (the only module that constructs one).
@@ -181,9 +184,14 @@ def resolve_providers(request: ProviderRequest = "auto", fixed_buffers: bool = F
     return resolved
 
 
-def session_options(threads: int | None = None, optimize: bool = True) -> ort.SessionOptions:
-    """Full graph optimisation; intra-op threads = ``threads`` or the usable CPUs."""
+def session_options(threads: int | None = None, optimize: bool = True,
+                    profile: str | SessionProfile = "default") -> ort.SessionOptions:
+    """Full graph optimisation; intra-op threads = ``threads`` or the usable CPUs; the
+    profile's arena and memory-pattern settings (:mod:`vggsim.session_profile`)."""
+    chosen = session_profile(profile)
     options = ort.SessionOptions()
+    options.enable_cpu_mem_arena = chosen.cpu_mem_arena
+    options.enable_mem_pattern = chosen.mem_pattern
     options.graph_optimization_level = (
         ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     options.intra_op_num_threads = threads if threads and threads > 0 else usable_cpus()
@@ -207,8 +215,12 @@ def optimized_cache_path(model_path: Path, model_sha256: str, provider: str) -> 
     onnxruntime's level-ALL graph may hold hardware-specific layouts, so everything that
     could change it is in the key; a stale file is simply never looked up again.
     """
-    key = hashlib.sha256(f"{model_sha256}|{ort.__version__}|{provider}|{_cpu_signature()}".encode()).hexdigest()[:16]
-    return model_path.with_name(f"model.optimized-{key}.onnx")
+    return model_path.with_name(f"model.optimized-{_graph_key(model_sha256, provider)}.onnx")
+
+
+def _graph_key(model_sha256: str, provider: str, layout: str = "") -> str:
+    text = f"{model_sha256}|{ort.__version__}|{provider}|{_cpu_signature()}{layout}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 @functools.cache
@@ -249,6 +261,7 @@ def create_session(
     cache_key: str | None = None,
     optimize: bool = True,
     fixed_buffers: bool = False,
+    profile: str | SessionProfile = "default",
 ) -> tuple[ort.InferenceSession, str]:
     """Create a session and return it with the provider that actually runs it.
 
@@ -264,19 +277,28 @@ def create_session(
     ``optimize=False`` runs the graph as written (no onnxruntime graph rewrites).
     ``fixed_buffers=True`` allows the CUDA-graph settings, for callers that bind fixed device
     buffers (:class:`vggsim.cuda_runner.CudaRunner`).
+    ``profile`` names the session settings (:data:`vggsim.session_profile.PROFILES`):
+    ``"edge"`` always saves the optimised graph (see :func:`_cached_graph_session`).
     """
+    chosen = session_profile(profile)
     requested = resolve_providers(providers, fixed_buffers)
     first_requested = requested[0][0] if isinstance(requested[0], tuple) else requested[0]
     preload_output = preload_cuda_libraries() if first_requested in _GPU_PROVIDERS else ""
     if isinstance(model_path, bytes):
-        session = _new_session(model_path, session_options(threads, optimize), requested)
+        session = _new_session(model_path, session_options(threads, optimize, chosen), requested)
         return session, _check_running(session, providers, first_requested, strict, preload_output)
     path = Path(model_path)
+    if chosen.cached_graph and optimize:
+        from .manifest import sha256_file  # read in pieces: no copy of the model held in memory
+
+        session = _cached_graph_session(path, cache_key or sha256_file(path), first_requested, threads, chosen,
+                                        requested)
+        return session, _check_running(session, providers, first_requested, strict, preload_output)
     cached = optimized_cache_path(path, cache_key, first_requested) if cache_key and optimize else None
     if cached is not None and cached.is_file():
-        session = _new_session(cached, session_options(threads, optimize=False), requested)
+        session = _new_session(cached, session_options(threads, optimize=False, profile=chosen), requested)
     else:
-        options = session_options(threads, optimize)
+        options = session_options(threads, optimize, chosen)
         staging = cached.with_name(f".{cached.name}.{os.getpid()}.tmp") if cached else None
         if staging is not None and os.access(path.parent, os.W_OK):
             options.optimized_model_filepath = os.fspath(staging)
@@ -284,6 +306,43 @@ def create_session(
         if staging is not None and staging.is_file():
             os.replace(staging, cached)  # type: ignore[arg-type]
     return session, _check_running(session, providers, first_requested, strict, preload_output)
+
+
+def _cached_graph_session(path: Path, model_sha256: str, provider: str, threads: int | None,
+                          profile: SessionProfile, requested: list[Any]) -> ort.InferenceSession:
+    """A session on the saved optimised graph, saving it first if this is the first start.
+
+    The graph is the one full optimisation makes (so the same kernels and the same vectors
+    as the default profile), saved as ``model.onnx`` with every weight in ``model.data``:
+    loaded with no optimisation, onnxruntime memory-maps the weights instead of copying
+    them, and the optimiser's second copy of the convolution weights is never made. The
+    first start pays for the optimisation once; the folder appears atomically (a process
+    that loses the race to write it keeps its own session and drops its copy).
+    """
+    folder = graph_cache_dir(path, _graph_key(model_sha256, provider, "|external-data"))
+    if (folder / "model.onnx").is_file() and (folder / "model.data").is_file():
+        return _new_session(folder / "model.onnx", session_options(threads, optimize=False, profile=profile),
+                            requested)
+    options = session_options(threads, optimize=True, profile=profile)
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        staging: Path | None = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    except OSError:  # nowhere to write: run optimised in memory, as the default profile does
+        staging = None
+    if staging is not None:
+        staging.chmod(0o755)  # mkdtemp makes it private; the saved graph is as readable as the model
+        options.optimized_model_filepath = os.fspath(staging / "model.onnx")
+        options.add_session_config_entry("session.optimized_model_external_initializers_file_name", "model.data")
+        options.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
+    try:
+        session = _new_session(path, options, requested)
+        if staging is not None and (staging / "model.onnx").is_file():
+            with contextlib.suppress(OSError):  # another process saved it first: theirs is the same graph
+                os.replace(staging, folder)
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+    return session
 
 
 def _check_running(session: ort.InferenceSession, providers: ProviderRequest, first_requested: str, strict: bool,
