@@ -93,10 +93,12 @@ def matmul_peak(threads: int | None = None, providers: str = "cpu") -> dict[str,
     return {"gflops": max(by_size.values()), "by_size": by_size, "providers": providers}
 
 
-def cold_start(model: str, photo: str, rounds: int = 3, providers: str = "cpu") -> dict[str, float]:
+def cold_start(model: str, photo: str, rounds: int = 3, providers: str = "cpu",
+               profile: str = "default") -> dict[str, float]:
     """New process to first embedding, median of ``rounds`` fresh interpreters."""
     code = ("import time; t = time.perf_counter(); import warnings; warnings.simplefilter('ignore'); import vggsim; "
-            f"vggsim.Embedder({model!r}, providers={providers!r}).embed([{photo!r}]); print(time.perf_counter() - t)")
+            f"vggsim.Embedder({model!r}, providers={providers!r}, profile={profile!r}).embed([{photo!r}]); "
+            "print(time.perf_counter() - t)")
     times = [float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                                   timeout=600).stdout.strip().splitlines()[-1]) for _ in range(rounds)]
     return {"seconds": round(statistics.median(times), 3)}
@@ -136,9 +138,9 @@ def hardware() -> dict[str, Any]:
 
 
 def bench_model(model: str, photos: Sequence[Path], batch_sizes: Sequence[int], threads: Sequence[int],
-                rounds: int, providers: str = "auto") -> dict[str, Any]:
+                rounds: int, providers: str = "auto", profile: str = "default") -> dict[str, Any]:
     """Every figure for one model folder."""
-    embedder = Embedder(model, providers=providers)
+    embedder = Embedder(model, providers=providers, profile=profile)
     data = photos[0].read_bytes()
     decoded = Image.open(io.BytesIO(data))
     decoded.load()
@@ -156,7 +158,7 @@ def bench_model(model: str, photos: Sequence[Path], batch_sizes: Sequence[int], 
                               "gflops": round(size * VGG16_GFLOP / median, 1)}
     sweep = {}
     for count in threads:
-        single = Embedder(model, providers=providers, threads=count)
+        single = Embedder(model, providers=providers, threads=count, profile=profile)
         sweep[str(count)] = round(statistics.median(timed(lambda: single.run(arrays[:1]), max(3, rounds // 2))) * 1000, 2)  # noqa: B023
     from .pipeline import iter_embeddings
 
@@ -166,15 +168,16 @@ def bench_model(model: str, photos: Sequence[Path], batch_sizes: Sequence[int], 
     end_to_end = done / (time.perf_counter() - start)
     return {
         "model": model, "precision": embedder.manifest.precision, "provider": embedder.provider,
+        "profile": embedder.profile,
         "model_sha256": embedder.model_sha256, "stages_ms": {k: percentiles(v) for k, v in stages.items()},
         "batch": batches, "threads_batch1_ms": sweep,
         "end_to_end_batch8_images_per_s": round(end_to_end, 2),
-        "cold_start": cold_start(model, str(photos[0]), providers=providers),
+        "cold_start": cold_start(model, str(photos[0]), providers=providers, profile=profile),
     }
 
 
 def run_bench(models: Sequence[str], photos: Sequence[Path], batch_sizes: Sequence[int], threads: Sequence[int],
-              rounds: int, keras: bool, providers: str = "auto") -> dict[str, Any]:
+              rounds: int, keras: bool, providers: str = "auto", profile: str = "default") -> dict[str, Any]:
     """The whole report, as ``vggsim bench --json`` writes it."""
     from importlib import metadata
 
@@ -187,7 +190,7 @@ def run_bench(models: Sequence[str], photos: Sequence[Path], batch_sizes: Sequen
         except metadata.PackageNotFoundError:
             pass
     report: dict[str, Any] = {"hardware": hardware(), "versions": versions, "vgg16_gflop_per_image": round(VGG16_GFLOP, 2)}
-    report["models"] = [bench_model(m, photos, batch_sizes, threads, rounds, providers) for m in models]
+    report["models"] = [bench_model(m, photos, batch_sizes, threads, rounds, providers, profile) for m in models]
     # The peak is measured where the models ran: cuBLAS for a CUDA run, MLAS on the CPU.
     on_gpu = report["models"][0]["provider"] == "CUDAExecutionProvider"
     report["matmul_peak"] = matmul_peak(providers="cuda" if on_gpu else "cpu")

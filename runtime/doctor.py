@@ -28,7 +28,7 @@ def _dedup_block(manifest: Manifest) -> dict[str, Any] | None:
     return None if manifest.dedup is None else manifest.dedup.to_dict()
 
 
-def doctor_report(model: str | None) -> dict[str, Any]:
+def doctor_report(model: str | None, profile: str = "default") -> dict[str, Any]:
     """Versions, providers, CPUs, GPU, and the model found (with its dedup calibration)."""
     from .embedder import Embedder
 
@@ -47,11 +47,11 @@ def doctor_report(model: str | None) -> dict[str, Any]:
 
         with warnings.catch_warnings():  # the report says it in its own field
             warnings.simplefilter("ignore", RandomWeightsWarning)
-            embedder = Embedder(model, providers="auto")
+            embedder = Embedder(model, providers="auto", profile=profile)
         manifest = embedder.manifest
         report["model"] = {
             "path": str(manifest.model_path), "sha256": manifest.model_sha256, "sha256_ok": True,
-            "provider_running": embedder.provider, "normalization": manifest.normalization,
+            "provider_running": embedder.provider, "profile": embedder.profile, "normalization": manifest.normalization,
             "precision": manifest.precision, "weights": manifest.weights.source,
             "random_weights": manifest.random_weights, "opset": manifest.opset,
             "preprocess": manifest.preprocess.to_dict(),

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import VggsimError
-from .common import add_parser, int_list, int_range, log, output_path, print_json, write_output
+from .common import add_parser, add_profile_arg, int_list, int_range, log, output_path, print_json, write_output
 from .export import photos_in
 
 
@@ -19,6 +19,7 @@ def register(sub: Any) -> None:
                    "(default: $VGGSIM_MODEL or models/vgg16)")
     p.add_argument("--keras", action="store_true", help="the Keras recipe side by side (needs vggsim[export])")
     p.add_argument("--providers", default="auto", help="auto, cpu, cuda or cuda-tf32")
+    add_profile_arg(p)
     p.add_argument("--batch-sizes", type=int_list(1, 1024), default=[1, 8], metavar="N,N",
                    help="comma-separated batch sizes, each 1-1024 (default: 1,8)")
     p.add_argument("--threads", type=int_list(1, 4096), default=None, metavar="N,N",
@@ -50,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         raise VggsimError("bench needs images: pass --images DIR or install scikit-learn (it ships sample photos)")
     threads = args.threads or sorted({1, usable_cpus()})
     models = args.model or [os.environ.get("VGGSIM_MODEL", "models/vgg16")]
-    report = run_bench(models, photos, args.batch_sizes, threads, args.rounds, args.keras, args.providers)
+    report = run_bench(models, photos, args.batch_sizes, threads, args.rounds, args.keras, args.providers, args.profile)
     if out is not None:
         write_output(out, lambda p: Path(p).write_text(json.dumps(report, indent=2) + "\n"), "--out")
     if plot is not None:

@@ -110,7 +110,7 @@ threshold_type = positive_float(1.0)
 # -- the model flags ----------------------------------------------------------------------------
 
 def add_model_args(parser: argparse.ArgumentParser, model_help: str | None = None) -> None:
-    """--model, --providers, --threads, --strict, --exif-transpose, --cache-optimized."""
+    """--model, --providers, --threads, --strict, --exif-transpose, --cache-optimized, --profile."""
     parser.add_argument("--model", metavar="DIR", help=model_help or "model folder made by `vggsim export` "
                         "(default: $VGGSIM_MODEL or models/vgg16)")
     parser.add_argument("--providers", default="auto",
@@ -125,6 +125,16 @@ def add_model_args(parser: argparse.ArgumentParser, model_help: str | None = Non
                         "without it refuses queries made with it)")
     parser.add_argument("--cache-optimized", action="store_true",
                         help="save onnxruntime's optimised graph beside the model for faster starts")
+    add_profile_arg(parser)
+
+
+def add_profile_arg(parser: argparse.ArgumentParser) -> None:
+    """--profile: the session profile (vggsim.session_profile); choices checked at parse time."""
+    from ..session_profile import PROFILES
+
+    parser.add_argument("--profile", choices=list(PROFILES), default="default",
+                        help="session settings: default, or edge for small devices (less memory, same vectors; "
+                        "saves the optimised graph beside the model or in ~/.cache/vggsim on first use)")
 
 
 def model_choices(args: argparse.Namespace) -> tuple[Any, Any]:
@@ -147,7 +157,8 @@ def build_embedder(args: argparse.Namespace, max_pixels: int | None = None) -> A
 
     providers, spec = model_choices(args)
     return Embedder(args.model, providers=providers, threads=args.threads, strict=args.strict, spec=spec,
-                    max_pixels=max_pixels or DEFAULT_MAX_PIXELS, cache_optimized=args.cache_optimized)
+                    max_pixels=max_pixels or DEFAULT_MAX_PIXELS, cache_optimized=args.cache_optimized,
+                    profile=args.profile)
 
 
 # -- output -------------------------------------------------------------------------------------

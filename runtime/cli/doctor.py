@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .common import RANDOM_WEIGHTS_NOTE, add_parser, print_json
+from .common import RANDOM_WEIGHTS_NOTE, add_parser, add_profile_arg, print_json
 
 
 def register(sub: Any) -> None:
     p = add_parser(sub, "doctor", help="versions, providers, threads, GPU and the model found",
                    description="Report what vggsim sees on this machine. Exit 1 when no usable model is found.")
     p.add_argument("--model", metavar="DIR", help="model folder (default: $VGGSIM_MODEL or models/vgg16)")
+    add_profile_arg(p)
     p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     p.set_defaults(handler=run)
 
@@ -19,7 +20,7 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..doctor import dedup_lines, doctor_report
 
-    report = doctor_report(args.model)
+    report = doctor_report(args.model, args.profile)
     model = report["model"]
     if args.json:
         if model.get("random_weights"):
