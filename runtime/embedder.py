@@ -16,7 +16,7 @@ from .host_copy import first_non_finite
 from .manifest import Manifest, read_manifest
 from .preprocess import PreprocessSpec, load_image
 from .session import CUDA_SETTINGS, ProviderRequest, Session, create_session
-from .session_profile import session_profile
+from .session_profile import SessionProfile, session_profile
 from .similarity import cosine
 
 ImagesInput = Union[ImageSource, Iterable[Union[ImageSource, np.ndarray]], np.ndarray]
@@ -66,7 +66,7 @@ class Embedder:
         cache_optimized: bool = False,
         io_binding: bool | None = None,
         fixed_batch: int | None = None,
-        profile: str = "default",
+        profile: str | SessionProfile = "default",
     ) -> None:
         if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
             raise ValueError(f"max_pixels must be a positive integer, got {max_pixels!r}")
@@ -97,7 +97,7 @@ class Embedder:
         self._session, self._provider = create_session(
             manifest.model_path, providers, threads, strict,
             cache_key=manifest.model_sha256 if cache_optimized or profile_cached_graph else None,
-            fixed_buffers=fixed_batch is not None, profile=self._profile,
+            fixed_buffers=fixed_batch is not None, profile=chosen_profile,
         )
         height, width = self._spec.size[1], self._spec.size[0]
         self._feed = None if fixed_batch is None else FixedBatchFeed(

@@ -192,6 +192,8 @@ def session_options(threads: int | None = None, optimize: bool = True,
     options = ort.SessionOptions()
     options.enable_cpu_mem_arena = chosen.cpu_mem_arena
     options.enable_mem_pattern = chosen.mem_pattern
+    for key, value in chosen.config:
+        options.add_session_config_entry(key, value)
     options.graph_optimization_level = (
         ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     options.intra_op_num_threads = threads if threads and threads > 0 else usable_cpus()

@@ -30,7 +30,9 @@ class SessionProfile:
     cpu_mem_arena: bool
     mem_pattern: bool
     cached_graph: bool
-    note: str
+    note: str = ""
+    #: onnxruntime session config entries (``add_session_config_entry``), for measuring others.
+    config: tuple[tuple[str, str], ...] = ()
 
 
 # Measured on x86-64 (benchmarks/edge_memory.py, numbers in its JSON). What is NOT here, and
