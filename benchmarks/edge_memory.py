@@ -118,7 +118,7 @@ def measure(precision: str, model: Path, image: str, runs: int, root: Path) -> l
     out = []
     for label, fields in rows():
         samples = []
-        for attempt in range(runs if not fields.get("fresh") else 1):
+        for _attempt in range(runs if not fields.get("fresh") else 1):
             if fields.get("fresh"):  # the first start: no saved graph yet
                 folder = private_copy(model, root, precision)
             spec = {"model": str(folder), "image": image, "vector": str(root / "v.npy"),
