@@ -213,7 +213,7 @@ def main() -> int:
         shutil.rmtree(root, ignore_errors=True)
     hw = report["hardware"]
     print(f"{hw['cpu']} [{' '.join(hw['simd'])}], onnxruntime {report['onnxruntime']}, "
-          f"load average {load_before[0]:.1f} -> {report['load_average_after'][0]:.1f}")  # type: ignore[index]
+          f"load average {load_before[0]:.1f} -> {report['load_average_after'][0]:.1f}")
     print("\n".join(table(results)))
     print(f"wrote {args.out}")
     return 0
