@@ -323,8 +323,14 @@ def _cached_graph_session(path: Path, model_sha256: str, provider: str, threads:
     """
     folder = graph_cache_dir(path, _graph_key(model_sha256, provider, "|external-data"))
     if (folder / "model.onnx").is_file() and (folder / "model.data").is_file():
-        return _new_session(folder / "model.onnx", session_options(threads, optimize=False, profile=profile),
-                            requested)
+        try:
+            return _new_session(folder / "model.onnx", session_options(threads, optimize=False, profile=profile),
+                                requested)
+        except Exception as exc:  # a damaged copy (disk full, truncated): made again below, not failed on forever
+            warnings.warn(f"the saved graph in {folder} could not be loaded ({exc}); saving it again",
+                          RuntimeWarning, stacklevel=4)
+    if folder.exists():  # incomplete or damaged: out of the way, or the new copy could never take its place
+        shutil.rmtree(folder, ignore_errors=True)
     options = session_options(threads, optimize=True, profile=profile)
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)

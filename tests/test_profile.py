@@ -105,3 +105,14 @@ def test_cli_profile_flag(own_model: Path, photos: list[Path], capsys: pytest.Ca
                              "--json"], capture_output=True, text=True, timeout=600)
     assert doctor.returncode == 0, doctor.stderr
     assert json.loads(doctor.stdout)["model"]["profile"] == "edge"
+
+
+def test_a_damaged_saved_graph_is_made_again(own_model: Path, photos: list[Path]) -> None:
+    expected = Embedder(own_model, providers="cpu", profile="edge").embed_one(photos[0])
+    [graph] = saved_graphs(own_model)
+    (graph / "model.data").write_bytes(b"truncated")
+    with pytest.warns(RuntimeWarning, match="could not be loaded"):
+        again = Embedder(own_model, providers="cpu", profile="edge")
+    np.testing.assert_array_equal(again.embed_one(photos[0]), expected)
+    [graph] = saved_graphs(own_model)
+    assert (graph / "model.data").stat().st_size > 1_000_000  # saved again, whole
