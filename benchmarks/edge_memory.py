@@ -185,7 +185,7 @@ def main() -> int:
                         or "models/vgg16", help="fp32 model folder")
     parser.add_argument("--int8", help="int8 model folder (default: made from --model once, into /tmp)")
     parser.add_argument("--image", help="the image to embed (default: the first sample photo)")
-    parser.add_argument("--runs", type=int, default=2, help="processes per row (the first-start row: 1)")
+    parser.add_argument("--runs", type=int, default=3, help="processes per row (the first-start row: 1)")
     parser.add_argument("--out", default=str(RESULTS / "edge-memory.json"), help="JSON report")
     args = parser.parse_args()
     if args.child:

@@ -129,6 +129,27 @@ def timings(python: Path, model: str, image: str, runs: int, work: Path) -> dict
     return out
 
 
+def import_breakdown(python: Path, runs: int) -> dict[str, float]:
+    """Seconds of ``import vggsim`` by top-level package (python -X importtime, each module's
+    own time, median of runs): what vggsim's own modules cost beside NumPy, onnxruntime and Pillow."""
+    per_run: list[dict[str, float]] = []
+    for _ in range(runs):
+        stderr = subprocess.run([str(python), "-X", "importtime", "-c", "import vggsim"], capture_output=True,
+                                text=True, timeout=120).stderr
+        groups: dict[str, float] = {}
+        for line in stderr.splitlines():
+            parts = line.split("|")
+            self_us = parts[0].removeprefix("import time:").strip()
+            if len(parts) != 3 or not self_us.isdigit():  # not a module line, or the header
+                continue
+            name = parts[2].strip().split(".")[0]  # each module's own time, by its top-level package
+            group = name if name in ("numpy", "onnxruntime", "PIL", "vggsim") else "other (stdlib, deps)"
+            groups[group] = groups.get(group, 0.0) + int(self_us) / 1e6
+        per_run.append(groups)
+    names = sorted({k for run in per_run for k in run})
+    return {k: round(statistics.median(run.get(k, 0.0) for run in per_run), 3) for k in names}
+
+
 def inventory_of(python: Path) -> dict[str, Any]:
     data: dict[str, Any] = json.loads(sh(str(python), "-c", INVENTORY))
     return data
@@ -177,6 +198,9 @@ def table(report: dict[str, Any]) -> list[str]:
             lines.append(f"    import vggsim {t['default']['import_vggsim_s']:.2f} s; first embedding (new process, "
                          f"import included) default {t['default']['first_embedding_s']:.2f} s, "
                          f"edge {t['edge']['first_embedding_s']:.2f} s (its first start {t['edge_first_start_s']:.2f} s)")
+        if inst.get("import_breakdown_s"):
+            lines.append("    import vggsim by package (-X importtime, s): " + ", ".join(
+                f"{k} {v:.2f}" for k, v in inst["import_breakdown_s"].items()))
         if "vector_equal_to_full_install" in inst:
             lines.append(f"    embedding bit-identical to the full install: {inst['vector_equal_to_full_install']}")
     return lines
@@ -204,6 +228,7 @@ def main() -> int:
             python, seconds = make_venv(venv, wheel, no_deps)
             entry = report_install(python, label, seconds, no_deps)
             entry["timings"] = timings(python, args.model, image, args.runs, venv)
+            entry["import_breakdown_s"] = import_breakdown(python, args.runs)
             vectors[label] = np.load(venv / "default.npy")
             if no_deps:
                 full = vectors["pip install vggsim"]
