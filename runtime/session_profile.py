@@ -35,12 +35,12 @@ class SessionProfile:
     config: tuple[tuple[str, str], ...] = ()
 
 
-# Measured on x86-64 (benchmarks/edge_memory.py, numbers in its JSON). What is NOT here, and
-# why: intra-op threads (1 vs 2 threads: same peak), session.disable_prepacking (no change
-# for fp32; int8 peak 105 -> 125 MB and twice the latency), passing the model as bytes
-# (+96 MB: Python's copy and onnxruntime's), the ORT-format model with
-# session.use_ort_model_bytes_for_initializers (onnxruntime 1.32's Python binding does not
-# keep the bytes alive: SIGSEGV on first run).
+# Measured on x86-64 by benchmarks/edge_memory.py (each setting undone in turn; figures in
+# its JSON and the README). Not here, and why: intra-op threads (1 thread: the same peak),
+# session.disable_prepacking (no gain for fp32; int8 peak +20 MB and slower). Tried by hand
+# and dropped: the model passed as bytes (+96 MB: Python's copy and onnxruntime's), and an
+# ORT-format model with session.use_ort_model_bytes_for_initializers (onnxruntime 1.32's
+# Python binding does not keep the bytes alive: SIGSEGV on the first run).
 PROFILES: dict[str, SessionProfile] = {p.name: p for p in (
     SessionProfile("default", cpu_mem_arena=True, mem_pattern=True, cached_graph=False,
                    note="onnxruntime's defaults: arena and memory patterns on, graph optimised at every start"),
