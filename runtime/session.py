@@ -181,9 +181,16 @@ def resolve_providers(request: ProviderRequest = "auto", fixed_buffers: bool = F
     return resolved
 
 
-def session_options(threads: int | None = None, optimize: bool = True) -> ort.SessionOptions:
-    """Full graph optimisation; intra-op threads = ``threads`` or the usable CPUs."""
+def session_options(threads: int | None = None, optimize: bool = True, on_gpu: bool = False) -> ort.SessionOptions:
+    """Full graph optimisation; intra-op threads = ``threads`` or the usable CPUs.
+
+    ``on_gpu``: the CPU threads only run the few shape operators the GPU leaves, so they do
+    not spin-wait for work between runs: spinning, they hold every core while the GPU
+    computes and starve the threads that decode the next images (a service, a pipeline).
+    """
     options = ort.SessionOptions()
+    if on_gpu:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.graph_optimization_level = (
         ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     options.intra_op_num_threads = threads if threads and threads > 0 else usable_cpus()
@@ -267,16 +274,17 @@ def create_session(
     """
     requested = resolve_providers(providers, fixed_buffers)
     first_requested = requested[0][0] if isinstance(requested[0], tuple) else requested[0]
-    preload_output = preload_cuda_libraries() if first_requested in _GPU_PROVIDERS else ""
+    on_gpu = first_requested in _GPU_PROVIDERS
+    preload_output = preload_cuda_libraries() if on_gpu else ""
     if isinstance(model_path, bytes):
-        session = _new_session(model_path, session_options(threads, optimize), requested)
+        session = _new_session(model_path, session_options(threads, optimize, on_gpu), requested)
         return session, _check_running(session, providers, first_requested, strict, preload_output)
     path = Path(model_path)
     cached = optimized_cache_path(path, cache_key, first_requested) if cache_key and optimize else None
     if cached is not None and cached.is_file():
-        session = _new_session(cached, session_options(threads, optimize=False), requested)
+        session = _new_session(cached, session_options(threads, optimize=False, on_gpu=on_gpu), requested)
     else:
-        options = session_options(threads, optimize)
+        options = session_options(threads, optimize, on_gpu)
         staging = cached.with_name(f".{cached.name}.{os.getpid()}.tmp") if cached else None
         if staging is not None and os.access(path.parent, os.W_OK):
             options.optimized_model_filepath = os.fspath(staging)
