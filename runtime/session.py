@@ -184,16 +184,23 @@ def resolve_providers(request: ProviderRequest = "auto", fixed_buffers: bool = F
     return resolved
 
 
-def session_options(threads: int | None = None, optimize: bool = True,
+def session_options(threads: int | None = None, optimize: bool = True, on_gpu: bool = False,
                     profile: str | SessionProfile = "default") -> ort.SessionOptions:
     """Full graph optimisation; intra-op threads = ``threads`` or the usable CPUs; the
-    profile's arena and memory-pattern settings (:mod:`vggsim.session_profile`)."""
+    profile's arena and memory-pattern settings (:mod:`vggsim.session_profile`).
+
+    ``on_gpu``: the CPU threads only run the few shape operators the GPU leaves, so they do
+    not spin-wait for work between runs: spinning, they hold every core while the GPU
+    computes and starve the threads that decode the next images (a service, a pipeline).
+    """
     chosen = session_profile(profile)
     options = ort.SessionOptions()
     options.enable_cpu_mem_arena = chosen.cpu_mem_arena
     options.enable_mem_pattern = chosen.mem_pattern
     for key, value in chosen.config:
         options.add_session_config_entry(key, value)
+    if on_gpu:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.graph_optimization_level = (
         ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     options.intra_op_num_threads = threads if threads and threads > 0 else usable_cpus()
@@ -285,22 +292,23 @@ def create_session(
     chosen = session_profile(profile)
     requested = resolve_providers(providers, fixed_buffers)
     first_requested = requested[0][0] if isinstance(requested[0], tuple) else requested[0]
-    preload_output = preload_cuda_libraries() if first_requested in _GPU_PROVIDERS else ""
+    on_gpu = first_requested in _GPU_PROVIDERS
+    preload_output = preload_cuda_libraries() if on_gpu else ""
     if isinstance(model_path, bytes):
-        session = _new_session(model_path, session_options(threads, optimize, chosen), requested)
+        session = _new_session(model_path, session_options(threads, optimize, on_gpu, chosen), requested)
         return session, _check_running(session, providers, first_requested, strict, preload_output)
     path = Path(model_path)
     if chosen.cached_graph and optimize:
         from .manifest import sha256_file  # read in pieces: no copy of the model held in memory
 
         session = _cached_graph_session(path, cache_key or sha256_file(path), first_requested, threads, chosen,
-                                        requested)
+                                        requested, on_gpu)
         return session, _check_running(session, providers, first_requested, strict, preload_output)
     cached = optimized_cache_path(path, cache_key, first_requested) if cache_key and optimize else None
     if cached is not None and cached.is_file():
-        session = _new_session(cached, session_options(threads, optimize=False, profile=chosen), requested)
+        session = _new_session(cached, session_options(threads, optimize=False, on_gpu=on_gpu, profile=chosen), requested)
     else:
-        options = session_options(threads, optimize, chosen)
+        options = session_options(threads, optimize, on_gpu, chosen)
         staging = cached.with_name(f".{cached.name}.{os.getpid()}.tmp") if cached else None
         if staging is not None and os.access(path.parent, os.W_OK):
             options.optimized_model_filepath = os.fspath(staging)
@@ -311,7 +319,7 @@ def create_session(
 
 
 def _cached_graph_session(path: Path, model_sha256: str, provider: str, threads: int | None,
-                          profile: SessionProfile, requested: list[Any]) -> ort.InferenceSession:
+                          profile: SessionProfile, requested: list[Any], on_gpu: bool) -> ort.InferenceSession:
     """A session on the saved optimised graph, saving it first if this is the first start.
 
     The graph is the one full optimisation makes (so the same kernels and the same vectors
@@ -324,14 +332,14 @@ def _cached_graph_session(path: Path, model_sha256: str, provider: str, threads:
     folder = graph_cache_dir(path, _graph_key(model_sha256, provider, "|external-data"))
     if (folder / "model.onnx").is_file() and (folder / "model.data").is_file():
         try:
-            return _new_session(folder / "model.onnx", session_options(threads, optimize=False, profile=profile),
-                                requested)
+            options = session_options(threads, optimize=False, on_gpu=on_gpu, profile=profile)
+            return _new_session(folder / "model.onnx", options, requested)
         except Exception as exc:  # a damaged copy (disk full, truncated): made again below, not failed on forever
             warnings.warn(f"the saved graph in {folder} could not be loaded ({exc}); saving it again",
                           RuntimeWarning, stacklevel=4)
     if folder.exists():  # incomplete or damaged: out of the way, or the new copy could never take its place
         shutil.rmtree(folder, ignore_errors=True)
-    options = session_options(threads, optimize=True, profile=profile)
+    options = session_options(threads, optimize=True, on_gpu=on_gpu, profile=profile)
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
         staging: Path | None = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
