@@ -116,3 +116,15 @@ def test_a_damaged_saved_graph_is_made_again(own_model: Path, photos: list[Path]
     np.testing.assert_array_equal(again.embed_one(photos[0]), expected)
     [graph] = saved_graphs(own_model)
     assert (graph / "model.data").stat().st_size > 1_000_000  # saved again, whole
+
+
+def test_edge_with_nowhere_to_save_runs_as_the_default(own_model: Path, photos: list[Path], tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import vggsim.session
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")  # a folder cannot be made under a file, even as root
+    monkeypatch.setattr(vggsim.session, "graph_cache_dir", lambda path, key: blocker / "graphs" / key)
+    vector = Embedder(own_model, providers="cpu", profile="edge").embed_one(photos[0])
+    np.testing.assert_array_equal(vector, Embedder(own_model, providers="cpu").embed_one(photos[0]))
+    assert saved_graphs(own_model) == [] and blocker.read_text() == "x"
