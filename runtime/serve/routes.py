@@ -159,11 +159,12 @@ def add_routes(app: FastAPI) -> None:
         query, fields = await _query(request, state)
         k = _k(fields.get("k", k), state)
         started = time.perf_counter()
-        assert state.store is not None
-        result = await asyncio.to_thread(state.store.search, query, k, False, snapshot=snapshot)
-        state.metrics.observe_stage("search", time.perf_counter() - started)
-        return AsciiJSONResponse({**facts(state), "generation": result.generation, "k": k,
-                                  "matches": [m.to_dict() for m in result.matches[0]]})
+        assert state.search is not None
+        matches, used = await asyncio.to_thread(state.search.search, snapshot, query, k)
+        fallback = None if used.used or used.state in ("off", "empty") else used.state
+        state.metrics.searched("index" if used.used else "exact", time.perf_counter() - started, fallback)
+        return AsciiJSONResponse({**facts(state), "generation": snapshot.generation, "k": k,
+                                  "index": used.to_dict(), "matches": [m.to_dict() for m in matches]})
 
     @v1.post("/duplicates", response_model=None, responses={200: {"model": schemas.DuplicatesResponse}},
              openapi_extra=schemas.body_doc({"type": "object", "properties": {
@@ -199,7 +200,11 @@ def add_routes(app: FastAPI) -> None:
         store = None
         if state.store is not None:
             snap = state.store.snapshot()
-            store = {"path": str(state.store.root), "generation": snap.generation, "vectors": snap.count_ok()}
+            used = None if state.search is None else (await asyncio.to_thread(state.search.index_for, snap))[1]
+            # with a current index its count is the store's: count_ok() would build the store's tables (~0.5 GB at 1M)
+            vectors = used.info["vectors"] if used is not None and used.info else await asyncio.to_thread(snap.count_ok)
+            store = {"path": str(state.store.root), "generation": snap.generation, "vectors": vectors,
+                     **({"index": used.to_dict()} if used is not None else {})}
         try:
             threshold: float | None = dedup_threshold(e.manifest)
         except VggsimError:
