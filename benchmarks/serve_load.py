@@ -332,7 +332,7 @@ def main() -> int:
         shares = 1 + 1.5 * len(levels_wanted) + (1 if args.overload_seconds > 0 else 0) + (1 if args.pairs else 0) + 1
         args.seconds = max(1.0, args.duration_s / shares)
         args.overload_seconds = args.seconds if args.overload_seconds > 0 else 0
-        pair_seconds = 2 * args.seconds  # the pairs vary with the load: they get more time than a level
+        pair_seconds = args.seconds
     images = photo_bytes(16)
     report: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                                           "python": platform.python_version()},
