@@ -27,7 +27,7 @@
 ``--providers`` goes to the service and to the in-process baseline alike (cpu, cuda, ...);
 the child processes get this process's import path, so a site folder given by PYTHONPATH
 (a GPU machine without an install) serves both. ``--duration-s`` fits the whole run into
-that many seconds (each phase gets its share; the model load comes on top).
+that many seconds (each phase gets its share, 15 s are kept for the model loads).
 
 Every loop is bounded in time and count. The clients share the machine with the server: on
 a small box they take CPU from it, which this script reports (the client's CPU seconds).
@@ -42,10 +42,12 @@ import json
 import os
 import platform
 import resource
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -275,13 +277,91 @@ async def overload(url: str, images: list[bytes], rate: float, seconds: float, p
             "embed_after": after}
 
 
+PROBE_FLAG = "--probe-serve"
+
+
+def probe_serve(out: str, cli_args: list[str]) -> int:
+    """Run ``vggsim serve`` with timing probes; at exit write to ``out`` the intervals of every
+    /v1/embed request, every decode and every ``Embedder.run`` (perf_counter seconds).
+
+    The probes wrap what every version of the service has (``create_app``'s app, the decoder's
+    ``decode_sync``, ``Embedder.run``), so one measure serves the code before and after a change:
+    per request, its time less the decode and inference work that ran inside it."""
+    import atexit
+    import threading
+
+    import vggsim.embedder
+    import vggsim.serve.app
+    import vggsim.serve.decoding
+
+    spans: dict[str, list[tuple[float, float]]] = {"request": [], "decode": [], "run": []}
+    lock = threading.Lock()
+
+    def timed(kind: str, function: Any) -> Any:
+        def wrapper(*a: Any, **k: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return function(*a, **k)
+            finally:
+                with lock:
+                    spans[kind].append((started, time.perf_counter()))
+        return wrapper
+
+    vggsim.serve.decoding.Decoder.decode_sync = timed("decode", vggsim.serve.decoding.Decoder.decode_sync)
+    vggsim.embedder.Embedder.run = timed("run", vggsim.embedder.Embedder.run)
+    create_app = vggsim.serve.app.create_app
+
+    def probed_app(*a: Any, **k: Any) -> Any:
+        app = create_app(*a, **k)
+
+        async def asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            if scope["type"] != "http" or scope.get("path") != "/v1/embed":
+                return await app(scope, receive, send)
+            started = time.perf_counter()
+            try:
+                await app(scope, receive, send)
+            finally:
+                with lock:
+                    spans["request"].append((started, time.perf_counter()))
+        return asgi
+
+    vggsim.serve.app.create_app = probed_app
+    atexit.register(lambda: Path(out).write_text(json.dumps(spans)))
+    from vggsim.cli import main as vggsim_main
+
+    return int(vggsim_main(cli_args) or 0)
+
+
+def probe_overhead(path: Path, first: int = 0, last: int | None = None) -> dict[str, Any]:
+    """From a probe file: per request (from the ``first``-th on), its time less the decodes and runs
+    inside it: the service's own overhead (HTTP, parsing, queueing, thread trips, JSON)."""
+    spans = json.loads(path.read_text())
+    over, decode, run = [], [], []
+    for start, end in spans["request"][first:last]:
+        inside = {kind: [(a, b) for a, b in spans[kind] if start <= a and b <= end] for kind in ("decode", "run")}
+        if len(inside["decode"]) != 1 or len(inside["run"]) != 1:
+            continue  # not a lone request (1 client: every request should be one)
+        d, r = (inside[kind][0][1] - inside[kind][0][0] for kind in ("decode", "run"))
+        over.append(end - start - d - r)
+        decode.append(d)
+        run.append(r)
+    if not over:
+        return {"requests": 0}
+    q = np.percentile(np.asarray(over) * 1000, [25, 50, 75])
+    return {"requests": len(over), "overhead_ms_median": round(float(q[1]), 2), "overhead_ms_p25": round(float(q[0]), 2),
+            "overhead_ms_p75": round(float(q[2]), 2), "decode_ms_median": round(1000 * float(np.median(decode)), 2),
+            "run_ms_median": round(1000 * float(np.median(run)), 2)}
+
+
 def start_server(python: str, args: argparse.Namespace) -> tuple[subprocess.Popen[bytes], str]:
     """``python -m vggsim serve`` on a free loopback port, once /health/ready answers (bounded wait)."""
     import httpx
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([python, "-m", "vggsim", "serve", "--model", args.model, "--port", str(port),
+    probe = [str(Path(__file__).resolve()), PROBE_FLAG, str(args.probe_dir / f"{port}.json")] if args.probe_dir else [
+        "-m", "vggsim"]
+    server = subprocess.Popen([python, *probe, "serve", "--model", args.model, "--port", str(port),
                                "--max-batch", str(args.max_batch), "--queue-size", str(args.queue_size),
                                "--providers", args.providers, "--log-level", "warning"],
                               env=child_env() if python == sys.executable else None)
@@ -291,6 +371,7 @@ def start_server(python: str, args: argparse.Namespace) -> tuple[subprocess.Pope
             raise SystemExit(f"{python} -m vggsim serve exited {server.returncode}")
         try:
             if httpx.get(url + "/health/ready", timeout=2).status_code == 200:
+                server.probe_file = args.probe_dir / f"{port}.json" if args.probe_dir else None  # type: ignore[attr-defined]
                 return server, url
         except httpx.TransportError:
             pass
@@ -309,6 +390,8 @@ def stop_server(server: subprocess.Popen[bytes]) -> int | str:
 
 
 def main() -> int:
+    if len(sys.argv) > 2 and sys.argv[1] == PROBE_FLAG:  # this script as the probed service (start_server)
+        return probe_serve(sys.argv[2], sys.argv[3:])
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=os.environ.get("VGGSIM_TEST_MODEL") or os.environ.get("VGGSIM_MODEL"))
     parser.add_argument("--seconds", type=float, default=20.0, help="per concurrency level and for the baseline")
@@ -320,17 +403,21 @@ def main() -> int:
                         "cpu, cuda, cuda-tf32, auto or onnxruntime provider names")
     parser.add_argument("--duration-s", type=float, default=None, metavar="SECONDS",
                         help="fit the whole run into about this many seconds (sets --seconds, --overload-seconds and "
-                        "the pairs' time; the model loads come on top)")
+                        "the pairs' time; 15 s of it are kept for the model loads)")
     parser.add_argument("--pairs", type=int, default=40, help="most paired overhead samples (step 5; 0: skip)")
     parser.add_argument("--compare-python", metavar="PY", help="also start a service with this Python (its own "
                         "vggsim, e.g. the previous commit's venv) and measure its overhead in the same pairs")
+    parser.add_argument("--no-probe", action="store_true", help="start the services plainly, without the timing "
+                        "probes of the overhead measure (step 5)")
     parser.add_argument("--out", help="write the figures as JSON here")
     args = parser.parse_args()
+    args.probe_dir = None if args.no_probe else Path(tempfile.mkdtemp(prefix="serve-load-probe-"))
     levels_wanted = [int(c) for c in args.clients.split(",")]
     pair_seconds = 2 * args.seconds  # the pairs vary with the load: they get more time than a level
     if args.duration_s is not None:  # baseline, paired baseline + run per level, overload, pairs, baseline after
         shares = 1 + 1.5 * len(levels_wanted) + (1 if args.overload_seconds > 0 else 0) + (1 if args.pairs else 0) + 1
-        args.seconds = max(1.0, args.duration_s / shares)
+        startup = min(15.0, args.duration_s / 4)  # model loads and the services' warm-up, kept aside
+        args.seconds = max(1.0, (args.duration_s - startup) / shares)
         args.overload_seconds = args.seconds if args.overload_seconds > 0 else 0
         pair_seconds = args.seconds
     images = photo_bytes(16)
@@ -354,6 +441,9 @@ def main() -> int:
             print(json.dumps(report["overhead_paired"]), flush=True)
         if other is not None:
             stop_server(other[0])
+            if args.pairs and args.probe_dir:
+                report["overhead_probed"] = {"compare": probe_overhead(other[0].probe_file, 1,  # type: ignore[attr-defined]
+                                                                       1 + report["overhead_paired"]["pairs"])}
             other = None
         levels = []
         for clients in levels_wanted:
@@ -394,6 +484,16 @@ def main() -> int:
         if other is not None:
             stop_server(other[0])
         report["server_exit"] = stop_server(server)
+    if args.pairs and args.probe_dir and "overhead_paired" in report:
+        probed = probe_overhead(server.probe_file, 1, 1 + report["overhead_paired"]["pairs"])  # type: ignore[attr-defined]
+        report["overhead_probed"] = {"service": probed, **report.get("overhead_probed", {})}
+        report["overhead_1_client_ms"]["probed_median"] = probed.get("overhead_ms_median")
+        if "compare" in report["overhead_probed"]:
+            report["overhead_1_client_ms"]["probed_median_compare"] = report["overhead_probed"]["compare"].get(
+                "overhead_ms_median")
+        print(json.dumps(report["overhead_probed"]), flush=True)
+    if args.probe_dir:
+        shutil.rmtree(args.probe_dir, ignore_errors=True)
     # The baseline again, now that the server is gone: on a shared machine the load changes over
     # minutes, so the ratios use the mean of the runs before and after.
     again = baseline(args.model, images, args.max_batch, args.seconds, args.providers)
