@@ -128,6 +128,11 @@ def baseline(model: str, images: list[bytes], batch: int, seconds: float, provid
             "provider": embedder.provider}
 
 
+#: A pause before each request of the pairs: onnxruntime's threads spin for a while after a run,
+#: and on a small machine the spinning of the run before would slow the next one's thread trips.
+GAP_S = 0.05
+
+
 def overhead_pairs(servers: dict[str, str], model: str, providers: str, images: list[bytes], count: int,
                    seconds: float) -> dict[str, Any]:
     """Per-request overhead at 1 client: decode + run in process, then the same image through each
@@ -151,11 +156,13 @@ def overhead_pairs(servers: dict[str, str], model: str, providers: str, images: 
             floor = time.perf_counter() - t
             floors.append(floor)
             for name, url in order:
+                time.sleep(GAP_S)
                 t = time.perf_counter()
                 r = client.post(url + "/v1/embed", content=data, headers={"content-type": "image/jpeg"})
                 elapsed = time.perf_counter() - t
                 if r.status_code == 200:
                     diffs[name].append(elapsed - floor)
+            time.sleep(GAP_S)
     out: dict[str, Any] = {"pairs": len(floors), "floor_ms_median": round(1000 * float(np.median(floors)), 2)}
     for name, values in diffs.items():
         q = np.percentile(np.asarray(values) * 1000, [25, 50, 75]) if values else [float("nan")] * 3
