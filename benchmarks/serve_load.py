@@ -423,7 +423,7 @@ def main() -> int:
     args = parser.parse_args()
     args.probe_dir = None if args.no_probe else Path(tempfile.mkdtemp(prefix="serve-load-probe-"))
     levels_wanted = [int(c) for c in args.clients.split(",")]
-    pair_seconds = 2 * args.seconds  # the pairs vary with the load: they get more time than a level
+    pair_seconds = args.seconds
     if args.duration_s is not None:  # baseline, paired baseline + run per level, overload, pairs, baseline after
         shares = 1 + 1.5 * len(levels_wanted) + (1 if args.overload_seconds > 0 else 0) + (1 if args.pairs else 0) + 1
         startup = min(15.0, args.duration_s / 4)  # model loads and the services' warm-up, kept aside

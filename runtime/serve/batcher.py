@@ -13,8 +13,8 @@ and from what queued while the previous batch ran.
 
 A lone image (nothing queued, decoding or running) skips the queue altogether:
 :meth:`Batcher.run_alone` decodes and embeds it in one trip to the inference thread. The
-usual path costs two trips to other threads and back (decode pool, inference), and the decode
-threads run niced, which on a busy machine is what a lone request waits for most.
+usual path costs two trips to other threads and back (decode pool, inference); on a busy
+machine each trip waits for a core, and that wait was most of a lone request's overhead.
 """
 
 from __future__ import annotations
