@@ -1,6 +1,8 @@
 """Load benchmark of `vggsim serve` against Embedder.embed in the same run (127.0.0.1 only).
 
     python benchmarks/serve_load.py --model DIR [--seconds 20] [--overload-seconds 30] [--out FILE.json]
+    python benchmarks/serve_load.py --model DIR --providers cuda --duration-s 90   # the whole run in ~90 s
+    python benchmarks/serve_load.py --model DIR --compare-python OLD/.venv/bin/python  # overhead before/after
 
 1. Baseline: ``Embedder.embed`` of the test images in batches of ``--max-batch`` (decode
    included, in this process, before the server starts): images/s.
@@ -15,6 +17,18 @@
    (open loop, in-flight bounded): only 2xx and 429 allowed; the server's resident memory
    sampled every 0.5 s; afterwards /health/ready and one embed must succeed.
 
+5. Overhead at 1 client, paired (the figure to read; ``--pairs``): image by image, decode +
+   ``Embedder.run`` in this process, then the same image through the service; the
+   per-request overhead is the median of the differences, each pair taken within a second so
+   the load of a shared machine weighs on both sides alike. With ``--compare-python PY``
+   a second service, started by another Python (whose vggsim is, say, the previous commit),
+   joins the pairs, so before and after come from one run.
+
+``--providers`` goes to the service and to the in-process baseline alike (cpu, cuda, ...);
+the child processes get this process's import path, so a site folder given by PYTHONPATH
+(a GPU machine without an install) serves both. ``--duration-s`` fits the whole run into
+that many seconds (each phase gets its share, 15 s are kept for the model loads).
+
 Every loop is bounded in time and count. The clients share the machine with the server: on
 a small box they take CPU from it, which this script reports (the client's CPU seconds).
 """
@@ -28,10 +42,12 @@ import json
 import os
 import platform
 import resource
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -69,10 +85,33 @@ def percentiles(latencies: list[float]) -> dict[str, float]:
             "p99_ms": round(float(values[2]), 2)}
 
 
-def baseline(model: str, images: list[bytes], batch: int, seconds: float) -> dict[str, Any]:
+_EMBEDDERS: dict[tuple[str, str], Any] = {}
+
+
+def embedder_for(model: str, providers: str) -> Any:
+    """One in-process Embedder per (model, providers), made once: a GPU session takes seconds to start."""
     from vggsim import Embedder
 
-    embedder = Embedder(model)
+    key = (model, providers)
+    if key not in _EMBEDDERS:
+        wanted: Any = [p.strip() for p in providers.split(",")] if "," in providers else providers
+        _EMBEDDERS[key] = Embedder(model, providers=wanted)
+    return _EMBEDDERS[key]
+
+
+def child_env() -> dict[str, str]:
+    """This process's environment, with the folder vggsim was imported from first on PYTHONPATH:
+    the services import the same vggsim and packages as the baseline, installed or not."""
+    import vggsim
+
+    folder = str(Path(vggsim.__file__).resolve().parent.parent)
+    paths = [folder] if Path(folder, "vggsim").is_dir() else []  # a laid-out site folder (not an editable install)
+    current = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths + ([current] if current else []))}
+
+
+def baseline(model: str, images: list[bytes], batch: int, seconds: float, providers: str = "cpu") -> dict[str, Any]:
+    embedder = embedder_for(model, providers)
     embedder.embed(images[:batch], batch_size=batch)  # warm-up
     done, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds and done < 100_000:
@@ -80,12 +119,59 @@ def baseline(model: str, images: list[bytes], batch: int, seconds: float) -> dic
         embedder.embed(chunk, batch_size=batch)
         done += batch
     rate = done / (time.perf_counter() - started)
-    floors = []
+    floors: list[float] = []
+    floors_end = time.perf_counter() + max(1.0, seconds / 3)  # bounded in time too: CPU runs take ~0.5 s each
     for i in range(min(15, len(images))):
+        if len(floors) >= 3 and time.perf_counter() > floors_end:
+            break
         t = time.perf_counter()
         embedder.run(embedder.load(images[i])[None])
         floors.append(time.perf_counter() - t)
-    return {"embed_images_per_s": round(rate, 3), "floor_decode_run_1_ms": round(1000 * float(np.median(floors)), 2)}
+    return {"embed_images_per_s": round(rate, 3), "floor_decode_run_1_ms": round(1000 * float(np.median(floors)), 2),
+            "provider": embedder.provider}
+
+
+#: A pause before each request of the pairs: onnxruntime's threads spin for a while after a run,
+#: and on a small machine the spinning of the run before would slow the next one's thread trips.
+GAP_S = 0.05
+
+
+def overhead_pairs(servers: dict[str, str], model: str, providers: str, images: list[bytes], count: int,
+                   seconds: float) -> dict[str, Any]:
+    """Per-request overhead at 1 client: decode + run in process, then the same image through each
+    service, in turn; the medians of the differences (see the module docstring, step 5)."""
+    import httpx
+
+    embedder = embedder_for(model, providers)
+    diffs: dict[str, list[float]] = {name: [] for name in servers}
+    floors: list[float] = []
+    with httpx.Client(timeout=120) as client:
+        for url in servers.values():  # warm: connection, first request
+            client.post(url + "/v1/embed", content=images[0], headers={"content-type": "image/jpeg"})
+        end = time.perf_counter() + seconds
+        for i in range(count):
+            if i >= 3 and time.perf_counter() > end:
+                break
+            data = images[i % len(images)]
+            order = list(servers.items()) if i % 2 == 0 else list(servers.items())[::-1]
+            t = time.perf_counter()
+            embedder.run(embedder.load(data)[None])
+            floor = time.perf_counter() - t
+            floors.append(floor)
+            for name, url in order:
+                time.sleep(GAP_S)
+                t = time.perf_counter()
+                r = client.post(url + "/v1/embed", content=data, headers={"content-type": "image/jpeg"})
+                elapsed = time.perf_counter() - t
+                if r.status_code == 200:
+                    diffs[name].append(elapsed - floor)
+            time.sleep(GAP_S)
+    out: dict[str, Any] = {"pairs": len(floors), "floor_ms_median": round(1000 * float(np.median(floors)), 2)}
+    for name, values in diffs.items():
+        q = np.percentile(np.asarray(values) * 1000, [25, 50, 75]) if values else [float("nan")] * 3
+        out[name] = {"overhead_ms_median": round(float(q[1]), 2), "overhead_ms_p25": round(float(q[0]), 2),
+                     "overhead_ms_p75": round(float(q[2]), 2)}
+    return out
 
 
 def scrape(url: str) -> dict[str, float]:
@@ -201,7 +287,121 @@ async def overload(url: str, images: list[bytes], rate: float, seconds: float, p
             "embed_after": after}
 
 
+PROBE_FLAG = "--probe-serve"
+
+
+def probe_serve(out: str, cli_args: list[str]) -> int:
+    """Run ``vggsim serve`` with timing probes; at exit write to ``out`` the intervals of every
+    /v1/embed request, every decode and every ``Embedder.run`` (perf_counter seconds).
+
+    The probes wrap what every version of the service has (``create_app``'s app, the decoder's
+    ``decode_sync``, ``Embedder.run``), so one measure serves the code before and after a change:
+    per request, its time less the decode and inference work that ran inside it."""
+    import atexit
+    import threading
+
+    import vggsim.embedder
+    import vggsim.serve.app
+    import vggsim.serve.decoding
+
+    spans: dict[str, list[tuple[float, float]]] = {"request": [], "decode": [], "run": []}
+    lock = threading.Lock()
+
+    def timed(kind: str, function: Any) -> Any:
+        def wrapper(*a: Any, **k: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return function(*a, **k)
+            finally:
+                with lock:
+                    spans[kind].append((started, time.perf_counter()))
+        return wrapper
+
+    vggsim.serve.decoding.Decoder.decode_sync = timed("decode", vggsim.serve.decoding.Decoder.decode_sync)
+    vggsim.embedder.Embedder.run = timed("run", vggsim.embedder.Embedder.run)
+    create_app = vggsim.serve.app.create_app
+
+    def probed_app(*a: Any, **k: Any) -> Any:
+        app = create_app(*a, **k)
+
+        async def asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            if scope["type"] != "http" or scope.get("path") != "/v1/embed":
+                return await app(scope, receive, send)
+            started = time.perf_counter()
+            try:
+                await app(scope, receive, send)
+            finally:
+                with lock:
+                    spans["request"].append((started, time.perf_counter()))
+        return asgi
+
+    vggsim.serve.app.create_app = probed_app
+    atexit.register(lambda: Path(out).write_text(json.dumps(spans)))
+    from vggsim.cli import main as vggsim_main
+
+    return int(vggsim_main(cli_args) or 0)
+
+
+def probe_overhead(path: Path, first: int = 0, last: int | None = None) -> dict[str, Any]:
+    """From a probe file: per request (from the ``first``-th on), its time less the decodes and runs
+    inside it: the service's own overhead (HTTP, parsing, queueing, thread trips, JSON)."""
+    spans = json.loads(path.read_text())
+    over, decode, run = [], [], []
+    for start, end in spans["request"][first:last]:
+        inside = {kind: [(a, b) for a, b in spans[kind] if start <= a and b <= end] for kind in ("decode", "run")}
+        if len(inside["decode"]) != 1 or len(inside["run"]) != 1:
+            continue  # not a lone request (1 client: every request should be one)
+        d, r = (inside[kind][0][1] - inside[kind][0][0] for kind in ("decode", "run"))
+        over.append(end - start - d - r)
+        decode.append(d)
+        run.append(r)
+    if not over:
+        return {"requests": 0}
+    q = np.percentile(np.asarray(over) * 1000, [25, 50, 75])
+    return {"requests": len(over), "overhead_ms_median": round(float(q[1]), 2), "overhead_ms_p25": round(float(q[0]), 2),
+            "overhead_ms_p75": round(float(q[2]), 2), "decode_ms_median": round(1000 * float(np.median(decode)), 2),
+            "run_ms_median": round(1000 * float(np.median(run)), 2)}
+
+
+def start_server(python: str, args: argparse.Namespace) -> tuple[subprocess.Popen[bytes], str]:
+    """``python -m vggsim serve`` on a free loopback port, once /health/ready answers (bounded wait)."""
+    import httpx
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    probe = [str(Path(__file__).resolve()), PROBE_FLAG, str(args.probe_dir / f"{port}.json")] if args.probe_dir else [
+        "-m", "vggsim"]
+    server = subprocess.Popen([python, *probe, "serve", "--model", args.model, "--port", str(port),
+                               "--max-batch", str(args.max_batch), "--queue-size", str(args.queue_size),
+                               "--providers", args.providers, "--log-level", "warning"],
+                              env=child_env() if python == sys.executable else None)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise SystemExit(f"{python} -m vggsim serve exited {server.returncode}")
+        try:
+            if httpx.get(url + "/health/ready", timeout=2).status_code == 200:
+                server.probe_file = args.probe_dir / f"{port}.json" if args.probe_dir else None  # type: ignore[attr-defined]
+                return server, url
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    server.kill()
+    raise SystemExit(f"{python} -m vggsim serve was not ready in 300 s")
+
+
+def stop_server(server: subprocess.Popen[bytes]) -> int | str:
+    server.send_signal(signal.SIGTERM)
+    try:
+        return server.wait(60)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        return "killed"
+
+
 def main() -> int:
+    if len(sys.argv) > 2 and sys.argv[1] == PROBE_FLAG:  # this script as the probed service (start_server)
+        return probe_serve(sys.argv[2], sys.argv[3:])
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=os.environ.get("VGGSIM_TEST_MODEL") or os.environ.get("VGGSIM_MODEL"))
     parser.add_argument("--seconds", type=float, default=20.0, help="per concurrency level and for the baseline")
@@ -209,37 +409,57 @@ def main() -> int:
     parser.add_argument("--clients", default="1,8,32")
     parser.add_argument("--max-batch", type=int, default=8)
     parser.add_argument("--queue-size", type=int, default=64)
-    parser.add_argument("--providers", default="cpu")
+    parser.add_argument("--providers", default="cpu", help="for the service and the in-process baseline alike: "
+                        "cpu, cuda, cuda-tf32, auto or onnxruntime provider names")
+    parser.add_argument("--duration-s", type=float, default=None, metavar="SECONDS",
+                        help="fit the whole run into about this many seconds (sets --seconds, --overload-seconds and "
+                        "the pairs' time; 15 s of it are kept for the model loads)")
+    parser.add_argument("--pairs", type=int, default=40, help="most paired overhead samples (step 5; 0: skip)")
+    parser.add_argument("--compare-python", metavar="PY", help="also start a service with this Python (its own "
+                        "vggsim, e.g. the previous commit's venv) and measure its overhead in the same pairs")
+    parser.add_argument("--no-probe", action="store_true", help="start the services plainly, without the timing "
+                        "probes of the overhead measure (step 5)")
     parser.add_argument("--out", help="write the figures as JSON here")
     args = parser.parse_args()
+    args.probe_dir = None if args.no_probe else Path(tempfile.mkdtemp(prefix="serve-load-probe-"))
+    levels_wanted = [int(c) for c in args.clients.split(",")]
+    pair_seconds = args.seconds
+    if args.duration_s is not None:  # baseline, paired baseline + run per level, overload, pairs, baseline after
+        shares = 1 + 1.5 * len(levels_wanted) + (1 if args.overload_seconds > 0 else 0) + (1 if args.pairs else 0) + 1
+        startup = min(15.0, args.duration_s / 4)  # model loads and the services' warm-up, kept aside
+        args.seconds = max(1.0, (args.duration_s - startup) / shares)
+        args.overload_seconds = args.seconds if args.overload_seconds > 0 else 0
+        pair_seconds = args.seconds
     images = photo_bytes(16)
     report: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                                           "python": platform.python_version()},
                               "config": {"max_batch": args.max_batch, "queue_size": args.queue_size,
-                                         "image": "640x480 JPEG", "providers": args.providers}}
-    report["baseline"] = baseline(args.model, images, args.max_batch, args.seconds)
+                                         "image": "640x480 JPEG", "providers": args.providers,
+                                         "seconds": round(args.seconds, 1), "overload_seconds": args.overload_seconds,
+                                         "compare_python": args.compare_python},
+                              "load_average_start": [round(x, 2) for x in os.getloadavg()]}
+    report["baseline"] = baseline(args.model, images, args.max_batch, args.seconds, args.providers)
     print(json.dumps(report["baseline"]), flush=True)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([sys.executable, "-m", "vggsim", "serve", "--model", args.model, "--port", str(port),
-                               "--max-batch", str(args.max_batch), "--queue-size", str(args.queue_size),
-                               "--providers", args.providers, "--log-level", "warning"])
+    server, url = start_server(sys.executable, args)
+    other = start_server(args.compare_python, args) if args.compare_python else None
     try:
-        import httpx
-
-        for _ in range(300):
-            try:
-                if httpx.get(url + "/health/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
         report["http_roundtrip_ms"] = http_roundtrip_ms(url)
+        if args.pairs:
+            servers = {"service": url, **({"compare": other[1]} if other else {})}
+            report["overhead_paired"] = overhead_pairs(servers, args.model, args.providers, images, args.pairs,
+                                                       pair_seconds)
+            print(json.dumps(report["overhead_paired"]), flush=True)
+        if other is not None:
+            stop_server(other[0])
+            if args.pairs and args.probe_dir:
+                report["overhead_probed"] = {"compare": probe_overhead(other[0].probe_file, 1,  # type: ignore[attr-defined]
+                                                                       1 + report["overhead_paired"]["pairs"])}
+            other = None
         levels = []
-        for clients in (int(c) for c in args.clients.split(",")):
+        for clients in levels_wanted:
             # Paired: the baseline again right before each level (the server idle), since the load
             # of a shared machine drifts over minutes; the paired ratio is the one to read.
-            paired = baseline(args.model, images, args.max_batch, args.seconds / 2)
+            paired = baseline(args.model, images, args.max_batch, args.seconds / 2, args.providers)
             before = scrape(url)
             result = asyncio.run(closed_loop(url, images, clients, args.seconds))
             after = scrape(url)
@@ -260,32 +480,63 @@ def main() -> int:
             report["overhead_1_client_ms"] = {
                 "p50_minus_floor": round(one["p50_ms"] - one["paired_floor_ms"], 2),
                 "in_service": one.get("service_less_compute_ms"), "http_roundtrip": report["http_roundtrip_ms"]}
+        pairs = report.get("overhead_paired")
+        if pairs:
+            report.setdefault("overhead_1_client_ms", {})["paired_median"] = pairs["service"]["overhead_ms_median"]
+            if "compare" in pairs:
+                report["overhead_1_client_ms"]["paired_median_compare"] = pairs["compare"]["overhead_ms_median"]
         capacity = max(lv["images_per_s"] for lv in levels)
         if args.overload_seconds > 0:
             report["overload"] = asyncio.run(overload(url, images, 2 * capacity, args.overload_seconds, server.pid))
             print(json.dumps(report["overload"]), flush=True)
         report["server_rss_mb_final"] = round(rss_mb(server.pid), 1)
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            report["server_exit"] = server.wait(60)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            report["server_exit"] = "killed"
+        if other is not None:
+            stop_server(other[0])
+        report["server_exit"] = stop_server(server)
+    if args.pairs and args.probe_dir and "overhead_paired" in report:
+        probed = probe_overhead(server.probe_file, 1, 1 + report["overhead_paired"]["pairs"])  # type: ignore[attr-defined]
+        report["overhead_probed"] = {"service": probed, **report.get("overhead_probed", {})}
+        report["overhead_1_client_ms"]["probed_median"] = probed.get("overhead_ms_median")
+        if "compare" in report["overhead_probed"]:
+            report["overhead_1_client_ms"]["probed_median_compare"] = report["overhead_probed"]["compare"].get(
+                "overhead_ms_median")
+        print(json.dumps(report["overhead_probed"]), flush=True)
+    if args.probe_dir:
+        shutil.rmtree(args.probe_dir, ignore_errors=True)
     # The baseline again, now that the server is gone: on a shared machine the load changes over
     # minutes, so the ratios use the mean of the runs before and after.
-    again = baseline(args.model, images, args.max_batch, args.seconds)
+    again = baseline(args.model, images, args.max_batch, args.seconds, args.providers)
     report["baseline_after"] = again
     mean = (report["baseline"]["embed_images_per_s"] + again["embed_images_per_s"]) / 2
     for level in report.get("levels", []):
         level["ratio_to_embed_mean"] = round(level["images_per_s"] / mean, 3)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     report["client_cpu_s"] = round(usage.ru_utime + usage.ru_stime, 1)
+    report["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:
         Path(args.out).write_text(text + "\n")
+    print_table(report)
     return 0
+
+
+def print_table(report: dict[str, Any]) -> None:
+    print(f"\nvggsim serve, {report['config']['providers']} ({report['baseline'].get('provider')}), "
+          f"{report['machine']['cpus']} CPUs, load average {report['load_average_start']} -> {report['load_average_end']}")
+    print(f"Embedder.embed: {report['baseline']['embed_images_per_s']} -> {report['baseline_after']['embed_images_per_s']}"
+          " images/s (before, after)")
+    print(f"{'clients':>7} {'images/s':>9} {'ratio':>6} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}")
+    for level in report.get("levels", []):
+        print(f"{level['clients']:>7} {level['images_per_s']:>9} {level['ratio_to_embed_paired']:>6} "
+              f"{level['p50_ms']:>8} {level['p95_ms']:>8} {level['p99_ms']:>8}")
+    for key, value in report.get("overhead_1_client_ms", {}).items():
+        print(f"overhead at 1 client, {key}: {value} ms")
+    if "overload" in report:
+        o = report["overload"]
+        print(f"overload {o['rate_per_s']}/s for {o['seconds']} s: {o['statuses']}, RSS {o['rss_mb_start']} -> "
+              f"max {o['rss_mb_max']} MB, ready after: {o['ready_after']}")
 
 
 if __name__ == "__main__":

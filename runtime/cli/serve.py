@@ -20,6 +20,11 @@ def register(sub: Any) -> None:
     add_model_args(p)
     p.add_argument("--store", metavar="STORE", help="store folder made by `vggsim embed`, for /v1/search and "
                    "/v1/duplicates (default: none); a store that grows meanwhile is picked up without a restart")
+    p.add_argument("--index", choices=["auto", "off", "require"], default="auto",
+                   help="/v1/search through the store's on-disk index (`vggsim index build`, needs vggsim[ann]): "
+                   "auto uses it while it covers the store's latest commit and otherwise searches exactly "
+                   "(each response says which, and why); off always searches exactly; require refuses to start "
+                   "without a current index and answers 409 while it is stale (default: auto)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback by default; "
                    "anything else should have a token and a TLS proxy in front)")
     p.add_argument("--port", type=int_range(0, 65535), default=8000, help="TCP port")
@@ -66,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, queue_size=args.queue_size,
         decode_workers=args.decode_workers, memory_budget=int(args.memory_budget * 1024 * 1024),
         max_body_bytes=int(args.max_body_mb * 1024 * 1024), max_images=args.max_images, deadline_s=args.deadline,
-        max_k=args.max_k, token=ServeConfig.token_from_env(), drain_s=args.drain_timeout)
+        max_k=args.max_k, index=args.index, token=ServeConfig.token_from_env(), drain_s=args.drain_timeout)
     if not _loopback(args.host) and config.token is None:
         log(f"warning: listening on {args.host} without a token (set $VGGSIM_SERVE_TOKEN)")
     app = create_app(config, build_embedder(args))

@@ -15,6 +15,7 @@ from .. import __version__
 from ..embedder import Embedder
 from ..session import CUDA_SETTINGS
 from .config import ServeConfig
+from .docs import add_docs
 from .metrics import route_label
 from .problems import AsciiJSONResponse, error_response, install_handlers
 from .routes import add_routes
@@ -59,10 +60,12 @@ def create_app(config: ServeConfig, embedder: Embedder | None = None) -> FastAPI
             state.decoder.close()
 
     app = FastAPI(title="vggsim", version=__version__, lifespan=lifespan, default_response_class=AsciiJSONResponse,
-                  description="VGG16 image embeddings, similarity, search and near-duplicate checks.")
+                  description="VGG16 image embeddings, similarity, search and near-duplicate checks.",
+                  docs_url=None, redoc_url=None)  # /docs is served with local assets (vggsim.serve.docs)
     app.state.vggsim = state
     install_handlers(app)
     add_routes(app)
+    add_docs(app)
     _add_page(app, state)
     app.add_middleware(_RequestMetrics)
     return app

@@ -10,6 +10,11 @@ cancels its futures, and the worker drops cancelled images before running a batc
 Waiting only while images are coming keeps a lone request from paying ``max_wait_s``: at
 low load a batch runs at once, and under load the batch fills from the decodes in flight
 and from what queued while the previous batch ran.
+
+A lone image (nothing queued, decoding or running) skips the queue altogether:
+:meth:`Batcher.run_alone` decodes and embeds it in one trip to the inference thread. The
+usual path costs two trips to other threads and back (decode pool, inference); on a busy
+machine each trip waits for a core, and that wait was most of a lone request's overhead.
 """
 
 from __future__ import annotations
@@ -81,6 +86,31 @@ class Batcher:
         """Run one batch in the inference thread, bypassing the queue (warm-up)."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._run, batch)
 
+    @property
+    def idle(self) -> bool:
+        """Nothing queued and nothing running."""
+        return not self._items and self.in_flight == 0
+
+    async def run_alone(self, prepare: Callable[[], np.ndarray]) -> np.ndarray:
+        """``prepare()`` (decode one image) and its embedding as a batch of one, in the inference thread,
+        in one trip there and back (see the module docstring); the same ``run`` on the same array as
+        :meth:`submit` would make. For when :attr:`idle`: a batch submitted meanwhile waits its turn."""
+        if self._closing or self._wakeup is None:
+            raise ShuttingDown("the service is shutting down")
+        self.in_flight += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, self._prepare_and_run, prepare)
+        finally:
+            self.in_flight -= 1
+
+    def _prepare_and_run(self, prepare: Callable[[], np.ndarray]) -> np.ndarray:
+        array = prepare()
+        self._observer.waited(0.0)
+        started = time.perf_counter()
+        row: np.ndarray = self._run(array[None])[0]
+        self._observer.batch(1, time.perf_counter() - started)  # prometheus is thread-safe
+        return row
+
     async def submit(self, arrays: list[np.ndarray]) -> np.ndarray:
         """The embeddings of ``arrays`` (in order) as an (N, dim) float32 array."""
         if self._closing or self._wakeup is None:
@@ -93,7 +123,7 @@ class Batcher:
         self._observer.depth(len(self._items))
         self._wakeup.set()
         try:
-            rows = await asyncio.gather(*(i.future for i in items))
+            rows = [await items[0].future] if len(items) == 1 else await asyncio.gather(*(i.future for i in items))
         except BaseException:
             for item in items:  # a deadline or a gone client: the worker skips these
                 item.future.cancel()
@@ -136,7 +166,7 @@ class Batcher:
             now = time.perf_counter()
             for item in batch:
                 self._observer.waited(now - item.queued)
-            self.in_flight = len(batch)
+            self.in_flight += len(batch)
             try:
                 result = await loop.run_in_executor(self._executor, self._run, np.stack([i.array for i in batch]))
             except Exception as exc:  # the model failed: every image of the batch gets the error
@@ -149,7 +179,7 @@ class Batcher:
                     if not item.future.done():
                         item.future.set_result(row)
             finally:
-                self.in_flight = 0
+                self.in_flight -= len(batch)
 
     async def drain(self, timeout_s: float = 30.0) -> None:
         """Refuse new work, let queued and running images finish (up to ``timeout_s``), then stop."""

@@ -30,6 +30,7 @@ class ServeConfig:
     max_images: int = 32           # images per request
     deadline_s: float = 30.0       # a request still waiting past this gets 503
     max_k: int = 1000
+    index: str = "auto"            # on-disk index: auto (when current, else exact), off, require
     token: str | None = None       # bearer token; None: no auth
     drain_s: float = 30.0          # graceful shutdown: how long in-flight requests may take
 

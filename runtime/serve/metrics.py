@@ -30,6 +30,11 @@ class Metrics(BatchObserver):
         self.queue_depth = Gauge("vggsim_queue_depth", "Images waiting for inference", registry=r)
         self.images = Counter("vggsim_images", "Images embedded", registry=r)
         self.seconds_per_image: float | None = None  # moving average of inference time per image
+        self.search = Histogram("vggsim_search_seconds", "Store search time per request, by method: index (the "
+                                "on-disk IVF index) or exact", ["method"], buckets=_STAGE_BUCKETS, registry=r)
+        self.search_fallbacks = Counter("vggsim_search_exact_fallbacks", "Searches answered exactly because the "
+                                        "on-disk index was missing, stale or unavailable (--index auto), by state",
+                                        ["state"], registry=r)
         self.rejected = Counter("vggsim_rejected", "Requests refused before work, by reason", ["reason"], registry=r)
 
     # BatchObserver
@@ -48,6 +53,12 @@ class Metrics(BatchObserver):
 
     def observe_stage(self, stage: str, seconds: float) -> None:
         self.stage.labels(stage).observe(seconds)
+
+    def searched(self, method: str, seconds: float, fallback: str | None = None) -> None:
+        self.stage.labels("search").observe(seconds)
+        self.search.labels(method).observe(seconds)
+        if fallback is not None:
+            self.search_fallbacks.labels(fallback).inc()
 
     def render(self) -> tuple[bytes, str]:
         from prometheus_client import CONTENT_TYPE_LATEST

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import math
+import sys
 import time
 from typing import Any
 
@@ -53,6 +54,9 @@ async def embed_uploads(state: ServiceState, uploads: list[Upload]) -> np.ndarra
         raise ApiError(400, "no_image", "the request holds no image")
     state.admit(len(uploads))
     try:
+        if sys.version_info >= (3, 11):  # a timeout scope: wait_for would wrap the work in one more task
+            async with asyncio.timeout(state.config.deadline_s):
+                return await _decode_and_embed(state, uploads)
         return await asyncio.wait_for(_decode_and_embed(state, uploads), state.config.deadline_s)
     except asyncio.TimeoutError:
         state.metrics.rejected.labels("deadline").inc()
@@ -65,13 +69,24 @@ async def embed_uploads(state: ServiceState, uploads: list[Upload]) -> np.ndarra
 
 
 async def _decode_and_embed(state: ServiceState, uploads: list[Upload]) -> np.ndarray:
+    if len(uploads) == 1 and state.admitted == 1 and state.batcher.idle:  # a lone image: one trip, no queue
+        upload = uploads[0]
+
+        def prepare() -> np.ndarray:
+            started = time.perf_counter()
+            array = state.decoder.decode_sync(upload.data, upload.name)
+            state.metrics.observe_stage("decode", time.perf_counter() - started)
+            return array
+
+        return (await state.batcher.run_alone(prepare))[None]
+
     async def one(upload: Upload) -> np.ndarray:
         started = time.perf_counter()
         array = await state.decoder.decode(upload.data, upload.name)
         state.metrics.observe_stage("decode", time.perf_counter() - started)
         return array
 
-    arrays = list(await asyncio.gather(*(one(u) for u in uploads)))
+    arrays = [await one(uploads[0])] if len(uploads) == 1 else list(await asyncio.gather(*(one(u) for u in uploads)))
     return await state.embed_arrays(arrays)
 
 
@@ -159,11 +174,12 @@ def add_routes(app: FastAPI) -> None:
         query, fields = await _query(request, state)
         k = _k(fields.get("k", k), state)
         started = time.perf_counter()
-        assert state.store is not None
-        result = await asyncio.to_thread(state.store.search, query, k, False, snapshot=snapshot)
-        state.metrics.observe_stage("search", time.perf_counter() - started)
-        return AsciiJSONResponse({**facts(state), "generation": result.generation, "k": k,
-                                  "matches": [m.to_dict() for m in result.matches[0]]})
+        assert state.search is not None
+        matches, used = await asyncio.to_thread(state.search.search, snapshot, query, k)
+        fallback = None if used.used or used.state in ("off", "empty") else used.state
+        state.metrics.searched("index" if used.used else "exact", time.perf_counter() - started, fallback)
+        return AsciiJSONResponse({**facts(state), "generation": snapshot.generation, "k": k,
+                                  "index": used.to_dict(), "matches": [m.to_dict() for m in matches]})
 
     @v1.post("/duplicates", response_model=None, responses={200: {"model": schemas.DuplicatesResponse}},
              openapi_extra=schemas.body_doc({"type": "object", "properties": {
@@ -199,7 +215,11 @@ def add_routes(app: FastAPI) -> None:
         store = None
         if state.store is not None:
             snap = state.store.snapshot()
-            store = {"path": str(state.store.root), "generation": snap.generation, "vectors": snap.count_ok()}
+            used = None if state.search is None else (await asyncio.to_thread(state.search.index_for, snap))[1]
+            # with a current index its count is the store's: count_ok() would build the store's tables (~0.5 GB at 1M)
+            vectors = used.info["vectors"] if used is not None and used.info else await asyncio.to_thread(snap.count_ok)
+            store = {"path": str(state.store.root), "generation": snap.generation, "vectors": vectors,
+                     **({"index": used.to_dict()} if used is not None else {})}
         try:
             threshold: float | None = dedup_threshold(e.manifest)
         except VggsimError:

@@ -39,9 +39,20 @@ class MatchOut(BaseModel):
     id: int
 
 
+class IndexOut(BaseModel):
+    mode: str = Field(description="the service's --index: auto, off or require")
+    used: bool = Field(description="true: the on-disk index was searched; false: the store was searched exactly")
+    state: str = Field(description="current, missing, stale (or damaged), unavailable (no faiss), empty or off")
+    message: str | None = Field(None, description="why the index was not used, and what to do")
+    vectors: int | None = None
+    nprobe: int | None = None
+    factory: str | None = None
+
+
 class SearchResponse(ModelFacts):
     generation: int = Field(description="the store commit generation searched")
     k: int
+    index: IndexOut
     matches: list[MatchOut]
 
 

@@ -17,6 +17,7 @@ from .config import ServeConfig
 from .decoding import Decoder
 from .metrics import Metrics
 from .problems import ApiError
+from .searching import StoreSearch
 
 
 @dataclass
@@ -27,6 +28,7 @@ class ServiceState:
     batcher: Batcher
     decoder: Decoder
     metrics: Metrics
+    search: StoreSearch | None = None
     ready: bool = False
     admitted: int = 0  # images admitted (decoding or queued or running): bounded by config.queue_size
     started: float = field(default_factory=time.time)
@@ -34,10 +36,12 @@ class ServiceState:
     @classmethod
     def build(cls, config: ServeConfig, embedder: Embedder) -> ServiceState:
         """Open the store (checked against the model) and set up batching, decoding and metrics."""
-        store = None
+        store, search = None, None
         if config.store is not None:
             store = StoreReader(config.store)
             store.snapshot().require_compatible(StoreIdentity.of(embedder))
+            search = StoreSearch(store, config.index)
+            search.check_startup()
         metrics = Metrics(config.max_batch)
         holder: list[ServiceState] = []
 
@@ -48,7 +52,7 @@ class ServiceState:
         batcher = Batcher(embedder.run, config.max_batch, config.max_wait_ms / 1000.0, config.queue_size, metrics,
                           coming)
         decoder = Decoder(embedder, config.decode_workers, config.memory_budget)
-        holder.append(cls(config, embedder, store, batcher, decoder, metrics))
+        holder.append(cls(config, embedder, store, batcher, decoder, metrics, search))
         return holder[0]
 
     def admit(self, images: int) -> None:

@@ -1,0 +1,133 @@
+"""Store search for the service: through the store's on-disk index when it is current, else exact.
+
+``--index auto`` (the default) searches the on-disk IVF index that ``vggsim index build``
+wrote when it covers the snapshot being searched (memory-mapped lists, candidates re-ranked
+exactly from the stored vectors: a few MB resident at 1M vectors), and falls back to exact
+search when there is none, when the store has changed since it was built (a running
+``embed``), or when faiss is not installed; every response says which it was and why.
+``off`` always searches exactly; ``require`` refuses (409) instead of falling back, and
+refuses to start without a current index.
+
+The opened index is kept for as long as the snapshot and the index folder stay the same:
+opening costs a read of the coarse quantiser, far more than one query. A new commit or a new
+build is seen on the next request (a directory listing per request, no file reads).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..collection import Match, StoreReader
+from ..errors import StoreError
+from ..store import Store
+from .problems import ApiError
+
+MODES = ("auto", "off", "require")
+
+
+@dataclass(frozen=True)
+class IndexState:
+    """What a search used: ``state`` is current, missing, stale (or damaged), unavailable (no faiss) or off."""
+
+    mode: str
+    state: str
+    used: bool
+    message: str | None = None
+    info: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"mode": self.mode, "used": self.used, "state": self.state}
+        if self.message:
+            out["message"] = self.message
+        if self.info:
+            out.update(self.info)
+        return out
+
+
+def _faiss_available() -> bool:
+    try:
+        import faiss  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class StoreSearch:
+    """Top-k search of a :class:`StoreReader`'s snapshots, by index or exactly (see the module docstring)."""
+
+    def __init__(self, reader: StoreReader, mode: str = "auto") -> None:
+        if mode not in MODES:
+            raise ValueError(f"index mode must be one of {', '.join(MODES)}, got {mode!r}")
+        self.reader, self.mode = reader, mode
+        self._faiss = mode != "off" and _faiss_available()
+        self._lock = threading.Lock()
+        self._cached: tuple[Store, tuple[str, ...], Any, IndexState] | None = None
+
+    def _folders(self, store: Store) -> tuple[str, ...]:
+        try:
+            return tuple(sorted(e.name + ":" + str(e.stat().st_mtime_ns) for e in os.scandir(store.root / "index")
+                                if e.is_dir()))
+        except OSError:
+            return ()
+
+    def index_for(self, store: Store) -> tuple[Any, IndexState]:
+        """The opened index of ``store`` (or None) and what to report about it."""
+        if self.mode == "off":
+            return None, IndexState(self.mode, "off", False)
+        if not self._faiss:
+            return None, IndexState(self.mode, "unavailable", False, "faiss is not installed (pip install 'vggsim[ann]')"
+                                    + ("; searching exactly" if self.mode == "auto" else ""))
+        folders = self._folders(store)
+        with self._lock:
+            cached = self._cached
+            if cached is not None and cached[0] is store and cached[1] == folders:
+                return cached[2], cached[3]
+            index, state = self._open(store)
+            self._cached = (store, folders, index, state)
+            return index, state
+
+    def _open(self, store: Store) -> tuple[Any, IndexState]:
+        from ..index import OnDiskIndex
+
+        if not any(shard.rows for shard in store.commit_record.shards):
+            return None, IndexState(self.mode, "empty", False, "the store holds no vectors yet")
+        try:
+            index = OnDiskIndex.open(store)
+        except StoreError as exc:
+            text = str(exc).splitlines()[0] if str(exc) else "no usable index"
+            state = "missing" if "has no index" in text else "stale"
+            return None, IndexState(self.mode, state, False, text + ("; searching exactly" if self.mode == "auto" else ""))
+        params = index.info.get("params", {})
+        info = {"vectors": index.vectors, "nprobe": index.nprobe, "factory": params.get("factory"),
+                "generation": index.info.get("generation")}
+        return index, IndexState(self.mode, "current", True, None, info)
+
+    def check_startup(self) -> None:
+        """For ``require``: a StoreError (naming the command to build it) unless the store has a current index."""
+        if self.mode != "require":
+            return
+        if not self._faiss:
+            raise StoreError("--index require needs faiss: pip install 'vggsim[ann]' (or use --index auto)")
+        store = self.reader.snapshot()
+        from ..index import OnDiskIndex
+
+        OnDiskIndex.open(store)  # StoreError naming the rebuild command when missing, stale or damaged
+
+    def search(self, store: Store, query: np.ndarray, k: int) -> tuple[list[Match], IndexState]:
+        """The top ``k`` matches of one query vector in snapshot ``store``, and how they were found."""
+        index, state = self.index_for(store)
+        if index is None and self.mode == "require" and state.state not in ("empty",):
+            raise ApiError(409, "index", f"--index require: {state.message or 'no current index'}")
+        if index is None:
+            return self.reader.search(query[None, :], k, False, snapshot=store).matches[0], state
+        ids, scores = index.search(query[None, :], k)
+        row_ids, row_scores = ids[0], scores[0]
+        keep = row_ids >= 0
+        names = index.paths(row_ids[keep])
+        return [Match(name, float(score), int(i)) for name, score, i in
+                zip(names, row_scores[keep], row_ids[keep])], state
