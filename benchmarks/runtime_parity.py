@@ -56,7 +56,8 @@ def openvino_loader(path: Path, threads: int) -> tuple[str, Callable[[int], Run]
 
     compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": threads})
     request = compiled.create_infer_request()
-    precision = compiled.get_property("INFERENCE_PRECISION_HINT")
+    hint = compiled.get_property("INFERENCE_PRECISION_HINT")  # an ov.Type: f32, or bf16 on CPUs with AMX/bf16
+    precision = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)
 
     def run(x: np.ndarray) -> np.ndarray:
         request.infer({0: x})
