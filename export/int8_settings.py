@@ -69,6 +69,7 @@ CANDIDATES: tuple[Int8Settings, ...] = (
     Int8Settings("static", "QDQ", "uint8", "int8", True, True),
     Int8Settings("static", "QDQ", "int8", "int8", True, False),
     Int8Settings("static", "QDQ", "int8", "int8", False, False),
+    Int8Settings("static", "QDQ", "int8", "int8", True, True),
     Int8Settings("static", "QDQ", "uint8", "uint8", True, False),
     Int8Settings("static", "QOperator", "uint8", "int8", True, False),
     Int8Settings("static", "QOperator", "uint8", "int8", True, True),
@@ -77,31 +78,37 @@ CANDIDATES: tuple[Int8Settings, ...] = (
     Int8Settings("dynamic", "QOperator", "uint8", "int8", True, False),
 )
 
-# What the export uses on each instruction set. Only the rows with measured=True were timed
-# on such a CPU; the others follow onnxruntime's quantization guide (ORT_QUANTIZATION_DOCS,
-# "data type selection" and "when to use reduce-range and per-channel"): S8S8 in QDQ is its
-# default and first choice; on AVX2/AVX-512 without VNNI, U8S8 products may saturate and
-# per-channel weights want reduce_range; VNNI does not need reduce_range; on arm64 it names
-# no accuracy difference between the types.
+# What the export uses on each instruction set. Only rows with measured=True were timed on
+# such a CPU (benchmarks/int8_settings.py; on AVX-512 VNNI the static U8S8/S8S8 candidates in
+# QDQ, and U8S8 in QOperator, all ran at 0.22-0.29x fp32, within the noise of one another,
+# while U8U8 ran at 1.1-1.2x, QOperator S8S8 and dynamic quantization (ConvInteger) at 6-8x).
+# The other rows follow onnxruntime's quantization guide (ORT_QUANTIZATION_DOCS, "data type
+# selection" and "when to use reduce-range and per-channel"): S8S8 in QDQ is its default and
+# first choice (on x86-64 onnxruntime runs it as U8S8); on AVX2 / AVX-512 without VNNI the
+# U8S8 product can saturate and per-channel weights want reduce_range there; on low-end arm64
+# U8S8 may be faster than the alternatives, with the same accuracy. Per-channel weights
+# everywhere: they raised the min cosine here (0.99970 against 0.99954), which does not
+# depend on the instruction set.
 SETTINGS_BY_ISA: dict[str, IsaChoice] = {
     "avx512_vnni": IsaChoice(
         Int8Settings("static", "QDQ", "uint8", "int8", True, False), measured=True,
-        source="benchmarks/int8_settings.py on an Intel Xeon with AVX-512 VNNI (2 cores): "
-               "fastest candidate with min cosine >= 0.99 against fp32 on real photos"),
+        source="measured: benchmarks/int8_settings.py on an Intel Xeon with AVX-512 VNNI, 2 cores "
+               "(benchmarks/results/int8-settings-2026-11-27-avx512_vnni.json): fastest candidate "
+               "with min cosine >= 0.99 against fp32 on real photos"),
     "avx2": IsaChoice(
-        Int8Settings("static", "QDQ", "uint8", "int8", True, True), measured=False,
-        source="not measured here: onnxruntime quantization guide (per-channel with reduce_range "
-               "on AVX2 without VNNI, against VPMADDUBSW saturation)"),
+        Int8Settings("static", "QDQ", "int8", "int8", True, True), measured=False,
+        source="not measured here: onnxruntime quantization guide (S8S8 in QDQ; per-channel with "
+               "reduce_range on AVX2 without VNNI, against VPMADDUBSW saturation)"),
     "arm64_dotprod": IsaChoice(
         Int8Settings("static", "QDQ", "int8", "int8", True, False), measured=False,
-        source="not measured here: onnxruntime quantization guide default (S8S8, QDQ)"),
+        source="not measured here: onnxruntime quantization guide default (S8S8 in QDQ)"),
     "arm64_neon": IsaChoice(
         Int8Settings("static", "QDQ", "uint8", "int8", True, False), measured=False,
-        source="not measured here: onnxruntime quantization guide (U8S8 can be faster than U8U8 "
-               "on low-end arm64, same accuracy)"),
+        source="not measured here: onnxruntime quantization guide (U8S8 can be faster on low-end "
+               "arm64, same accuracy)"),
     "generic": IsaChoice(
         Int8Settings("static", "QDQ", "int8", "int8", True, False), measured=False,
-        source="not measured here: onnxruntime quantization guide default (S8S8, QDQ)"),
+        source="not measured here: onnxruntime quantization guide default (S8S8 in QDQ)"),
 }
 
 
