@@ -154,3 +154,21 @@ def tuning_record(isa: str, choice: IsaChoice, export_isa: str) -> dict[str, Any
     return {"isa": isa, "measured": choice.measured, "source": choice.source,
             "measured_isas": sorted(k for k, v in SETTINGS_BY_ISA.items() if v.measured),
             "export_cpu_isa": export_isa, "settings": choice.settings.to_dict()}
+
+
+# Timings on a shared machine move by 10-20% between runs; within this band of the fastest,
+# candidates count as equally fast and accuracy decides.
+SAME_SPEED_BAND = 1.2
+
+
+def pick(rows: list[dict[str, Any]], min_cosine: float) -> str | None:
+    """The name of the candidate to use, from benchmark rows (``name``, ``ratio_b1``, ``ratio_b8``,
+    ``min_cosine``): those at least ``min_cosine`` accurate, within SAME_SPEED_BAND of the fastest
+    (geometric mean of the batch-1 and batch-8 ratios), then the most accurate (to 4 decimals),
+    then the first in the order of the rows (CANDIDATES lists the onnxruntime default early)."""
+    accurate = [r for r in rows if "error" not in r and r["min_cosine"] >= min_cosine]
+    if not accurate:
+        return None
+    speed = {r["name"]: (r["ratio_b1"] * r["ratio_b8"]) ** 0.5 for r in accurate}
+    fast = [r for r in accurate if speed[r["name"]] <= min(speed.values()) * SAME_SPEED_BAND]
+    return str(max(fast, key=lambda r: round(r["min_cosine"], 4))["name"])

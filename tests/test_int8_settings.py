@@ -10,7 +10,7 @@ import pytest
 
 from vggsim.export import int8_settings
 from vggsim.export.int8_settings import (CANDIDATES, ISAS, SETTINGS_BY_ISA, Int8Settings, choose, cpu_flags, detect_isa,
-                                         tuning_record)
+                                         pick, tuning_record)
 from vggsim.manifest import VariantAccuracy, read_manifest
 from vggsim.manifest_schema import FieldError, Int8Tuning
 
@@ -63,6 +63,16 @@ def test_candidates_are_distinct_and_checked() -> None:
     with pytest.raises(ValueError, match="quant_format must be one of"):
         Int8Settings(quant_format="QLinear")
     assert Int8Settings(**CANDIDATES[2].to_dict()) == CANDIDATES[2]
+
+
+def test_pick_prefers_accuracy_among_the_equally_fast() -> None:
+    row = lambda name, b1, b8, cos: {"name": name, "ratio_b1": b1, "ratio_b8": b8, "min_cosine": cos}
+    rows = [row("a", 0.30, 0.30, 0.99970), row("b", 0.26, 0.26, 0.99929), row("c", 0.20, 0.20, 0.98),
+            row("d", 6.0, 6.0, 0.99990), {"name": "e", "error": "RuntimeError: no kernel"}]
+    assert pick(rows, 0.99) == "a"  # b is faster, but within the band; a is more accurate; c is not accurate enough
+    assert pick([rows[0], row("f", 0.10, 0.10, 0.9993)], 0.99) == "f"  # far faster wins
+    assert pick([rows[0], row("g", 0.29, 0.31, 0.99971)], 0.99) == "a"  # same to 4 decimals: the first listed
+    assert pick(rows[2:], 0.99) == "d" and pick([rows[2], rows[4]], 0.99) is None
 
 
 def _int8_manifest(model_dir: Path, folder: Path, quantization: dict[str, object]) -> Path:
