@@ -1,4 +1,5 @@
-"""Reduced-precision variants of an exported fp32 model: int8 (static QDQ) and fp16.
+"""Reduced-precision variants of an exported fp32 model: int8 (settings per instruction set, see
+.int8_settings) and fp16.
 
 Both use the ONNX ecosystem's own tools (onnxruntime.quantization, onnxconverter-common)
 and keep float32 input and output, so callers do not change. Each variant's manifest
@@ -29,6 +30,7 @@ from vggsim.similarity import l2_normalize
 
 from .calibrate import NEAR_DUPLICATE_EDITS
 from .errors import AccuracyError, ExportError
+from .int8_settings import Int8Settings, choose, detect_isa, tuning_record
 
 PRECISIONS = ("fp16", "int8")
 MIN_COSINE_BOUND = 0.99
@@ -52,11 +54,18 @@ def _arrays(photos: Sequence[Path], spec: PreprocessSpec) -> Iterator[np.ndarray
             yield load_image(variant, spec)[None]
 
 
-def _quantize_int8(fp32: Path, target: Path, calibration: Sequence[Path], spec: PreprocessSpec,
-                   input_name: str) -> dict[str, Any]:
+def quantize_int8(fp32: Path, target: Path, calibration: Sequence[Path], spec: PreprocessSpec, input_name: str,
+                  settings: Int8Settings | None = None, pre_process: bool = True) -> dict[str, Any]:
+    """Quantize ``fp32`` into ``target`` with ``settings`` (this CPU's row of
+    :data:`.int8_settings.SETTINGS_BY_ISA` by default); returns the manifest's method block.
+    ``pre_process=False`` when ``fp32`` has already been through onnxruntime's quant_pre_process
+    (a benchmark quantizing one model many ways does it once)."""
     require("sympy", "export", "The int8 export")
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                          quant_pre_process, quantize_static)
+                                          quant_pre_process, quantize_dynamic, quantize_static)
+
+    chosen = settings if settings is not None else choose()[1].settings
+    types = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
 
     class Reader(CalibrationDataReader):  # type: ignore[misc]
         def __init__(self) -> None:
@@ -67,14 +76,26 @@ def _quantize_int8(fp32: Path, target: Path, calibration: Sequence[Path], spec: 
             return None if batch is None else {input_name: batch}
 
     with tempfile.TemporaryDirectory() as tmp:
-        prepared = Path(tmp) / "prepared.onnx"
-        quant_pre_process(str(fp32), str(prepared))
-        quantize_static(str(prepared), str(target), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=getattr(CalibrationMethod, CALIBRATION_METHOD))
-    return {"tool": "onnxruntime.quantization.quantize_static", "format": "QDQ", "per_channel": True,
-            "activations": "uint8", "weights": "int8", "calibration_method": CALIBRATION_METHOD,
-            "calibration_images": [p.name for p in calibration], "calibration_augment": "each photo and its mirror"}
+        prepared = Path(tmp) / "prepared.onnx" if pre_process else fp32
+        if pre_process:
+            quant_pre_process(str(fp32), str(prepared))
+        if chosen.method == "dynamic":
+            quantize_dynamic(str(prepared), str(target), per_channel=chosen.per_channel,
+                             reduce_range=chosen.reduce_range, weight_type=types[chosen.weights])
+        else:
+            quantize_static(str(prepared), str(target), Reader(), quant_format=getattr(QuantFormat, chosen.quant_format),
+                            per_channel=chosen.per_channel, reduce_range=chosen.reduce_range,
+                            activation_type=types[chosen.activations], weight_type=types[chosen.weights],
+                            calibrate_method=getattr(CalibrationMethod, CALIBRATION_METHOD))
+    method: dict[str, Any] = {
+        "tool": f"onnxruntime.quantization.quantize_{chosen.method}", "format": chosen.quant_format,
+        "per_channel": chosen.per_channel, "reduce_range": chosen.reduce_range,
+        "activations": chosen.activations if chosen.method == "static" else "uint8 (at run time)",
+        "weights": chosen.weights}
+    if chosen.method == "static":
+        method.update({"calibration_method": CALIBRATION_METHOD, "calibration_images": [p.name for p in calibration],
+                       "calibration_augment": "each photo and its mirror"})
+    return method
 
 
 FP16_FIRST_CONV_CHANNELS = 8
@@ -176,8 +197,11 @@ def variant_manifest(base: Manifest, precision: str, model_path: Path, method: M
 
 
 def export_variant(fp32_dir: Path, out: Path, precision: str, calibration: Sequence[Path] | None = None,
-                   log: Callable[[str], None] = lambda m: None) -> Path:
-    """Derive the ``precision`` variant of the fp32 model in ``fp32_dir`` into ``out``."""
+                   log: Callable[[str], None] = lambda m: None, isa: str | None = None) -> Path:
+    """Derive the ``precision`` variant of the fp32 model in ``fp32_dir`` into ``out``.
+
+    An int8 variant is quantized with the settings of instruction set ``isa`` (one of
+    :data:`.int8_settings.ISAS`; this CPU's by default), recorded in ``quantization.tuning``."""
     if precision not in PRECISIONS:
         raise ExportError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     base = read_manifest(fp32_dir)
@@ -194,7 +218,14 @@ def export_variant(fp32_dir: Path, out: Path, precision: str, calibration: Seque
         target = staging / MODEL_FILE
         log(f"making the {precision} variant")
         if precision == "int8":
-            method = _quantize_int8(base.model_path, target, calibration_photos, spec, base.input_name)
+            try:
+                isa_name, choice = choose(isa)
+            except ValueError as exc:
+                raise ExportError(f"--isa: {exc}") from None
+            log(f"int8 settings for {isa_name}: {choice.settings.name} "
+                f"({'measured' if choice.measured else 'not measured here'})")
+            method = quantize_int8(base.model_path, target, calibration_photos, spec, base.input_name, choice.settings)
+            method["tuning"] = tuning_record(isa_name, choice, detect_isa())
         else:
             method = _convert_fp16(base.model_path, target)
         fp32_session, _ = create_session(base.model_path, "cpu")

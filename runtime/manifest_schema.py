@@ -298,3 +298,45 @@ class VariantOf:
 
     def to_dict(self) -> dict[str, Any]:
         return {"sha256": self.sha256, "precision": self.precision}
+
+
+@dataclass(frozen=True)
+class Int8Tuning:
+    """``quantization.tuning`` of an int8 variant: the instruction set its settings were chosen
+    for (``isa``), whether they were measured on such a CPU or taken from onnxruntime's guide,
+    which instruction sets had been measured, and the CPU that made the export. Manifests
+    written before it have no such block (:meth:`from_quantization` returns None)."""
+
+    isa: str
+    measured: bool
+    source: str
+    measured_isas: tuple[str, ...] = ()
+    export_cpu_isa: str | None = None
+    settings: Mapping[str, Any] = field(default_factory=lambda: frozen_map({}))
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "measured_isas", tuple(self.measured_isas))
+        object.__setattr__(self, "settings", frozen_map(self.settings))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "quantization.tuning") -> Int8Tuning:
+        isas = _value(data, "measured_isas", where, default=[])
+        if not isinstance(isas, list) or not all(isinstance(i, str) for i in isas):
+            raise FieldError(f"{where}.measured_isas", "must be a list of instruction-set names")
+        return cls(get_str(data, "isa", where), get_bool(data, "measured", where), get_str(data, "source", where),
+                   tuple(isas), get_str(data, "export_cpu_isa", where, default=None),
+                   frozen_map(get_block(data, "settings", where, default={})))
+
+    @classmethod
+    def from_quantization(cls, quantization: Mapping[str, Any] | None) -> Int8Tuning | None:
+        """The typed tuning block of a manifest's ``quantization``, or None where it has none."""
+        if quantization is None or "tuning" not in quantization:
+            return None
+        return cls.from_dict(get_block(quantization, "tuning", "quantization"))
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"isa": self.isa, "measured": self.measured, "source": self.source,
+                               "measured_isas": list(self.measured_isas), "settings": dict(self.settings)}
+        if self.export_cpu_isa is not None:
+            out["export_cpu_isa"] = self.export_cpu_isa
+        return out
