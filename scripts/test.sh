@@ -8,7 +8,7 @@ PYTHON=${PYTHON:-python3}
 export TF_CPP_MIN_LOG_LEVEL=3 PIP_DISABLE_PIP_VERSION_CHECK=1
 PYTEST=(-p no:cacheprovider --durations=10)
 
-EXTRAS=export,test,ann,fp16,serve,ray
+EXTRAS=export,test,ann,fp16,serve,ray,edge-bench
 echo "== full environment (.venv): vggsim[$EXTRAS]"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip setuptools wheel

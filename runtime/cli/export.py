@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import VggsimError
+from ..export.int8_settings import ISAS
 from ..preprocess import PreprocessSpec
 from .common import add_parser, int_range, log
 
@@ -31,6 +32,9 @@ def register(sub: Any) -> None:
     p.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32",
                    help="int8 (static QDQ, calibrated on real photos) or fp16 (for GPUs) are derived "
                    "from a verified fp32 export and checked against it")
+    p.add_argument("--isa", choices=ISAS, default=None,
+                   help="with --precision int8: quantize with the settings chosen for this instruction set "
+                        "(default: this CPU's; recorded in the manifest)")
     p.add_argument("--calibration", metavar="DIR", help="folder of real photos for int8 calibration "
                    "(default: half of the sample photos; the other half is held out)")
     p.add_argument("--exif-transpose", action="store_true",
@@ -67,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=".fp32-", dir=out.parent) as fp32_dir:
             export_model(out=fp32_dir, **options)
-            export_variant(Path(fp32_dir), out, args.precision, photos_in(args.calibration, "--calibration"), log=log)
+            export_variant(Path(fp32_dir), out, args.precision, photos_in(args.calibration, "--calibration"), log=log,
+                           isa=args.isa)
         log(f"wrote the {args.precision} model to {out}")
     if args.weights == "random":
         log("warning: random weights: scores from this model are not meaningful")
