@@ -100,7 +100,7 @@ def _load_cudart() -> Any:
 
 class CudaRunner:
     """Feeds one session fixed-shape batches through device buffers bound once, the way the
-    ``cuda-graph`` and ``cuda-overlap`` settings need (see :data:`vggsim.session.CUDA_SETTINGS`).
+    ``cuda-graph`` and ``cuda-overlap`` settings need (see :data:`vggsim.cuda_settings.CUDA_SETTINGS`).
 
     - :meth:`run_device`: the batch already sits in the bound device buffer (the model alone).
     - :meth:`run_host`: copy a host batch in, run, copy the embeddings out.
