@@ -31,7 +31,7 @@ from .store_format import CommitRecord, Shard, pyarrow, remedy, shard_name
 SCANNED = ("path_bytes", "status", "row")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ShardView:
     """The current records of one committed shard, in meta order (ascending ids from ``first_id``)."""
 
@@ -45,7 +45,7 @@ class ShardView:
         return np.arange(self.first_id, self.first_id + len(self.positions), dtype=np.int64)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class CurrentView:
     """The layout of a snapshot's current view: which record of which shard each id is."""
 
