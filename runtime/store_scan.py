@@ -17,6 +17,7 @@ names are taken as one only if their 128-bit BLAKE2b digests are equal (a chance
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,17 +118,36 @@ def scan(root: Path, commit: CommitRecord) -> CurrentView:
 
 def vector_blocks(view: CurrentView, mapped: Any, block_rows: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(ids, float32 vectors) of the current view's vectors, at most ``block_rows`` at a time, each
-    id once; read in row order, one window of a shard mapped (``mapped(shard_id)``) at a time."""
+    id once, in row order. ``mapped(shard_id)`` checks a shard file and maps it; a block whose rows
+    lie close together is then read with one pread of their span (a memory map of a file cached in
+    large folios would map whole folios: a shard's worth of resident pages), others through the map."""
     for part in view.shards:
         has = part.rows >= 0
         ids, rows = part.ids[has], part.rows[has].astype(np.int64)
         order = np.argsort(rows, kind="stable")
         ids, rows = ids[order], rows[order]
         for start in range(0, len(ids), block_rows):
+            picked = rows[start:start + block_rows]
             window = mapped(part.shard.id)
-            vectors = np.ascontiguousarray(window[rows[start:start + block_rows]], dtype=np.float32)
+            span = int(picked[-1] - picked[0]) + 1
+            if span <= 2 * len(picked) and window.flags.c_contiguous:
+                vectors = _read_span(window, int(picked[0]), span)
+                vectors = vectors if span == len(picked) else vectors[picked - picked[0]]
+            else:
+                vectors = np.ascontiguousarray(window[picked], dtype=np.float32)
             del window  # unmap now: the next window maps afresh
-            yield ids[start:start + block_rows], vectors
+            yield ids[start:start + block_rows], np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+def _read_span(window: Any, first: int, count: int) -> np.ndarray:
+    """Rows first .. first+count-1 of a memory-mapped C-order .npy file, read with pread (nothing mapped)."""
+    out = np.empty((count, window.shape[1]), window.dtype)
+    width = window.shape[1] * window.dtype.itemsize
+    with open(window.filename, "rb") as fp:
+        got = os.preadv(fp.fileno(), [memoryview(out.reshape(-1).view(np.uint8))], window.offset + first * width)
+    if got != count * width:
+        raise StoreError(f"{window.filename}: shorter than its header says")
+    return out
 
 
 def record_blocks(root: Path, view: CurrentView, columns: list[str]) -> Iterator[tuple[np.ndarray, Any]]:

@@ -69,10 +69,10 @@ class RowReader:
         target = out if native else np.empty((len(rows), self.dim), file.dtype)
         view = memoryview(target.reshape(-1).view(np.uint8))
         order = np.argsort(rows, kind="stable")  # ascending offsets: kinder to the disk
-        fd, base = file.fd, file.offset
-        for slot, row in zip(order.tolist(), rows[order].tolist()):
-            got = os.preadv(fd, [view[slot * width:(slot + 1) * width]], base + row * width)
-            if got != width:
+        offsets = (file.offset + rows[order].astype(np.int64) * width).tolist()
+        fd = file.fd
+        for slot, offset in zip(order.tolist(), offsets):
+            if os.preadv(fd, [view[slot * width:(slot + 1) * width]], offset) != width:
                 raise ValueError("the file is shorter than its header says")
         if not native:
             out[:] = target.astype(np.float32)
