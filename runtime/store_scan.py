@@ -144,7 +144,7 @@ def _read_span(window: Any, first: int, count: int) -> np.ndarray:
     out = np.empty((count, window.shape[1]), window.dtype)
     width = window.shape[1] * window.dtype.itemsize
     with open(window.filename, "rb") as fp:
-        got = os.preadv(fp.fileno(), [memoryview(out.reshape(-1).view(np.uint8))], window.offset + first * width)
+        got = os.preadv(fp.fileno(), [out.reshape(-1).view(np.uint8).data], window.offset + first * width)
     if got != count * width:
         raise StoreError(f"{window.filename}: shorter than its header says")
     return out

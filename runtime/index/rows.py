@@ -67,7 +67,7 @@ class RowReader:
         width = self.dim * file.dtype.itemsize
         native = file.dtype == np.dtype(np.float32) and out.flags.c_contiguous
         target = out if native else np.empty((len(rows), self.dim), file.dtype)
-        view = memoryview(target.reshape(-1).view(np.uint8))
+        view = target.reshape(-1).view(np.uint8).data
         order = np.argsort(rows, kind="stable")  # ascending offsets: kinder to the disk
         offsets = (file.offset + rows[order].astype(np.int64) * width).tolist()
         fd = file.fd
