@@ -79,7 +79,9 @@ def _digests(names: Any) -> np.ndarray:
 def scan(root: Path, commit: CommitRecord) -> CurrentView:
     """Read the committed shards' meta files one by one and lay out the current view."""
     pa = pyarrow()
-    keys, kinds, rows = [], [], []
+    total = sum(shard.records for shard in commit.shards)
+    key = np.empty((total, 2), np.uint64)  # filled shard by shard: no list of parts to concatenate
+    kinds, rows, start = [], [], 0
     for shard in commit.shards:
         table = read_meta_columns(root, shard, SCANNED)
         status = table.column("status")
@@ -89,22 +91,23 @@ def scan(root: Path, commit: CommitRecord) -> CurrentView:
         if not np.array_equal(np.sort(row[kind == 1]), np.arange(shard.rows)):
             raise StoreError(f"{root / shard_name(shard.id, 'meta')} does not match its commit record "
                              f"({int((kind == 1).sum())} vectors, expected {shard.rows}); {remedy(root)}")
-        keys.append(_digests(table.column("path_bytes")))
+        key[start:start + shard.records] = _digests(table.column("path_bytes"))
         kinds.append(kind.astype(np.int8))
         rows.append(np.where(kind == 1, row, -1).astype(np.int32))
+        start += shard.records
         del table, status, row
-    total = sum(len(k) for k in kinds)
     latest = np.zeros(total, bool)
     if total:
-        key = np.concatenate(keys)
-        del keys
         order = np.lexsort((key[:, 1], key[:, 0]))  # stable: commit order within a name
-        ordered = key[order]
-        del key
         last = np.ones(total, bool)  # the last of each run of equal names is its latest record
-        last[:-1] = np.any(ordered[1:] != ordered[:-1], axis=1)
+        for column in (0, 1):  # one 8-byte column at a time: no sorted copy of the whole key
+            ordered = key[order, column]
+            last[:-1] &= ordered[1:] == ordered[:-1]
+            del ordered
+        last[:-1] = ~last[:-1]
         latest[order[last]] = True
-        del order, ordered, last
+        del order, last
+    del key
     views, start, next_id, with_vectors = [], 0, 0, 0
     for shard, kind, row in zip(commit.shards, kinds, rows):
         keep = latest[start:start + len(kind)] & (kind != 2)
