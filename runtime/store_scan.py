@@ -5,8 +5,9 @@
 blocks, with their ids (an index build, an export) pays for that. The scan here reads
 the committed meta files one at a time, only their ``path_bytes``, ``status`` and ``row``
 columns, and keeps per record a 16-byte digest of its name until it knows which record
-is the latest of each name. What it keeps afterwards is about 9 bytes per current
-record (its position in its shard's meta file, its vector row, whether it has one).
+is the latest of each name (peak measured: 45-60 bytes per committed record, 237 MB at 1M
+records with the interpreter). What it keeps afterwards is about 9 bytes per current
+record (its position in its shard's meta file, its vector row).
 
 Ids are the same as :meth:`Store.records` positions: the current view is the latest
 record per name (in commit order), deleted ones left out, ordered by commit order. Two

@@ -2,8 +2,8 @@
 
 The store is read through its streaming API (:meth:`Store.iter_vector_blocks`,
 :meth:`Store.iter_record_blocks`, :meth:`Store.sample_vectors`), never through its current
-view's tables. Memory: the store's scan (about 9 bytes per record kept, 16 more per
-committed record while it sorts out the latest record of each name), the training sample
+view's tables. Memory: the store's scan (about 9 bytes per record kept; 45-60 bytes per
+committed record while it sorts out the latest record of each name, freed before training), the training sample
 (<= 100,000 vectors, see params), one store block, and one part of at most ``PART_BYTES``
 of encoded vectors. Parts are written to the staging folder, then merged into one
 ``lists.ivfdata`` file (faiss ``OnDiskInvertedLists``) through memory maps: the merged
