@@ -4,7 +4,13 @@ python benchmarks/collection_workload.py make STORE N     # N synthetic 512-d ve
 python benchmarks/index_workload.py exact STORE Q         # exact top-10 of Q queries -> STORE/exact_q.npy
 python benchmarks/index_workload.py build STORE           # vggsim's build with the default rule
 python benchmarks/index_workload.py search STORE [NPROBE] # search_store(index=True), one query at a time
+python benchmarks/index_workload.py sweep STORE           # recall@10 and latency over nprobe x rerank
 Each command prints one JSON line with its seconds and peak resident memory (VmHWM, MB).
+
+python benchmarks/index_workload.py scale DIR N [N ...] [--keep]
+    runs all of the above, each in a fresh process, for stores DIR/index-N (made if missing, removed
+    afterwards unless --keep), writes benchmarks/results/index-scale.json and prints the table, with
+    10M derived from the two largest sizes measured (a straight line through them).
 """
 
 from __future__ import annotations
@@ -16,11 +22,28 @@ from pathlib import Path
 
 import numpy as np
 
-from collection_workload import peak_mb, queries
+from collection_workload import peak_mb
+
+
+def queries(root: Path, n: int = 10) -> np.ndarray:
+    """collection_workload.queries (same rows, same noise), its rows read by pread: indexing a memory
+    map of the shard would map whole large folios and add up to a shard's size to the search's peak."""
+    from vggsim.index.search import read_rows
+
+    rng = np.random.default_rng(1)
+    path = next((root / "vectors").glob("*.npy"))
+    rows, dim = np.load(path, mmap_mode="r").shape  # the header only
+    picked = read_rows(path, np.sort(rng.choice(rows, n, replace=False)), dim)
+    return picked + 0.1 * np.abs(rng.standard_normal(picked.shape)).astype(np.float32)
 
 
 def main() -> None:
     command, root = sys.argv[1], Path(sys.argv[2])
+    if command == "scale":
+        from index_scale import scale
+
+        scale(root, [int(a) for a in sys.argv[3:] if a != "--keep"], keep="--keep" in sys.argv)
+        return
     started = time.perf_counter()
     from vggsim.store import Store
 
@@ -67,6 +90,26 @@ def main() -> None:
                   "ms_per_query_median": round(float(np.median(times)) * 1000, 2),
                   "ms_per_query_p95": round(float(np.percentile(times, 95)) * 1000, 2),
                   "ms_per_query_batched_with_paths": round(batch_ms, 2), "open_and_first_query_ms": round(first_ms, 1)}
+    elif command == "sweep":
+        from vggsim.index import OnDiskIndex
+        from vggsim.search import recall_at_k
+
+        exact = np.load(root / "exact_q.npy")
+        wanted = queries(root, len(exact))
+        index = OnDiskIndex.open(store)
+        index.search(wanted[:5], 10)
+        grid = []
+        for nprobe in (8, 16, 32):
+            for rerank in (20, 50, 100, 150, 300):
+                times, found = [], []
+                for row in wanted:
+                    t = time.perf_counter()
+                    ids, _ = index.search(row[None, :], 10, nprobe=nprobe, rerank=rerank)
+                    times.append(time.perf_counter() - t)
+                    found.append(ids[0])
+                grid.append({"nprobe": nprobe, "rerank": rerank, "recall_at_10": round(recall_at_k(exact, np.array(found)), 4),
+                             "ms_median": round(float(np.median(times)) * 1000, 2)})
+        result = {"grid": grid}
     else:
         raise SystemExit(f"unknown command {command}")
     result.update(seconds=round(time.perf_counter() - started, 2), peak_mb=round(peak_mb(), 1))

@@ -15,6 +15,7 @@ from .store_format import (COMMIT, IDENTITY, STORE_FORMAT, Block, CommitRecord, 
                            check_shard_cheaply, parse_commit, pyarrow, read_json, remedy, shard_name)
 from .store_checksum import require_intact
 from .store_journal import meta_schema
+from .store_scan import CurrentView, record_blocks, sample_rows, scan, vector_blocks
 
 if TYPE_CHECKING:
     from .store_repair import VerifyReport
@@ -109,6 +110,7 @@ class Store:
         self._records: list[Record] | None = None
         self._paths: list[str] | None = None
         self._arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._view: CurrentView | None = None
         self._shards = {s.id: s for s in commit.shards}
         self._intact: set[int] = set()  # shards whose vectors this snapshot has checked
 
@@ -230,6 +232,37 @@ class Store:
                 vectors = np.ascontiguousarray(mapped[shard_rows[lo:hi]], dtype=np.float32)
                 del mapped  # unmap now: the next window maps afresh
                 yield Block(ids[lo:hi], vectors)
+
+    def current_view(self) -> CurrentView:
+        """The current view's layout, read shard by shard without building :meth:`table` (about
+        9 bytes per record kept; see :mod:`vggsim.store_scan`). Ids as in :meth:`records`."""
+        with self._lock:
+            if self._view is None:
+                self._view = scan(self.root, self.commit_record)
+            return self._view
+
+    def iter_vector_blocks(self, block_rows: int = 16384) -> Iterator[Block]:
+        """The current ok vectors as :meth:`blocks` gives them (each id once, C-order float32, at
+        most ``block_rows`` per block), but streamed from this snapshot's shards without building
+        the current view's tables: memory is :meth:`current_view` plus a block."""
+        if block_rows < 1:
+            raise ValueError(f"block_rows must be >= 1, got {block_rows}")
+        for ids, vectors in vector_blocks(self.current_view(), self._mapped, block_rows):
+            yield Block(ids, vectors)
+
+    def sample_vectors(self, count: int, seed: int = 0) -> Block:
+        """``count`` (at most all) current vectors drawn uniformly without replacement, reading only
+        those rows (see :meth:`iter_vector_blocks`); ids ascend within each shard."""
+        ids, vectors = sample_rows(self.current_view(), self._mapped, count, seed)
+        return Block(ids, vectors.reshape(len(ids), self.dim))
+
+    def iter_record_blocks(self, columns: Sequence[str]) -> Iterator[tuple[np.ndarray, Any]]:
+        """(ids, pyarrow Table of ``columns`` of the meta schema) for the current view, one shard
+        at a time, ids ascending and each once; the streaming counterpart of :meth:`table`."""
+        unknown = sorted(set(columns) - set(meta_schema().names))
+        if unknown:
+            raise ValueError(f"unknown meta columns {unknown}; known: {meta_schema().names}")
+        yield from record_blocks(self.root, self.current_view(), list(columns))
 
     def vectors(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
         """The float32 vectors of these ids (indexes into :meth:`records`), in the order given."""

@@ -207,3 +207,86 @@ def test_search_through_the_index_never_builds_the_store_tables(store: Store, ve
     found = search_store(fresh, vectors[:2], 3, index=True)
     assert found[0][0].path == "/synthetic/00000.jpg" and found[0][0].id == 0
     assert fresh._history is None and fresh._current is None  # ~0.5 GB at 1M files: the index replaces them
+
+
+# -- the store's streaming read API (what the build reads instead of the current view's tables) ----------
+
+@pytest.fixture
+def churned(tmp_path: Path) -> Store:
+    """Several shards with re-embedded names, errors and deletions: the current view differs from the history."""
+    rng = np.random.default_rng(11)
+    with Store.open_for_writing(tmp_path / "churned", StoreIdentity("synthetic", {}, 8)) as writer:
+        for n in range(600):
+            status = str(rng.choice(["ok", "ok", "ok", "error", "deleted"]))
+            vector = rng.standard_normal(8).astype(np.float32) if status == "ok" else None
+            writer.add(Record(f"/p/{int(rng.integers(0, 250)):03d}.jpg", status), vector)
+            if n % 53 == 52:
+                writer.commit()
+    return Store.open(tmp_path / "churned")
+
+
+def test_vector_blocks_cover_every_current_vector_once_in_bounded_blocks(churned: Store) -> None:
+    ok, _, _ = churned._layout()
+    blocks = list(churned.iter_vector_blocks(7))
+    ids = np.concatenate([b.ids for b in blocks])
+    assert sorted(ids.tolist()) == np.flatnonzero(ok).tolist()  # each id with a vector, exactly once
+    assert max(len(b.ids) for b in blocks) <= 7 and all(b.vectors.shape == (len(b.ids), 8) for b in blocks)
+    for block in blocks:
+        assert block.vectors.dtype == np.float32 and block.vectors.flags.c_contiguous
+        assert np.array_equal(block.vectors, churned.vectors(block.ids))
+    view = churned.current_view()
+    assert (view.records, view.vectors) == (len(churned.records()), churned.count_ok())
+    assert len(churned.history()) > view.records  # the fixture really has superseded records
+
+
+def test_record_blocks_and_sample_match_the_current_view(churned: Store) -> None:
+    fresh = Store.open(churned.root)
+    pieces = list(fresh.iter_record_blocks(["path_bytes", "status"]))
+    assert fresh._history is None and fresh._current is None and fresh._arrays is None  # no tables built
+    ids = np.concatenate([i for i, _ in pieces])
+    assert ids.tolist() == list(range(len(ids)))
+    names = [name for _, table in pieces for name in table.column("path_bytes").to_pylist()]
+    assert names == fresh.table().column("path_bytes").to_pylist()
+    sample = fresh.sample_vectors(40, seed=2)
+    assert len(np.unique(sample.ids)) == 40 and np.array_equal(sample.vectors, fresh.vectors(sample.ids))
+    assert len(fresh.sample_vectors(10**6).ids) == fresh.count_ok()
+    with pytest.raises(ValueError, match="unknown meta columns"):
+        next(fresh.iter_record_blocks(["nope"]))
+
+
+def test_streaming_reads_one_snapshot_while_a_writer_commits(churned: Store) -> None:
+    before = [(b.ids.copy(), b.vectors.copy()) for b in churned.iter_vector_blocks(50)]
+    with Store.open_for_writing(churned.root, churned.identity) as writer:
+        writer.add(Record("/p/000.jpg", "deleted"))
+        writer.add(Record("/p/new.jpg", "ok"), np.ones(8, np.float32))
+    again = [(b.ids, b.vectors) for b in churned.iter_vector_blocks(50)]  # the old snapshot, unchanged
+    assert all(np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) for a, b in zip(before, again))
+    newer = Store.open(churned.root)
+    assert (newer.current_view().records, newer.current_view().vectors) == (len(newer.records()), newer.count_ok())
+    names = [n for _, t in newer.iter_record_blocks(["path_bytes"]) for n in t.column("path_bytes").to_pylist()]
+    assert b"/p/new.jpg" in names and b"/p/000.jpg" not in names
+
+
+def test_build_never_builds_the_store_tables_and_search_equals_exact(churned: Store) -> None:
+    fresh = Store.open(churned.root)
+    build_index(fresh, IndexParams(4, "sq8", 0, 60, 4), part_rows=50)
+    assert fresh._history is None and fresh._current is None and fresh._arrays is None
+    queries = fresh.vectors(np.flatnonzero(fresh._layout()[0])[:9]) + 0.01
+    exact_ids, exact_scores = exact_topk(queries, fresh.blocks(), 5)
+    index = OnDiskIndex.open(fresh)
+    ids, scores = index.search(queries, 5)
+    assert np.array_equal(ids, exact_ids)
+    np.testing.assert_allclose(scores, exact_scores, atol=1e-5)
+    assert index.paths(ids[0]) == [fresh.paths()[i] for i in exact_ids[0]]
+    assert np.array_equal(index.stored(ids[:, 0][::-1]), fresh.vectors(ids[:, 0][::-1]))  # any order, any shard
+    index.close()
+
+
+def test_float16_store_is_reranked_from_its_float16_rows(tmp_path: Path, vectors: np.ndarray) -> None:
+    store = make_store(tmp_path / "half", vectors[:500], StoreIdentity("synthetic", {}, DIM, "float16"), 120)
+    build_index(store, full_probe(500))
+    queries = vectors[:5] + 0.05
+    exact_ids, exact_scores = exact_topk(queries, store.blocks(), 3)
+    ids, scores = OnDiskIndex.open(store).search(queries, 3)
+    assert np.array_equal(ids, exact_ids)
+    np.testing.assert_allclose(scores, exact_scores, atol=1e-5)

@@ -46,7 +46,7 @@ def run_build(args: argparse.Namespace) -> int:
     from ..store import Store
 
     store = Store.open(args.store)
-    params = choose(store.count_ok(), store.identity.dim, nlist=args.nlist, pq=args.pq, sq8=args.sq8,
+    params = choose(store.current_view().vectors, store.identity.dim, nlist=args.nlist, pq=args.pq, sq8=args.sq8,
                     sample=args.sample, nprobe=args.nprobe)
     summary = build_index(store, params, progress=None if args.json else log)
     out = {"store": args.store, "generation": store.generation, "folder": str(summary.folder),

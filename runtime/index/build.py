@@ -1,10 +1,14 @@
 """Building a store's on-disk IVF index in bounded memory.
 
-Memory: the training sample (<= 100,000 vectors, see params), one store block, and one
-part of at most ``part_rows`` encoded vectors. Parts are written to the staging folder,
-then merged into one ``lists.ivfdata`` file (faiss ``OnDiskInvertedLists``) through
-memory maps, so no step holds the whole index. Disk: the parts and the merged lists
-(about twice the index size) until the parts are deleted.
+The store is read through its streaming API (:meth:`Store.iter_vector_blocks`,
+:meth:`Store.iter_record_blocks`, :meth:`Store.sample_vectors`), never through its current
+view's tables. Memory: the store's scan (about 9 bytes per record kept; 45-60 bytes per
+committed record while it sorts out the latest record of each name, freed before training), the training sample
+(<= 100,000 vectors, see params), one store block, and one part of at most ``PART_BYTES``
+of encoded vectors. Parts are written to the staging folder, then merged into one
+``lists.ivfdata`` file (faiss ``OnDiskInvertedLists``) through memory maps: the merged
+lists' pages (the index itself, n x (code size + 8) bytes) are the one part that grows with n.
+Disk: the parts and the merged lists (about twice the index size) until the parts are deleted.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from ..store import Store
 from .files import CODES, INDEX_DIR, INDEX_FORMAT, LISTS, LOCATIONS, PATHS, coverage, index_key, quiet_stdout, write_info
 from .params import IndexParams, choose
 
-PART_BYTES = 256 << 20  # encoded bytes per part: a part is built in memory, then written out
+PART_BYTES = 64 << 20  # encoded bytes per part: a part is built in memory (faiss may reserve up to 2x), then written out
 
 
 @dataclass(frozen=True)
@@ -43,18 +47,8 @@ def _faiss() -> Any:
 
 
 def training_sample(store: Store, size: int, seed: int = 0) -> np.ndarray:
-    """About ``size`` vectors drawn uniformly from the blocks, unit length, float32."""
-    total = store.count_ok()
-    rng = np.random.default_rng(seed)
-    picked: list[np.ndarray] = []
-    have = 0
-    for block in store.blocks():
-        take = rng.random(len(block.ids)) < size / total
-        picked.append(block.vectors[take][: size - have])
-        have += len(picked[-1])
-        if have >= size:
-            break
-    return l2_normalize(np.concatenate(picked), np.float32)
+    """``size`` vectors drawn uniformly (only their rows are read), unit length, float32."""
+    return l2_normalize(store.sample_vectors(size, seed).vectors, np.float32)
 
 
 def build_index(store: Store, params: IndexParams | None = None, *, part_rows: int | None = None,
@@ -63,7 +57,7 @@ def build_index(store: Store, params: IndexParams | None = None, *, part_rows: i
     faiss = _faiss()
     say = progress or (lambda _text: None)
     started = time.perf_counter()
-    n, dim = store.count_ok(), store.identity.dim
+    n, dim = store.current_view().vectors, store.identity.dim
     params = params or choose(n, dim)
     say(f"training {params.factory} on {params.sample:,} of {n:,} vectors")
     sample = training_sample(store, params.sample)
@@ -106,7 +100,7 @@ def _add_parts(store: Store, faiss: Any, template: Any, staging: Path, part_rows
                say: Callable[[str], None]) -> list[Path]:
     parts: list[Path] = []
     part, done = None, 0
-    for block in store.blocks():
+    for block in store.iter_vector_blocks():
         if part is None:
             part = faiss.deserialize_index(template)
         part.add_with_ids(l2_normalize(block.vectors, np.float32), block.ids.astype(np.int64))
@@ -152,12 +146,17 @@ def _write_mapping(store: Store, staging: Path) -> None:
     from ..store_format import pyarrow
 
     pa = pyarrow()
-    ok, shards, rows = store._layout()  # noqa: SLF001 - the current view's vector locations
-    locations = np.where(ok, (shards.astype(np.int64) << 32) | rows.astype(np.int64), -1)
-    np.save(staging / LOCATIONS, locations, allow_pickle=False)
-    names = store.table().select(["path_bytes"])
-    with pa.OSFile(str(staging / PATHS), "wb") as sink, pa.ipc.new_file(sink, names.schema) as writer:
-        writer.write_table(names, max_chunksize=65536)
+    view = store.current_view()
+    locations = np.lib.format.open_memmap(staging / LOCATIONS, "w+", np.int64, (view.records,))
+    for part in view.shards:  # written through a memory map, flushed shard by shard
+        where = part.rows.astype(np.int64)
+        locations[part.first_id:part.first_id + len(where)] = np.where(where >= 0, (part.shard.id << 32) | where, -1)
+        locations.flush()
+    del locations
+    schema = pa.schema([("path_bytes", pa.binary())])
+    with pa.OSFile(str(staging / PATHS), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
+        for _ids, names in store.iter_record_blocks(["path_bytes"]):
+            writer.write_table(names, max_chunksize=65536)
 
 
 def _publish(staging: Path, parent: Path, key: str) -> Path:
