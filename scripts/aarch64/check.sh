@@ -8,7 +8,8 @@
 # Environment: VGGSIM_CACHE (downloads kept between runs; default ~/.cache/vggsim-aarch64),
 # VGGSIM_HOST_PYTHON (x86-64 Python with vggsim[export]; default .venv/bin/python),
 # VGGSIM_AARCH64_ORT (onnxruntime requirement for the arm64 side; default: the newest, as pip would pick),
-# VGGSIM_AARCH64_PHOTOS (photos per model, default 2), VGGSIM_AARCH64_CPUINFO=host (reproduce the crash below).
+# VGGSIM_AARCH64_FP32_PHOTOS / VGGSIM_AARCH64_INT8_PHOTOS (photos per model, default 1 and 2: emulated
+# fp32 costs about 115 CPU seconds a photo, int8 about 9), VGGSIM_AARCH64_CPUINFO=host (reproduce the crash below).
 #
 # Why a /proc/cpuinfo is written into the rootfs: qemu-user 7.2 (Debian 12) shows the guest the
 # host's x86 /proc/cpuinfo. pytorch-cpuinfo, which onnxruntime >= 1.28 runs at import on aarch64,
@@ -31,7 +32,8 @@ CACHE=${VGGSIM_CACHE:-$HOME/.cache/vggsim-aarch64}
 HOST_PY=${VGGSIM_HOST_PYTHON:-$ROOT/.venv/bin/python}
 [ -x "$HOST_PY" ] || HOST_PY=$(command -v python3)
 ORT_REQ=${VGGSIM_AARCH64_ORT:-onnxruntime}
-PHOTOS_N=${VGGSIM_AARCH64_PHOTOS:-2}
+FP32_N=${VGGSIM_AARCH64_FP32_PHOTOS:-1}
+INT8_N=${VGGSIM_AARCH64_INT8_PHOTOS:-2}
 CPU=neoverse-n1   # Cortex-A76 class (Raspberry Pi 5, Graviton2): NEON and dot product, no SVE to emulate
 PLATFORMS=(--platform manylinux_2_28_aarch64 --platform manylinux_2_27_aarch64 --platform manylinux2014_aarch64)
 mkdir -p "$CACHE"
@@ -52,7 +54,7 @@ if [ ! -x "$ROOTFS/usr/bin/python3" ]; then
   phase "arm64 rootfs (Debian bookworm: python3, libstdc++6, libgomp1)"
   [ -f "$CACHE/rootfs.tar" ] || {
     mmdebstrap --quiet --variant=extract --arch=arm64 --include=python3,libstdc++6,libgomp1 \
-      bookworm "$CACHE/rootfs.tar.part" && mv "$CACHE/rootfs.tar.part" "$CACHE/rootfs.tar"; }
+      bookworm "$CACHE/rootfs.partial.tar" && mv "$CACHE/rootfs.partial.tar" "$CACHE/rootfs.tar"; }
   rm -rf "$ROOTFS.part" && mkdir -p "$ROOTFS.part" && tar -C "$ROOTFS.part" -xf "$CACHE/rootfs.tar"
   mv "$ROOTFS.part" "$ROOTFS"
 fi
@@ -73,7 +75,7 @@ if [ ! -f "$SITE/.complete" ]; then
 fi
 
 phase "vggsim wheel"
-"$HOST_PY" -m pip wheel -q --no-deps . -w "$WORK/dist" >/dev/null
+"$HOST_PY" -m pip wheel -q --no-deps . -w "$WORK/dist" >"$WORK/wheel.log" 2>&1 || { cat "$WORK/wheel.log"; exit 1; }
 "$HOST_PY" -m pip install -q --no-deps --target "$WORK/vggsim" "$WORK"/dist/vggsim-*.whl
 
 # int8 variant, made on x86-64 once per model (keyed by the fp32 model's sha256).
@@ -88,20 +90,20 @@ fi
 
 # Held-out sample photos (the int8 variant calibrates on the others).
 mapfile -t PHOTOS < <("$HOST_PY" -c 'import sys; from vggsim.samples import sample_photos
-print("\n".join(str(p) for p in sample_photos()[1::2][:int(sys.argv[1])]))' "$PHOTOS_N")
+print("\n".join(str(p) for p in sample_photos()[1::2][:int(sys.argv[1])]))' "$(( FP32_N > INT8_N ? FP32_N : INT8_N ))")
 [ "${#PHOTOS[@]}" -ge 1 ] || { echo "check.sh: no sample photos: install scikit-learn and scikit-image on the host Python" >&2; exit 2; }
 mkdir -p "$WORK/photos" && cp "${PHOTOS[@]}" "$WORK/photos/"
 PHOTOS=("$WORK"/photos/*)
 
 for precision in fp32 int8; do
-  dir=$MODEL; [ $precision = int8 ] && dir=$INT8
+  dir=$MODEL n=$FP32_N; [ $precision = int8 ] && dir=$INT8 n=$INT8_N
   phase "$precision: x86-64"
   PYTHONPATH=$WORK/vggsim "$HOST_PY" -W ignore scripts/aarch64/embed.py "$dir" "$WORK/${precision}_x86_64.npy" \
-    "${PHOTOS[@]}" > "$WORK/${precision}_x86_64.json"
+    "${PHOTOS[@]:0:n}" > "$WORK/${precision}_x86_64.json"
   cat "$WORK/${precision}_x86_64.json"
   phase "$precision: emulated arm64 ($CPU)"
   PYTHONPATH=$WORK/vggsim:$SITE PYTHONDONTWRITEBYTECODE=1 "${ARM_PY[@]}" -W ignore scripts/aarch64/embed.py \
-    "$dir" "$WORK/${precision}_arm64.npy" "${PHOTOS[@]}" > "$WORK/${precision}_arm64.json"
+    "$dir" "$WORK/${precision}_arm64.npy" "${PHOTOS[@]:0:n}" > "$WORK/${precision}_arm64.json"
   cat "$WORK/${precision}_arm64.json"
 done
 
