@@ -106,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         meta = dict(item.split("=", 1) for item in args.meta)
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"rows": [asdict(r) for r in rows], "photos": {"fp32": len(vectors["fp32_x86_64"]), "int8": len(vectors["int8_x86_64"])},
+        photos = {"fp32": len(vectors["fp32_x86_64"]), "int8": len(vectors["int8_x86_64"])}
+        args.json.write_text(json.dumps({"rows": [asdict(r) for r in rows], "photos": photos,
                                          "timings": timings, **meta}, indent=2) + "\n")
     return 0 if all(r.ok for r in rows) else 1
 
