@@ -9,7 +9,7 @@
 # VGGSIM_HOST_PYTHON (x86-64 Python with vggsim[export]; default .venv/bin/python),
 # VGGSIM_AARCH64_ORT (onnxruntime requirement for the arm64 side; default: the newest, as pip would pick),
 # VGGSIM_AARCH64_FP32_PHOTOS / VGGSIM_AARCH64_INT8_PHOTOS (photos per model, default 1 and 2: emulated
-# fp32 costs about 115 CPU seconds a photo, int8 about 9), VGGSIM_AARCH64_CPUINFO=host (reproduce the crash below).
+# fp32 costs 116-148 CPU seconds a photo here, int8 about 10), VGGSIM_AARCH64_CPUINFO=host (reproduce the crash below).
 #
 # Why a /proc/cpuinfo is written into the rootfs: qemu-user 7.2 (Debian 12) shows the guest the
 # host's x86 /proc/cpuinfo. pytorch-cpuinfo, which onnxruntime >= 1.28 runs at import on aarch64,
