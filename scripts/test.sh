@@ -36,3 +36,14 @@ rm -rf .venv-runtime .cache/test-model
 .venv/bin/vggsim export --weights random --seed 0 --out .cache/test-model --no-verify
 VGGSIM_TEST_MODEL="$PWD/.cache/test-model" VGGSIM_RUNTIME_ONLY=1 \
   .venv-runtime/bin/python -m pytest -q "${PYTEST[@]}" tests -m "not export and not slow"
+
+echo "== aarch64 parity (emulated arm64 Python: scripts/aarch64/check.sh)"
+# Needs qemu-user-static and mmdebstrap, which it installs with apt where this runs as root;
+# elsewhere it says so and skips. VGGSIM_SKIP_AARCH64=1 skips it on purpose (about 4-8 minutes).
+if [ -n "${VGGSIM_SKIP_AARCH64:-}" ]; then
+  echo "skipped: VGGSIM_SKIP_AARCH64 is set"
+elif [ "$(id -u)" != 0 ] && ! { command -v qemu-aarch64-static && command -v mmdebstrap; } >/dev/null 2>&1; then
+  echo "skipped: needs qemu-user-static and mmdebstrap (apt-get install, as root)"
+else
+  VGGSIM_TEST_MODEL="$PWD/.cache/test-model" VGGSIM_HOST_PYTHON="$PWD/.venv/bin/python" bash scripts/aarch64/check.sh
+fi
