@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up and run every test: lint and types, the default run and the heavy cases (-m slow) in
 # the full environment, then the runtime tests again in a second environment that has no
-# TensorFlow at all. The Pillow corpus test runs where ../shared exists (the header says so).
+# TensorFlow at all, and last the emulated aarch64 parity check. The Pillow corpus test runs
+# where ../shared exists (the header says so).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
