@@ -93,8 +93,9 @@ SETTINGS_BY_ISA: dict[str, IsaChoice] = {
     "avx512_vnni": IsaChoice(
         Int8Settings("static", "QDQ", "uint8", "int8", True, False), measured=True,
         source="measured: benchmarks/int8_settings.py on an Intel Xeon with AVX-512 VNNI, 2 cores "
-               "(benchmarks/results/int8-settings-2026-11-27-avx512_vnni.json): fastest candidate "
-               "with min cosine >= 0.99 against fp32 on real photos"),
+               "(benchmarks/results/int8-settings-2026-11-27-avx512_vnni.json): of the candidates with "
+               "min cosine >= 0.99 against fp32 on real photos and within 1.2x of the fastest, the "
+               "most accurate (int8_settings.pick)"),
     "avx2": IsaChoice(
         Int8Settings("static", "QDQ", "int8", "int8", True, True), measured=False,
         source="not measured here: onnxruntime quantization guide (S8S8 in QDQ; per-channel with "
