@@ -11,6 +11,13 @@ from ..errors import require
 from .common import MAX_BATCH, MAX_K, add_model_args, add_parser, int_range, log, positive_float
 
 
+
+# An idle keep-alive connection is closed after 15 s, not uvicorn's 5: clients (httpx, and
+# many others) drop theirs after 5 s, and when both sides use the same figure a request sent
+# just as the server closes the connection fails with a reset (seen under overload, about 1
+# request in 2,000, until the load client's own expiry was set below the server's).
+KEEP_ALIVE_S = 15
+
 def register(sub: Any) -> None:
     p = add_parser(sub, "serve", help="serve embeddings, similarity and search over HTTP",
                    description="Serve the model (and optionally a store) over HTTP: POST /v1/embed, /v1/similarity, "
@@ -77,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
     app = create_app(config, build_embedder(args))
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
                                            timeout_graceful_shutdown=int(args.drain_timeout + 0.999),
+                                           timeout_keep_alive=KEEP_ALIVE_S,
                                            access_log=args.log_level == "debug"))
     # uvicorn handles SIGTERM/SIGINT itself (stop accepting, finish requests, then the lifespan
     # drains the batcher) and afterwards re-raises the signal to the handler that was there before
