@@ -38,3 +38,42 @@ def test_gpu_sessions_do_not_spin_wait() -> None:
     # The CPU session keeps onnxruntime's default (spinning helps a CPU-bound model).
     with pytest.raises(RuntimeError):  # onnxruntime: no such entry
         session_options().get_session_config_entry("session.intra_op.allow_spinning")
+
+
+def test_serving_pads_every_batch_on_cuda_and_only_there() -> None:
+    from vggsim.serve.app import with_serving_batch
+
+    def maker(provider: str) -> tuple[list[int | None], object]:
+        calls: list[int | None] = []
+        return calls, lambda fixed: (calls.append(fixed), SimpleNamespace(provider=provider, fixed_batch=fixed))[1]
+
+    calls, make = maker("CUDAExecutionProvider")
+    assert with_serving_batch(make, "cuda-tf32", 32).fixed_batch == 32 and calls == [32]  # type: ignore[arg-type, attr-defined]
+    calls, make = maker("CUDAExecutionProvider")  # "auto" that found a GPU: built again, padded
+    assert with_serving_batch(make, "auto", 16).fixed_batch == 16 and calls == [None, 16]  # type: ignore[arg-type, attr-defined]
+    calls, make = maker("CPUExecutionProvider")
+    assert with_serving_batch(make, "auto", 16).fixed_batch is None and calls == [None]  # type: ignore[arg-type, attr-defined]
+
+
+def test_vggsim_serve_builds_its_embedder_through_the_serving_batch_rule(monkeypatch: pytest.MonkeyPatch,
+                                                                        model_dir: object) -> None:
+    # The CLI built its Embedder without the CUDA padding (only create_app's own loader had
+    # it), so `vggsim serve --providers cuda-tf32` ran batches of every size.
+    import vggsim.serve.app as app
+    from vggsim.cli import main
+
+    seen: list[object] = []
+
+    class Stop(Exception):
+        pass
+
+    def record(make: object, providers: object, max_batch: int) -> None:
+        seen.append((providers, max_batch))
+        raise Stop
+
+    monkeypatch.setattr(app, "with_serving_batch", record)
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self: (_ for _ in ()).throw(Stop()))  # never listen here
+    main(["serve", "--model", str(model_dir), "--providers", "cpu", "--max-batch", "12"])  # stops at Stop
+    assert seen == [("cpu", 12)]

@@ -150,15 +150,16 @@ def model_choices(args: argparse.Namespace) -> tuple[Any, Any]:
     return providers, spec
 
 
-def build_embedder(args: argparse.Namespace, max_pixels: int | None = None) -> Any:
-    """The Embedder the flags describe, built once with constructor arguments."""
+def build_embedder(args: argparse.Namespace, max_pixels: int | None = None, fixed_batch: int | None = None) -> Any:
+    """The Embedder the flags describe, built once with constructor arguments (``fixed_batch``:
+    see :class:`vggsim.Embedder`)."""
     from ..decode import DEFAULT_MAX_PIXELS
     from ..embedder import Embedder
 
     providers, spec = model_choices(args)
     return Embedder(args.model, providers=providers, threads=args.threads, strict=args.strict, spec=spec,
                     max_pixels=max_pixels or DEFAULT_MAX_PIXELS, cache_optimized=args.cache_optimized,
-                    profile=args.profile)
+                    profile=args.profile, fixed_batch=fixed_batch)
 
 
 # -- output -------------------------------------------------------------------------------------

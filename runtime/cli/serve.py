@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         require("pyarrow", "store", "vggsim serve --store")
     import uvicorn
 
-    from ..serve.app import create_app
+    from ..serve.app import create_app, with_serving_batch
     from ..serve.config import ServeConfig
     from .common import build_embedder
 
@@ -81,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
         max_k=args.max_k, index=args.index, token=ServeConfig.token_from_env(), drain_s=args.drain_timeout)
     if not _loopback(args.host) and config.token is None:
         log(f"warning: listening on {args.host} without a token (set $VGGSIM_SERVE_TOKEN)")
-    app = create_app(config, build_embedder(args))
+    embedder = with_serving_batch(lambda fixed: build_embedder(args, fixed_batch=fixed), args.providers, args.max_batch)
+    app = create_app(config, embedder)
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
                                            timeout_graceful_shutdown=int(args.drain_timeout + 0.999),
                                            timeout_keep_alive=KEEP_ALIVE_S,

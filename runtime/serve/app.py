@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -24,18 +24,28 @@ from .state import ServiceState
 log = logging.getLogger("vggsim.serve")
 
 
+def with_serving_batch(make: Callable[[int | None], Embedder], providers: object, max_batch: int) -> Embedder:
+    """The service's Embedder from ``make(fixed_batch)``: on CUDA every batch padded to ``max_batch``.
+
+    Batches of every size from 1 to max-batch would each start cuDNN's exhaustive algorithm
+    search (about half a second each; on an H200, 8 clients waited 0.5 s a request). Used by
+    ``vggsim serve`` and by :func:`create_app` alike. ``auto`` only tells after the session
+    starts whether CUDA runs, so there the Embedder is built again with the fixed batch.
+    """
+    fixed = max_batch if isinstance(providers, str) and providers.lower() in CUDA_SETTINGS else None
+    embedder = make(fixed)
+    if fixed is None and embedder.provider == "CUDAExecutionProvider":  # "auto" found a GPU
+        embedder = make(max_batch)
+    return embedder
+
+
 def load_embedder(config: ServeConfig) -> Embedder:
     providers: Any = config.providers
     if "," in providers:
         providers = [p.strip() for p in providers.split(",") if p.strip()]
-    # On CUDA every batch is padded to --max-batch (Embedder's fixed-batch feed): batches of
-    # every size from 1 to max-batch would each start cuDNN's exhaustive algorithm search
-    # (about half a second each), which on an H200 held 8 clients at 617 ms a request.
-    fixed = config.max_batch if isinstance(providers, str) and providers.lower() in CUDA_SETTINGS else None
-    embedder = Embedder(config.model, providers=providers, threads=config.threads, fixed_batch=fixed)
-    if fixed is None and embedder.provider == "CUDAExecutionProvider":  # "auto" found a GPU
-        embedder = Embedder(config.model, providers=providers, threads=config.threads, fixed_batch=config.max_batch)
-    return embedder
+    return with_serving_batch(
+        lambda fixed: Embedder(config.model, providers=providers, threads=config.threads, fixed_batch=fixed),
+        providers, config.max_batch)
 
 
 def create_app(config: ServeConfig, embedder: Embedder | None = None) -> FastAPI:
