@@ -57,31 +57,31 @@ class FixedBatchFeed:
         copied into the staging buffer, so the check costs no extra pass over memory)."""
         size = self.batch_size
         chunks = [batch[start : start + size] for start in range(0, len(batch), size)]
+        starts = range(0, len(batch), size)
         with self._lock:
-            self._check, self._offset = check_finite, 0
             if self.overlap and len(chunks) > 1:
-                outputs = self._run_overlapped(chunks)
+                outputs = self._run_overlapped(chunks, starts, check_finite)
             else:
-                outputs = [self._run_one(chunk) for chunk in chunks]
+                outputs = [self._run_one(chunk, start, check_finite) for chunk, start in zip(chunks, starts)]
         return np.concatenate(outputs) if outputs else np.zeros((0, self._dim()), np.float32)
 
-    def _stage(self, slot: int, chunk: np.ndarray) -> np.ndarray:
-        bad = copy_rows(self._staging[slot], chunk, self._check)
+    def _stage(self, slot: int, chunk: np.ndarray, start: int, check: bool) -> np.ndarray:
+        """Copy ``chunk`` (rows ``start``... of the whole batch) into staging buffer ``slot``."""
+        bad = copy_rows(self._staging[slot], chunk, check)
         if bad is not None:
-            raise NonFiniteRow(self._offset + bad)
-        self._offset += len(chunk)
+            raise NonFiniteRow(start + bad)
         return self._staging[slot]
 
-    def _run_one(self, chunk: np.ndarray) -> np.ndarray:
-        return self.runner.run_host(self._stage(0, chunk))[: len(chunk)]
+    def _run_one(self, chunk: np.ndarray, start: int, check: bool) -> np.ndarray:
+        return self.runner.run_host(self._stage(0, chunk, start, check))[: len(chunk)]
 
-    def _run_overlapped(self, chunks: Sequence[np.ndarray]) -> list[np.ndarray]:
+    def _run_overlapped(self, chunks: Sequence[np.ndarray], starts: Sequence[int], check: bool) -> list[np.ndarray]:
         """The copy of chunk N+1 on a second stream while chunk N computes (two pinned buffers
         in turn, each filled just before its copy is queued)."""
         results: list[np.ndarray] = []
-        for start in range(0, len(chunks), 2):
-            pair = chunks[start : start + 2]
-            staged = [self._stage(slot, chunk) for slot, chunk in enumerate(pair)]
+        for first in range(0, len(chunks), 2):
+            pair = chunks[first : first + 2]
+            staged = [self._stage(slot, chunk, starts[first + slot], check) for slot, chunk in enumerate(pair)]
             for chunk, output in zip(pair, self.runner.run_stream(staged)):
                 results.append(output[: len(chunk)])
         return results
