@@ -1,6 +1,7 @@
 """/v1/search latency of a real `vggsim serve` on a synthetic store: through the on-disk index and exact.
 
     python benchmarks/serve_search.py --model DIR [--n 1000000] [--queries 200] [--seconds 60] [--keep DIR]
+                                      [--route search|duplicates] [--threshold 0.95]
 
 1. A synthetic store of ``--n`` 512-d vectors (collection_workload.py's generator, the one
    index_workload.py measures), stamped with the model's identity so the service accepts it,
@@ -13,6 +14,10 @@
    the service's resident memory (RSS, anonymous and file-backed, and its peak).
 3. The same with ``--index off`` (exact search of every vector), a fresh process.
 4. recall@k of the index's answers against the exact ones, for the queries both answered.
+
+``--route duplicates`` sends the same queries to /v1/duplicates with ``--threshold`` instead
+(the index's growing batches against the exact scan): the agreement is the share of queries
+whose set of duplicates is the same both ways, and the JSON has the matches per query.
 
 Prints a table and writes JSON under benchmarks/results/ (or ``--out``). Traffic only to 127.0.0.1.
 """
@@ -131,7 +136,8 @@ def stop(server: subprocess.Popen[bytes]) -> None:
         server.wait(10)
 
 
-def measure(url: str, pid: int, wanted: np.ndarray, k: int, seconds: float) -> dict[str, Any]:
+def measure(url: str, pid: int, wanted: np.ndarray, k: int, seconds: float, route: str = "search",
+            threshold: float = 0.95) -> dict[str, Any]:
     """One client, queries one after another: the first apart (cold), then up to the count and time bounds."""
     import httpx
 
@@ -145,10 +151,11 @@ def measure(url: str, pid: int, wanted: np.ndarray, k: int, seconds: float) -> d
             if i > 1 and time.perf_counter() > end:
                 break
             t = time.perf_counter()
-            r = client.post(url + "/v1/search", json={"vector": [float(x) for x in row], "k": k})
+            extra: dict[str, Any] = {"k": k} if route == "search" else {"threshold": threshold}
+            r = client.post(url + "/v1/" + route, json={"vector": [float(x) for x in row], **extra})
             elapsed = time.perf_counter() - t
             if r.status_code != 200:
-                raise SystemExit(f"/v1/search answered {r.status_code}: {r.text[:300]}")
+                raise SystemExit(f"/v1/{route} answered {r.status_code}: {r.text[:300]}")
             body = r.json()
             state = body["index"]["state"] + (" (used)" if body["index"]["used"] else "")
             states[state] = states.get(state, 0) + 1
@@ -156,7 +163,8 @@ def measure(url: str, pid: int, wanted: np.ndarray, k: int, seconds: float) -> d
             times.append(elapsed)
     return {"queries": len(times), "first_ms": round(times[0] * 1000, 2), **percentiles(times[1:]),
             "mean_ms": round(float(np.mean(times[1:])) * 1000, 2) if len(times) > 1 else None,
-            "index_states": states, "rss_mb_before": before, "rss_mb_after": proc_status(pid), "_found": found}
+            "index_states": states, "matches_per_query": [len(f) for f in found],
+            "rss_mb_before": before, "rss_mb_after": proc_status(pid), "_found": found}
 
 
 def recall(exact: list[list[int]], approx: list[list[int]], k: int) -> float | None:
@@ -177,6 +185,8 @@ def main() -> int:
     parser.add_argument("-k", type=int, default=10)
     parser.add_argument("--providers", default="cpu")
     parser.add_argument("--keep", metavar="DIR", help="build the store here and keep it (reused by the next run)")
+    parser.add_argument("--route", choices=("search", "duplicates"), default="search")
+    parser.add_argument("--threshold", type=float, default=0.95, help="with --route duplicates (default 0.95)")
     parser.add_argument("--out", help="JSON file (default: benchmarks/results/serve-search-<n>-<date>.json)")
     args = parser.parse_args()
     if not args.model:
@@ -190,7 +200,7 @@ def main() -> int:
     report: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "config": {"n": args.n, "k": args.k, "queries": args.queries, "seconds": args.seconds,
-                   "exact_seconds": args.exact_seconds,
+                   "exact_seconds": args.exact_seconds, "route": args.route, "threshold": args.threshold,
                    "providers": args.providers, "client": "1, sequential, JSON vector queries"},
         "load_average_start": [round(x, 2) for x in os.getloadavg()]}
     try:
@@ -202,7 +212,8 @@ def main() -> int:
             server, url = serve(args.model, root, mode, args.providers)
             try:
                 results[mode] = measure(url, server.pid, wanted, args.k,
-                                        args.seconds if mode == "auto" else args.exact_seconds)
+                                        args.seconds if mode == "auto" else args.exact_seconds, args.route,
+                                        args.threshold)
                 results[mode]["load_average"] = [round(x, 2) for x in os.getloadavg()]
             finally:
                 stop(server)
@@ -213,16 +224,21 @@ def main() -> int:
         report["recall_at_k_index_vs_exact"] = recall(results["off"]["_found"][:both], results["auto"]["_found"][:both],
                                                       args.k)
         report["recall_queries"] = both
+        if args.route == "duplicates":
+            report["recall_at_k_index_vs_exact"] = None
+            report["same_duplicates"] = round(float(np.mean([set(a) == set(e) for a, e in zip(
+                results["auto"]["_found"][:both], results["off"]["_found"][:both])])), 4) if both else None
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     report["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     text = json.dumps(report, indent=2)
     out = Path(args.out) if args.out else (Path(__file__).resolve().parent / "results" /
-                                           f"serve-search-{args.n}-{time.strftime('%Y-%m-%d')}.json")
+                                           f"serve-{args.route}-{args.n}-{time.strftime('%Y-%m-%d')}.json")
     out.write_text(text + "\n")
     print(text)
-    print(f"\n/v1/search, {args.n:,} vectors, k={args.k}, 1 client (load average {report['load_average_start']})")
+    asked = f"k={args.k}" if args.route == "search" else f"threshold={args.threshold}"
+    print(f"\n/v1/{args.route}, {args.n:,} vectors, {asked}, 1 client (load average {report['load_average_start']})")
     print(f"{'method':<8} {'queries':>7} {'first ms':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
           f"{'RSS MB':>8} {'anon MB':>8} {'peak MB':>8}")
     for name in ("index", "exact"):
@@ -230,8 +246,12 @@ def main() -> int:
         mem = r["rss_mb_after"]
         print(f"{name:<8} {r['queries']:>7} {r['first_ms']:>9} {r['p50_ms']:>8} {r['p95_ms']:>8} {r['p99_ms']:>8} "
               f"{mem.get('VmRSS', 0):>8} {mem.get('RssAnon', 0):>8} {mem.get('VmHWM', 0):>8}")
-    print(f"recall@{args.k} of the index against exact: {report['recall_at_k_index_vs_exact']} "
-          f"({report['recall_queries']} queries); written to {out}")
+    if args.route == "duplicates":
+        print(f"same duplicates by index and exactly: {report['same_duplicates']} of {report['recall_queries']} "
+              f"queries; matches per query {report['index']['matches_per_query'][:10]}...; written to {out}")
+    else:
+        print(f"recall@{args.k} of the index against exact: {report['recall_at_k_index_vs_exact']} "
+              f"({report['recall_queries']} queries); written to {out}")
     return 0
 
 

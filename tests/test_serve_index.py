@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 for _module in ("fastapi", "uvicorn", "multipart", "prometheus_client", "httpx", "pyarrow", "faiss"):
@@ -85,6 +86,40 @@ def test_search_uses_a_current_index_and_equals_the_cli(server: Server, model_di
     assert metric(server, 'vggsim_search_seconds_count{method="index"}') >= 1
 
 
+def test_duplicates_use_a_current_index_and_equal_an_exact_scan(server: Server, store: Path, images: list[Path],
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through the service, then in-process (StoreSearch, the code under the route) with batch limits small
+    enough that the index's batches grow and then give way to an exact scan."""
+    from vggsim.collection import StoreReader, duplicates_of
+    from vggsim.serve import searching
+
+    query = images[1].read_bytes()
+    vector = httpx.post(server.url + "/v1/embed", content=query, headers={"content-type": "image/png"},
+                        timeout=60).json()["embeddings"][0]
+    low = 1e-6  # every stored image (random-weight features are all >= 0, so cosines are > 0)
+    found = httpx.post(server.url + "/v1/duplicates", json={"vector": vector, "threshold": low}, timeout=60).json()
+    assert found["index"]["used"] is True and found["index"]["state"] == "current"
+    reader = StoreReader(store)
+    snapshot = reader.snapshot()
+    exact = duplicates_of(snapshot, vector, low)
+    assert len(exact) == 4 and [m["path"] for m in found["matches"]] == [m.path for m in exact]
+    assert [m["score"] for m in found["matches"]] == pytest.approx([m.score for m in exact], abs=1e-6)
+    assert found["is_duplicate"] is True and found["matches"][0]["path"] == str(images[1])
+    assert metric(server, 'vggsim_search_seconds_count{method="index"}') >= 1
+
+    search = searching.StoreSearch(reader)
+    query_vector = np.asarray(vector, np.float32)
+    monkeypatch.setattr(searching, "DUPLICATE_INDEX_FIRST", 1)
+    grown, used = search.duplicates(snapshot, query_vector, low)  # batches of 1, then 4 = the whole store
+    assert used.used is True and [m.path for m in grown] == [m.path for m in exact]
+    monkeypatch.setattr(searching, "DUPLICATE_INDEX_LIMIT", 1)
+    scanned, used = search.duplicates(snapshot, query_vector, low)
+    assert used.used is False and used.state == "current" and "exact scan" in (used.message or "")
+    assert [(m.path, m.score) for m in scanned] == [(m.path, m.score) for m in exact]
+    monkeypatch.setattr(searching, "DUPLICATE_INDEX_LIMIT", 16)
+    only, used = search.duplicates(snapshot, query_vector, 1.0 - 1e-6)  # just itself
+    assert used.used is True and [m.path for m in only] == [str(images[1])]
+
 def test_a_stale_index_falls_back_to_exact_search_and_says_so(server: Server, model_dir: Path, store: Path,
                                                               images: list[Path]) -> None:
     grown = run_cli("embed", *map(str, images), "--store", str(store), "--model", str(model_dir))
@@ -116,3 +151,4 @@ def test_index_off_and_require(model_dir: Path, store: Path, images: list[Path],
                               "--index", "require", "--port", "0"], capture_output=True, text=True, timeout=120)
     assert refused.returncode != 0
     assert "has no index" in refused.stderr and "vggsim index build" in refused.stderr
+

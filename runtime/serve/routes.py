@@ -203,9 +203,13 @@ def add_routes(app: FastAPI) -> None:
             raise ApiError(400, "bad_request", "threshold must be a number in (0, 1]")
         assert state.store is not None
         started = time.perf_counter()
-        check = await asyncio.to_thread(_duplicates, state, snapshot, query, float(value))
-        state.metrics.observe_stage("search", time.perf_counter() - started)
-        return AsciiJSONResponse({**facts(state), **check})
+        assert state.search is not None
+        matches, used = await asyncio.to_thread(state.search.duplicates, snapshot, query, float(value))
+        fallback = None if used.used or used.state in ("off", "empty") else used.state
+        state.metrics.searched("index" if used.used else "exact", time.perf_counter() - started, fallback)
+        return AsciiJSONResponse({**facts(state), "generation": snapshot.generation, "threshold": float(value),
+                                  "is_duplicate": bool(matches), "index": used.to_dict(),
+                                  "matches": [m.to_dict() for m in matches]})
 
     @v1.get("/info")
     async def info(request: Request) -> Response:
@@ -251,10 +255,3 @@ def add_routes(app: FastAPI) -> None:
         data, content_type = state_of(request).metrics.render()
         return Response(data, media_type=content_type)
 
-
-def _duplicates(state: ServiceState, snapshot: Any, query: np.ndarray, threshold: float) -> dict[str, Any]:
-    from ..collection.duplicates import duplicates_of
-
-    matches = duplicates_of(snapshot, query, threshold)
-    return {"generation": snapshot.generation, "threshold": threshold, "is_duplicate": bool(matches),
-            "matches": [m.to_dict() for m in matches]}

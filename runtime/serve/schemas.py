@@ -60,6 +60,7 @@ class DuplicatesResponse(ModelFacts):
     generation: int
     threshold: float
     is_duplicate: bool
+    index: IndexOut
     matches: list[MatchOut]
 
 

@@ -8,6 +8,14 @@ search when there is none, when the store has changed since it was built (a runn
 ``off`` always searches exactly; ``require`` refuses (409) instead of falling back, and
 refuses to start without a current index.
 
+``/v1/duplicates`` goes the same way: the index's best matches are taken in growing batches
+(:data:`DUPLICATE_INDEX_FIRST`, then four times as many, ...) until one holds a match under the
+threshold, so every match at or above it is among the index's candidates;
+:data:`DUPLICATE_INDEX_LIMIT` or more such matches (a store full of copies of one image) are
+listed by an exact scan instead, and the response says so. A near-duplicate lies in the query's
+own IVF list or next to it, so the ``nprobe`` lists searched hold it; what the index cannot
+promise is every match just above a low threshold.
+
 The opened index is kept for as long as the snapshot and the index folder stay the same:
 opening costs a read of the coarse quantiser, far more than one query. A new commit or a new
 build is seen on the next request (a directory listing per request, no file reads).
@@ -23,11 +31,16 @@ from typing import Any
 import numpy as np
 
 from ..collection import Match, StoreReader
+from ..collection.duplicates import duplicates_of
 from ..errors import StoreError
 from ..store import Store
 from .problems import ApiError
 
 MODES = ("auto", "off", "require")
+#: /v1/duplicates asks the index for this many matches first, four times as many while all of them
+#: reach the threshold, and lists them by an exact scan past DUPLICATE_INDEX_LIMIT
+DUPLICATE_INDEX_FIRST = 16
+DUPLICATE_INDEX_LIMIT = 1024
 
 
 @dataclass(frozen=True)
@@ -131,3 +144,27 @@ class StoreSearch:
         names = index.paths(row_ids[keep])
         return [Match(name, float(score), int(i)) for name, score, i in
                 zip(names, row_scores[keep], row_ids[keep])], state
+
+    def duplicates(self, store: Store, query: np.ndarray, threshold: float) -> tuple[list[Match], IndexState]:
+        """Every stored vector with cosine >= ``threshold`` to ``query`` in ``store``, best first, and how
+        they were found (see the module docstring)."""
+        index, state = self.index_for(store)
+        if index is None and self.mode == "require" and state.state not in ("empty",):
+            raise ApiError(409, "index", f"--index require: {state.message or 'no current index'}")
+        if index is None:
+            return duplicates_of(store, query, threshold), state
+        wanted = DUPLICATE_INDEX_FIRST
+        while True:
+            ids, scores = index.search(query[None, :], wanted)
+            keep = (ids[0] >= 0) & (scores[0] >= np.float32(threshold))
+            if not keep.all() or wanted >= index.vectors:
+                break
+            if wanted >= DUPLICATE_INDEX_LIMIT:
+                note = (f"at least {DUPLICATE_INDEX_LIMIT} stored images reach the threshold: "
+                        "listed by an exact scan of the store")
+                return duplicates_of(store, query, threshold), IndexState(
+                    state.mode, state.state, False, note, state.info)
+            wanted *= 4
+        chosen, values = ids[0][keep], scores[0][keep]
+        return [Match(name, float(score), int(i)) for name, score, i in
+                zip(index.paths(chosen), values, chosen)], state
