@@ -9,6 +9,7 @@ set -uo pipefail
 export PYTHONUNBUFFERED=1 KERAS_BACKEND=jax XLA_PYTHON_CLIENT_PREALLOCATE=false TF_CPP_MIN_LOG_LEVEL=3
 OUT=${OUT:-/tmp/vggsim-gpu}; mkdir -p "$OUT"
 PY=${PYTHON:-python3}
+. "$(dirname "$0")/start_cuda.sh"
 SITE=/tmp/vggsim-site MODELS=/tmp/vggsim-models
 rm -rf "$SITE" "$MODELS"; mkdir -p "$SITE"
 step() { echo; echo "== $* ($(date +%T))"; }
@@ -34,12 +35,7 @@ out = export_variant(Path('$MODELS/fp32'), Path('$MODELS/fp16'), 'fp16', log=pri
 import json; print(json.dumps(json.loads((out / 'manifest.json').read_text())['accuracy_vs_fp32']))"
 
 step "CUDA through vggsim's own library preload (no LD_LIBRARY_PATH)"
-probe="import vggsim, json; e = vggsim.Embedder('$MODELS/fp32', providers='cuda', strict=True); print(e.provider, json.dumps(e.session.get_provider_options()['CUDAExecutionProvider']))"
-if ! $PY -W ignore -c "$probe"; then
-  echo "preload did not start CUDA; falling back to LD_LIBRARY_PATH"
-  export LD_LIBRARY_PATH=$(find "$NVIDIA" -name 'lib*.so*' -printf '%h\n' | sort -u | paste -sd:)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-  $PY -W ignore -c "$probe" || exit 1
-fi
+start_cuda "$MODELS/fp32" || exit 1
 
 step "tests/test_cuda.py"
 VGGSIM_TEST_MODEL=$MODELS/fp32 VGGSIM_REQUIRE_CUDA=1 timeout 240 $PY -m pytest -q -rA -p no:cacheprovider tests/test_cuda.py 2>&1 | tee "$OUT/test_cuda.log"

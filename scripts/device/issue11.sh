@@ -12,6 +12,7 @@ OUT=${OUT:-/tmp/vggsim-gpu}; mkdir -p "$OUT"
 exec > >(tee -a "$OUT/issue11.log") 2>&1
 DRY=${DRY_RUN:-0}; FLAG=""; [ "$DRY" = 1 ] && FLAG=--dry-run && export KERAS_BACKEND=${DRY_KERAS_BACKEND:-tensorflow}
 PY=${PYTHON:-python3}
+. "$(dirname "$0")/start_cuda.sh"
 SITE=/tmp/vggsim-site MODELS=/tmp/vggsim-models-$$
 step() { echo; echo "== $* ($(date +%T), ${SECONDS}s)"; }
 
@@ -56,12 +57,7 @@ cp "$MODELS/fp16/manifest.json" "$OUT/fp16-manifest.json"
 
 if [ "$DRY" != 1 ]; then
   step "CUDA through vggsim's own library preload (no LD_LIBRARY_PATH)"
-  probe="import vggsim, json; e = vggsim.Embedder('$MODELS/fp32', providers='cuda', strict=True); print(e.provider, json.dumps(e.session.get_provider_options()['CUDAExecutionProvider']))"
-  if ! $PY -W ignore -c "$probe"; then
-    echo "preload did not start CUDA; falling back to LD_LIBRARY_PATH"
-    export LD_LIBRARY_PATH=$(find "$NVIDIA" -name 'lib*.so*' -printf '%h\n' | sort -u | paste -sd:)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-    $PY -W ignore -c "$probe" || exit 1
-  fi
+  start_cuda "$MODELS/fp32" || exit 1
   step "tests/test_cuda.py"
   [ -n "${SKIP_TESTS:-}" ] || VGGSIM_TEST_MODEL=$MODELS/fp32 VGGSIM_REQUIRE_CUDA=1 timeout 150 $PY -m pytest -q -rA -p no:cacheprovider tests/test_cuda.py 2>&1 | tee "$OUT/test_cuda.log"
 else
