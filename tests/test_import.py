@@ -26,6 +26,19 @@ def test_import_does_not_load_tensorflow_or_keras() -> None:
     assert json.loads(out.stdout) == []
 
 
+def test_the_cli_does_not_import_the_exporter_at_start() -> None:
+    """`vggsim --help`, `embed`, `serve`... need only `--isa`'s choices from vggsim.export, not the
+    exporter, its converter and parity checker (~130 ms of start, onnx and more)."""
+    code = ("import json, sys, vggsim.cli, vggsim.export; "
+            "print(json.dumps(sorted(m for m in ('vggsim.export.exporter', 'vggsim.export.parity', 'onnx') "
+            "if m in sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == []
+    from vggsim.export import ExportResult, ParityTolerance, export_model  # still there, on first use
+
+    assert callable(export_model) and ExportResult.__name__ == "ExportResult" and ParityTolerance is not None
+
+
 def test_the_check_would_see_tensorflow_if_it_were_imported() -> None:
     pytest.importorskip("tensorflow")
     code = "import sys, vggsim, tensorflow; print('tensorflow' in sys.modules)"
