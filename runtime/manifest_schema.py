@@ -7,84 +7,19 @@ A bad field raises :class:`FieldError` with the field's dotted path (``model.sha
 
 from __future__ import annotations
 
-import json
-import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import Any
 
-T = TypeVar("T")
-_MISSING: Any = object()
+from .manifest_fields import (FieldError, frozen_map, get_any, get_block, get_bool, get_float, get_int, get_str,
+                              number_map)
+
+__all__ = ["FieldError", "ModelFile", "TensorInfo", "WeightsInfo", "ParityRecord", "DedupCalibration",
+           "VariantAccuracy", "VariantOf", "Int8Tuning", "frozen_map", "get_block", "get_bool", "get_float",
+           "get_int", "get_str"]
+
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-
-
-class FieldError(ValueError):
-    """One manifest field is missing or malformed; ``field`` is its dotted path."""
-
-    def __init__(self, field_path: str, problem: str) -> None:
-        self.field = field_path
-        self.problem = problem
-        super().__init__(f"field `{field_path}` {problem}")
-
-
-def _name(where: str, key: str) -> str:
-    return f"{where}.{key}" if where else key
-
-
-def _value(data: Mapping[str, Any], key: str, where: str, default: Any) -> Any:
-    if key in data:
-        return data[key]
-    if default is _MISSING:
-        raise FieldError(_name(where, key), "is missing")
-    return default
-
-
-def _checked(data: Mapping[str, Any], key: str, where: str, default: Any, ok: Callable[[Any], bool],
-             expected: str) -> Any:
-    value = _value(data, key, where, default)
-    if value is not default and not ok(value):
-        raise FieldError(_name(where, key), f"must be {expected}, not {json.dumps(value, default=repr)[:60]}")
-    return value
-
-
-def get_str(data: Mapping[str, Any], key: str, where: str = "", default: Any = _MISSING) -> Any:
-    return _checked(data, key, where, default, lambda v: isinstance(v, str), "a string")
-
-
-def get_int(data: Mapping[str, Any], key: str, where: str = "", default: Any = _MISSING) -> Any:
-    return _checked(data, key, where, default, lambda v: type(v) is int, "an integer")
-
-
-def get_bool(data: Mapping[str, Any], key: str, where: str = "", default: Any = _MISSING) -> Any:
-    return _checked(data, key, where, default, lambda v: isinstance(v, bool), "true or false")
-
-
-def get_float(data: Mapping[str, Any], key: str, where: str = "", default: Any = _MISSING) -> Any:
-    finite = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-    number = _checked(data, key, where, default, finite, "a finite number")
-    return number if number is default else float(number)
-
-
-def get_block(data: Mapping[str, Any], key: str, where: str = "", default: Any = _MISSING) -> Any:
-    """A JSON object (``null`` allowed only where ``default`` is None)."""
-    value = _value(data, key, where, default)
-    if value is None and default is None:
-        return None
-    if value is not default and not isinstance(value, dict):
-        raise FieldError(_name(where, key), f"must be a JSON object, not {type(value).__name__}")
-    return value
-
-
-def frozen_map(values: Mapping[str, T]) -> Mapping[str, T]:
-    """A read-only copy: the blocks are frozen, their maps too."""
-    return MappingProxyType(dict(values))
-
-
-def _number_map(data: Mapping[str, Any], key: str, where: str) -> Mapping[str, float]:
-    block = get_block(data, key, where, default={})
-    return frozen_map({k: get_float(block, k, _name(where, key)) for k in block})
 
 
 @dataclass(frozen=True)
@@ -126,7 +61,7 @@ class TensorInfo:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str) -> TensorInfo:
-        shape = _value(data, "shape", where, default=[])
+        shape = get_any(data, "shape", where, default=[])
         if not isinstance(shape, list) or not all(isinstance(d, (int, str)) and not isinstance(d, bool) for d in shape):
             raise FieldError(f"{where}.shape", f"must be a list of sizes and names, not {shape!r}")
         return cls(get_str(data, "name", where), tuple(shape), get_str(data, "dtype", where, default="float32"),
@@ -202,7 +137,7 @@ class ParityRecord:
             get_bool(data, "passed", where), get_float(data, "min_cosine", where),
             get_float(data, "max_score_diff", where), get_float(data, "max_rel_error", where),
             get_float(data, "max_abs_error", where), get_bool(data, "preprocess_bit_identical", where),
-            _number_map(data, "tolerance", where),
+            number_map(data, "tolerance", where),
             frozen_map({k: v for k, v in data.items() if k not in cls._TYPED}),
         )
 
@@ -239,7 +174,7 @@ class DedupCalibration:
             get_float(data, "threshold", where), get_float(data, "near_duplicate_min", where),
             get_float(data, "distinct_max", where), get_bool(data, "separable", where),
             get_int(data, "photos", where), get_float(data, "distinct_mean", where),
-            _number_map(data, "near_duplicate_min_by_edit", where),
+            number_map(data, "near_duplicate_min_by_edit", where),
         )
         if not -1.0 <= calibration.threshold <= 1.0:
             raise FieldError(f"{where}.threshold", f"must be a cosine score in [-1, 1], not {calibration.threshold}")
@@ -272,7 +207,7 @@ class VariantAccuracy:
         keys = [m for m in (re.fullmatch(r"top(\d+)_agreement", k) for k in data) if m]
         if len(keys) != 1:
             raise FieldError(f"{where}.top<k>_agreement", "is missing (or given twice)")
-        photos = _value(data, "held_out_photos", where, default=[])
+        photos = get_any(data, "held_out_photos", where, default=[])
         if not isinstance(photos, list) or not all(isinstance(p, str) for p in photos):
             raise FieldError(f"{where}.held_out_photos", "must be a list of file names")
         return cls(get_int(data, "images", where), get_float(data, "min_cosine", where),
@@ -320,7 +255,7 @@ class Int8Tuning:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "quantization.tuning") -> Int8Tuning:
-        isas = _value(data, "measured_isas", where, default=[])
+        isas = get_any(data, "measured_isas", where, default=[])
         if not isinstance(isas, list) or not all(isinstance(i, str) for i in isas):
             raise FieldError(f"{where}.measured_isas", "must be a list of instruction-set names")
         return cls(get_str(data, "isa", where), get_bool(data, "measured", where), get_str(data, "source", where),
