@@ -111,9 +111,13 @@ class _RequestMetrics:
 
         try:
             await self.app(scope, receive, send_wrapper)
-        except Exception:  # handlers answer everything; this is the last guard against a bare 500
+        except Exception as exc:  # handlers answer everything else; this is the last guard against a bare 500
+            # logged here: Starlette's handler for Exception sits outside this middleware and never sees it
+            log.exception("internal error on %s %s: %s: %s", scope.get("method", ""), route_label(scope),
+                          type(exc).__name__, exc)
             if not status["sent"]:
-                await error_response(500, "internal", "internal error; see the service log")(scope, receive, send)
+                await error_response(500, "internal", f"internal error ({type(exc).__name__}); see the service log")(
+                    scope, receive, send)
         finally:
             state: ServiceState = scope["app"].state.vggsim if "app" in scope else None  # type: ignore[assignment]
             if state is not None:

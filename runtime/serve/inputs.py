@@ -94,6 +94,8 @@ def _from_json(body: bytes, max_images: int) -> Body:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, "bad_json", f"the body is not valid JSON ({exc})") from None
+    except RecursionError:  # a body of 100,000 nested brackets: within the size limit, past the parser's stack
+        raise ApiError(400, "bad_json", "the JSON body is nested too deeply") from None
     if not isinstance(data, dict):
         raise ApiError(400, "bad_json", "the JSON body must be an object")
     encoded = data.pop("images", None)

@@ -66,8 +66,12 @@ class Metrics(BatchObserver):
         return generate_latest(self.registry), str(CONTENT_TYPE_LATEST)
 
     def request(self, route: str, method: str, status: int, seconds: float) -> None:
-        self.requests.labels(route, method, str(status)).inc()
+        # a client may send any token as its method: one label value each would grow /metrics without bound
+        self.requests.labels(route, method if method in METHODS else "OTHER", str(status)).inc()
         self.latency.labels(route).observe(seconds)
+
+
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"})
 
 
 def route_label(scope: dict[str, Any]) -> str:

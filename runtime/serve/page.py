@@ -57,6 +57,7 @@ def add_page_routes(app: FastAPI, state: ServiceState) -> None:
     reader = state.store
     thumbnailer = Thumbnailer(lambda: reader.snapshot() if reader is not None else None,
                               state.decoder.budget, state.embedder.max_pixels)
+    state.snapshot_listeners.append(thumbnailer.remember)  # the snapshots searches answer from
 
     @app.get("/", include_in_schema=False)
     async def page() -> Response:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import unicodedata
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -36,7 +37,14 @@ class ApiError(Exception):
         self.status, self.kind, self.message, self.headers = status, kind, message, headers or {}
 
 
+def one_line(text: str) -> str:
+    """``text`` with control and format characters (newlines, NUL, U+202E...) written as escapes: a client's
+    file name echoed in a message must not split it into lines or reorder what a terminal shows."""
+    return "".join(f"\\u{ord(c):04x}" if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") else c for c in text)
+
+
 def error_response(status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> Response:
+    message = one_line(message)
     return AsciiJSONResponse({"error": {"code": status, "kind": kind, "message": message}}, status_code=status,
                              headers=headers)
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import math
 import sys
 import time
 from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi.security import HTTPBearer
 from starlette.responses import Response
 
 from ..collection import dedup_threshold
@@ -23,6 +23,8 @@ from .inputs import Upload, parse_images
 from .problems import ApiError, AsciiJSONResponse
 from .state import ServiceState
 
+#: a query vector whose norm is outside this range is searched by its direction (see _query_vector)
+QUERY_NORM_RANGE = (1e-15, 1e15)
 ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": schemas.ErrorResponse} for code in
                                            (400, 401, 409, 413, 415, 422, 429, 503)}
 
@@ -32,14 +34,21 @@ def state_of(request: Request) -> ServiceState:
     return state
 
 
-async def check_token(request: Request) -> None:
+#: declares the bearer scheme in /openapi.json (the Authorize button of /docs); the check itself is check_token's
+_BEARER = Depends(HTTPBearer(auto_error=False, description="the value of $VGGSIM_SERVE_TOKEN, when the service has one"))
+
+
+async def check_token(request: Request, _: Any = _BEARER) -> None:
     """Bearer auth when a token is set (constant-time comparison)."""
     token = state_of(request).config.token
     if token is None:
         return
     given = request.headers.get("authorization", "")
     scheme, _, value = given.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token.encode()):
+    # Starlette decodes header bytes as latin-1: back to the bytes the client sent (UTF-8 from curl and
+    # browsers), compared with the token's UTF-8 bytes, so that a non-ASCII token can match
+    if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode("latin-1"),
+                                                                 token.encode("utf-8", "surrogateescape")):
         raise ApiError(401, "unauthorized", "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
 
 
@@ -99,9 +108,12 @@ def _flag(value: Any, name: str) -> bool:
 
 
 def _k(value: Any, state: ServiceState) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).isdigit():
+    # isascii: str.isdigit() also accepts "²" and other digits that int() refuses; 12 digits: int() refuses
+    # strings of over 4,300 digits, and no k that long could be in range anyway
+    text = value if isinstance(value, str) else str(value) if isinstance(value, int) and not isinstance(value, bool) else ""
+    if not (text.isascii() and text.isdigit() and len(text) <= 12):
         raise ApiError(400, "bad_request", f"k must be a whole number from 1 to {state.config.max_k}")
-    k = int(value)
+    k = int(text)
     if not 1 <= k <= state.config.max_k:
         raise ApiError(400, "bad_request", f"k must be from 1 to {state.config.max_k}, got {k}")
     return k
@@ -112,6 +124,8 @@ def _reader(state: ServiceState) -> Any:
         raise ApiError(409, "no_store", "the service was started without --store")
     snapshot = state.store.snapshot()
     snapshot.require_compatible(StoreIdentity.of(state.embedder))
+    for listener in state.snapshot_listeners:
+        listener(snapshot)
     return snapshot
 
 
@@ -119,9 +133,19 @@ def _query_vector(raw: Any, dim: int) -> np.ndarray:
     if not isinstance(raw, list) or len(raw) != dim or not all(
             isinstance(x, (int, float)) and not isinstance(x, bool) for x in raw):
         raise ApiError(400, "bad_vector", f'"vector" must be a list of {dim} numbers')
-    vector = np.asarray(raw, dtype=np.float64)
+    try:
+        vector = np.asarray(raw, dtype=np.float64)
+    except (OverflowError, ValueError):  # an integer of 400 digits is valid JSON, but no float64
+        raise ApiError(400, "bad_vector", '"vector" holds out-of-float32-range values') from None
     if not np.all(np.isfinite(vector)) or not np.all(np.abs(vector) < np.finfo(np.float32).max):
         raise ApiError(400, "bad_vector", '"vector" holds NaN, infinite or out-of-float32-range values')
+    norm = float(np.linalg.norm(vector))  # float64: no overflow or underflow for float32-range values
+    if norm == 0.0:
+        raise ApiError(400, "bad_vector", '"vector" is all zeros: it has no direction to compare')
+    if not QUERY_NORM_RANGE[0] < norm < QUERY_NORM_RANGE[1]:
+        # search normalises in float32, where the squares of values past ~1e19 overflow (every score would be 0)
+        # and those under ~1e-19 underflow: cosine ignores scale, so send the direction instead
+        vector = vector / norm
     return vector.astype(np.float32)
 
 
@@ -167,7 +191,7 @@ def add_routes(app: FastAPI) -> None:
              openapi_extra=schemas.body_doc({"type": "object", "properties": {
                  "image": {"type": "string", "contentEncoding": "base64"},
                  "vector": {"type": "array", "items": {"type": "number"}}, "k": {"type": "integer"}}}, files=1))
-    async def search(request: Request, k: int = Query(10, ge=1, description="matches wanted")) -> Response:
+    async def search(request: Request, k: int = Query(10, description="matches wanted, from 1 to --max-k")) -> Response:
         """The k stored images most similar to an image (or a vector); reports the store generation searched."""
         state = state_of(request)
         snapshot = _reader(state)
@@ -186,7 +210,7 @@ def add_routes(app: FastAPI) -> None:
                  "image": {"type": "string", "contentEncoding": "base64"},
                  "vector": {"type": "array", "items": {"type": "number"}}, "threshold": {"type": "number"}}}, files=1))
     async def duplicates(request: Request, threshold: float | None = Query(
-            None, gt=0, le=1, description="cosine threshold (default: the model's calibrated one)")) -> Response:
+            None, description="cosine threshold in (0, 1] (default: the model's calibrated one)")) -> Response:
         """Is this image a near-duplicate of something in the store?"""
         state = state_of(request)
         snapshot = _reader(state)
@@ -199,7 +223,11 @@ def add_routes(app: FastAPI) -> None:
                 value = float(value)
             except ValueError:
                 pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 < value <= 1:
+        try:  # float(): a 400-digit integer is valid JSON and overflows math.isfinite
+            valid = not isinstance(value, bool) and isinstance(value, (int, float)) and 0 < float(value) <= 1
+        except OverflowError:
+            valid = False
+        if not valid:
             raise ApiError(400, "bad_request", "threshold must be a number in (0, 1]")
         assert state.store is not None
         started = time.perf_counter()
@@ -248,6 +276,10 @@ def add_routes(app: FastAPI) -> None:
         if not state_of(request).ready:
             raise ApiError(503, "not_ready", "the model is warming up or the service is shutting down")
         return AsciiJSONResponse({"status": "ready"})
+
+    # HEAD too (some load balancers probe with it), kept out of the schema: one operation per route there
+    app.add_api_route("/health/live", live, methods=["HEAD"], include_in_schema=False)
+    app.add_api_route("/health/ready", ready, methods=["HEAD"], include_in_schema=False)
 
     @app.get("/metrics", tags=["health"], dependencies=[Depends(check_token)])
     async def metrics(request: Request) -> Response:

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..collection import StoreReader
 from ..embedder import Embedder
-from ..store import StoreIdentity
+from ..store import Store, StoreIdentity
 from .batcher import Batcher, QueueFull
 from .config import ServeConfig
 from .decoding import Decoder
@@ -32,6 +33,8 @@ class ServiceState:
     ready: bool = False
     admitted: int = 0  # images admitted (decoding or queued or running): bounded by config.queue_size
     started: float = field(default_factory=time.time)
+    #: called with each store snapshot a search or duplicates check answers from (the page's thumbnails)
+    snapshot_listeners: list[Callable[[Store], None]] = field(default_factory=list)
 
     @classmethod
     def build(cls, config: ServeConfig, embedder: Embedder) -> ServiceState:

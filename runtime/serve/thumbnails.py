@@ -71,6 +71,15 @@ class Thumbnailer:
         self._lock = threading.Lock()
         self._recent: OrderedDict[int, Store] = OrderedDict()
 
+    def remember(self, store: Store) -> None:
+        """Keep ``store`` among the recent snapshots: a search answered from it names its generation, and
+        the page asks for the thumbnails of its matches afterwards, maybe after the next commit."""
+        with self._lock:
+            self._recent[store.generation] = store
+            self._recent.move_to_end(store.generation)
+            while len(self._recent) > SNAPSHOTS_KEPT:
+                self._recent.popitem(last=False)
+
     def _store(self, generation: int | None) -> Store:
         """The snapshot of ``generation`` (the current one if None), or 410 if it is no longer known."""
         try:
@@ -79,14 +88,14 @@ class Thumbnailer:
             raise ThumbnailError(503, "store_unavailable", str(exc)) from None
         if current is None:
             raise ThumbnailError(404, "no_store", "the service has no store (start it with --store)")
+        self.remember(current)
+        if generation is None:
+            return current
         with self._lock:
-            self._recent[current.generation] = current
-            self._recent.move_to_end(current.generation)
-            while len(self._recent) > SNAPSHOTS_KEPT:
-                self._recent.popitem(last=False)
-            if generation is None:
-                return current
             found = self._recent.get(generation)
+        if found is None and generation > current.generation:
+            raise ThumbnailError(404, "not_found", f"store generation {generation} does not exist (now "
+                                 f"{current.generation})")
         if found is None:
             raise ThumbnailError(410, "store_changed",
                                  f"store generation {generation} is no longer current (now {current.generation}): "
