@@ -11,6 +11,7 @@ import numpy as np
 from .errors import require
 from .similarity import l2_normalize
 from .store import Block
+from .npy_load import load_npy
 
 QUERY_CHUNK = 256
 
@@ -80,7 +81,7 @@ class AnnIndex:
         faiss: Any = require("faiss", "ann", "Approximate search")
         if not (folder / "key.txt").is_file() or (folder / "key.txt").read_text() != key:
             return None
-        return cls(faiss.read_index(str(folder / "hnsw.faiss")), np.load(folder / "ids.npy", allow_pickle=False))
+        return cls(faiss.read_index(str(folder / "hnsw.faiss")), load_npy(folder / "ids.npy"))
 
 
 def recall_at_k(exact_ids: np.ndarray, approx_ids: np.ndarray) -> float:

@@ -20,6 +20,7 @@ from typing import IO, TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import StoreError, display_name, require
+from .npy_load import load_npy
 
 if TYPE_CHECKING:
     from .embedder import Embedder
@@ -278,7 +279,7 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
 def npy_layout(path: Path) -> tuple[tuple[int, ...], np.dtype[Any]]:
     """The shape and dtype in a .npy header (any version, order or byte order); StoreError if bad."""
     try:
-        array = np.load(path, mmap_mode="r", allow_pickle=False)
+        array = load_npy(path, "r")
         shape, dtype = tuple(array.shape), array.dtype
         del array
     except Exception as exc:  # noqa: BLE001 - a damaged file can fail in the parser in any way

@@ -16,6 +16,7 @@ from .store_format import (COMMIT, IDENTITY, STORE_FORMAT, Block, CommitRecord, 
 from .store_checksum import require_intact
 from .store_journal import meta_schema
 from .store_scan import CurrentView, record_blocks, sample_rows, scan, vector_blocks
+from .npy_load import load_npy
 
 if TYPE_CHECKING:
     from .store_repair import VerifyReport
@@ -207,7 +208,7 @@ class Store:
             with self._lock:
                 self._intact.add(shard)
         try:
-            return np.load(path, mmap_mode="r", allow_pickle=False)
+            return load_npy(path, "r")
         except Exception as exc:  # noqa: BLE001 - a damaged file can fail in the parser in any way
             raise StoreError(f"{path}: cannot read committed vectors ({str(exc)[:100]}); {remedy(self.root)}") from None
 

@@ -22,6 +22,7 @@ from ..store import Store
 from ..store_format import pyarrow, shard_name
 from .rows import RowReader
 from .files import CODES, LOCATIONS, PATHS, current_folder, quiet_stdout, read_info, rebuild_hint
+from ..npy_load import load_npy
 
 #: Candidates per wanted match. 10 (k*10) found only 0.34 of the true top-10 on the 1M
 #: benchmark store (PQ64 cannot order a cluster's members); 100 found 0.999, and re-scoring
@@ -68,7 +69,7 @@ class OnDiskIndex:
                 index = faiss.read_index(str(folder / CODES), faiss.IO_FLAG_ONDISK_SAME_DIR | faiss.IO_FLAG_READ_ONLY)
             if index.d != store.identity.dim or index.ntotal != int(info["vectors"]):
                 raise ValueError(f"it holds {index.ntotal} vectors of dim {index.d}")
-            locations = np.load(folder / LOCATIONS, mmap_mode="r", allow_pickle=False)
+            locations = load_npy(folder / LOCATIONS, "r")
             pa = pyarrow()
             names = pa.ipc.open_file(pa.memory_map(str(folder / PATHS))).read_all().column("path_bytes")
             if locations.shape != (len(names),) or int((locations >= 0).sum()) != index.ntotal:

@@ -1,0 +1,61 @@
+"""Shard loads survive CPython gh-106905: concurrent ``np.load`` header parses (``ast``) in several threads
+can raise SystemError on Python < 3.12, and the service's searches reported an intact store as damaged."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from vggsim import Embedder
+from vggsim.collection import StoreReader
+from vggsim.store import Record, Store, StoreIdentity
+
+pytest.importorskip("pyarrow")
+
+
+def _store(root: Path, embedder: Embedder, rows: int = 6) -> Path:
+    vectors = np.random.default_rng(0).standard_normal((rows, embedder.dim)).astype(np.float32)
+    with Store.open_for_writing(root, StoreIdentity.of(embedder)) as writer:
+        for n, vector in enumerate(vectors):
+            writer.add(Record(f"/synthetic/{n}.jpg", "ok", 1, 1), vector)
+    return root
+
+
+def test_a_systemerror_from_the_header_parser_is_not_damage(embedder: Embedder, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    root = _store(tmp_path / "store", embedder)
+    real = np.load
+    failures = {"left": 1}
+
+    def flaky(*args: Any, **kwargs: Any) -> Any:  # what gh-106905 does to the first of two concurrent parses
+        if failures["left"]:
+            failures["left"] -= 1
+            raise SystemError("AST constructor recursion depth mismatch (before=45, after=48)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(np, "load", flaky)
+    found = StoreReader(root).search(np.ones((1, embedder.dim), np.float32), 3, False).matches[0]
+    assert len(found) == 3 and failures["left"] == 0
+
+
+def test_concurrent_searches_of_a_sound_store_never_report_damage(embedder: Embedder, tmp_path: Path) -> None:
+    root = _store(tmp_path / "store", embedder, rows=40)
+    errors: list[BaseException] = []
+
+    def search() -> None:
+        try:
+            for _ in range(30):  # a fresh reader each time: every search maps (and parses) the shard again
+                StoreReader(root).search(np.ones((1, embedder.dim), np.float32), 5, False)
+        except BaseException as exc:  # noqa: BLE001 - any failure counts
+            errors.append(exc)
+
+    threads = [threading.Thread(target=search) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not errors, errors[0]
