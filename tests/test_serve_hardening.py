@@ -177,3 +177,37 @@ def test_metrics_labels_stay_bounded_whatever_the_method(served: tuple[TestClien
         client.request(f"FI3METHOD{i}", "/no-such-route")
     text = client.get("/metrics").text
     assert sum("FI3METHOD" in line for line in text.splitlines()) == 0, "client-chosen methods became label values"
+
+
+# Found alongside the fi3 pass (see its report, F13 and F14) and by the new-user trial.
+def test_out_of_range_k_and_threshold_are_400_wherever_they_are_sent(served: tuple[TestClient, Path, Embedder]) -> None:
+    client = served[0]
+    vector = {"vector": [0.1] * DIM}
+    for params in ({"k": "0"}, {"k": "-1"}, {"k": "5000"}):
+        assert _is_error(client.post("/v1/search", params=params, json=vector), 400, "bad_request"), params
+    for params in ({"threshold": "0"}, {"threshold": "2"}, {"threshold": "nan"}):
+        assert _is_error(client.post("/v1/duplicates", params=params, json=vector), 400, "bad_request"), params
+    assert client.post("/v1/duplicates", params={"threshold": "0.5"}, json=vector).status_code == 200
+
+
+def test_health_answers_head_and_the_schema_declares_the_bearer_scheme(
+        served: tuple[TestClient, Path, Embedder]) -> None:
+    client = served[0]
+    assert client.head("/health/live").status_code == 200 and client.head("/health/ready").status_code == 200
+    schema = client.get("/openapi.json").json()
+    assert any(s.get("scheme") == "bearer" for s in schema["components"]["securitySchemes"].values())
+    assert "head" not in schema["paths"]["/health/live"]
+
+
+def test_a_thumbnail_of_a_generation_that_does_not_exist_yet_is_404(served: tuple[TestClient, Path, Embedder]) -> None:
+    client = served[0]
+    assert _is_error(client.get("/v1/thumbnail/0", params={"generation": "99"}), 404, "not_found")
+
+
+def test_a_non_ascii_token_sent_as_utf8_is_accepted(model_dir: Path, tmp_path: Path) -> None:
+    embedder = Embedder(model_dir, providers="cpu")
+    app = create_app(ServeConfig(model=str(model_dir), providers="cpu", token="t\u00f6k-\u00fc"), embedder)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        good = client.get("/v1/info", headers={"Authorization": "Bearer t\u00f6k-\u00fc".encode()})
+        assert good.status_code == 200, good.text[:200]
+        assert _is_error(client.get("/v1/info", headers={"Authorization": b"Bearer tok-u"}), 401, "unauthorized")
