@@ -44,6 +44,8 @@ def register(sub: Any) -> None:
     p.add_argument("--memory-budget", type=positive_float(), default=512.0, metavar="MB",
                    help="memory the decodes may hold together, in MiB")
     p.add_argument("--max-body-mb", type=positive_float(), default=32.0, help="largest request body, in MiB (413 above)")
+    p.add_argument("--body-budget-mb", type=positive_float(), default=128.0, metavar="MB",
+                   help="request bodies the service may hold at once, in MiB (429 above); at least --max-body-mb")
     p.add_argument("--max-images", type=int_range(1, 4096), default=32, help="most images in one request")
     p.add_argument("--deadline", type=positive_float(), default=30.0, metavar="SECONDS",
                    help="a request not answered within this many seconds gets 503")
@@ -77,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
         model=args.model, store=args.store, host=args.host, port=args.port, providers=args.providers,
         threads=args.threads, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, queue_size=args.queue_size,
         decode_workers=args.decode_workers, memory_budget=int(args.memory_budget * 1024 * 1024),
-        max_body_bytes=int(args.max_body_mb * 1024 * 1024), max_images=args.max_images, deadline_s=args.deadline,
+        max_body_bytes=int(args.max_body_mb * 1024 * 1024), body_budget_bytes=int(args.body_budget_mb * 1024 * 1024),
+        max_images=args.max_images, deadline_s=args.deadline,
         max_k=args.max_k, index=args.index, token=ServeConfig.token_from_env(), drain_s=args.drain_timeout)
     if not _loopback(args.host) and config.token is None:
         log(f"warning: listening on {args.host} without a token (set $VGGSIM_SERVE_TOKEN)")

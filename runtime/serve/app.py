@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from .. import __version__
 from ..embedder import Embedder
 from ..session import CUDA_SETTINGS
+from .bodies import BodyBudget, BodyBudgetMiddleware
 from .config import ServeConfig
 from .docs import add_docs
 from .metrics import route_label
@@ -77,7 +78,9 @@ def create_app(config: ServeConfig, embedder: Embedder | None = None) -> FastAPI
     add_routes(app)
     add_docs(app)
     _add_page(app, state)
-    app.add_middleware(_RequestMetrics)
+    app.add_middleware(BodyBudgetMiddleware, budget=BodyBudget(max(config.body_budget_bytes, config.max_body_bytes + 1)),
+                       max_body=config.max_body_bytes, refused=state.metrics.rejected.labels("body_budget").inc)
+    app.add_middleware(_RequestMetrics)  # added last: the outermost, so it counts the body budget's 429s too
     return app
 
 

@@ -27,6 +27,7 @@ class ServeConfig:
     decode_workers: int = 2        # decode threads (bounded pool)
     memory_budget: int = DEFAULT_MEMORY_BUDGET  # decode memory budget (vggsim.budget)
     max_body_bytes: int = 32 * 1024 * 1024
+    body_budget_bytes: int = 128 * 1024 * 1024  # request bodies held at once (vggsim.serve.bodies)
     max_images: int = 32           # images per request
     deadline_s: float = 30.0       # a request still waiting past this gets 503
     max_k: int = 1000

@@ -36,6 +36,8 @@ class Metrics(BatchObserver):
                                         "on-disk index was missing, stale or unavailable (--index auto), by state",
                                         ["state"], registry=r)
         self.rejected = Counter("vggsim_rejected", "Requests refused before work, by reason", ["reason"], registry=r)
+        for reason in REJECT_REASONS:  # every series from the start: alerts and rate() need no first refusal
+            self.rejected.labels(reason)
 
     # BatchObserver
     def batch(self, size: int, seconds: float) -> None:
@@ -71,6 +73,8 @@ class Metrics(BatchObserver):
         self.latency.labels(route).observe(seconds)
 
 
+#: why a request was refused: 429 queue full or body budget spent, 503 past its deadline
+REJECT_REASONS = ("queue_full", "body_budget", "deadline")
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"})
 
 
