@@ -1,8 +1,8 @@
-"""Defects found by the fault-injection pass fi3 against ``vggsim serve`` (see /work/fi3-report.md).
+"""Defects found by a fault-injection pass (fi3) and a new user's trial against ``vggsim serve``.
 
-Each test fails on main at 2ac7fbf and passes once the defect it names is fixed. The app
-runs in FastAPI's test client (its lifespan warms the model up once per module); no test
-here needs more than one inference, and none needs a GPU.
+Each test failed on main at 2ac7fbf and passes once the defect it names is fixed (the F numbers
+are the fault-injection report's). The app runs in FastAPI's test client (its lifespan warms the
+model up once per module); no test here needs more than one inference, and none needs a GPU.
 """
 
 from __future__ import annotations
@@ -211,3 +211,11 @@ def test_a_non_ascii_token_sent_as_utf8_is_accepted(model_dir: Path, tmp_path: P
         good = client.get("/v1/info", headers={"Authorization": "Bearer t\u00f6k-\u00fc".encode()})
         assert good.status_code == 200, good.text[:200]
         assert _is_error(client.get("/v1/info", headers={"Authorization": b"Bearer tok-u"}), 401, "unauthorized")
+
+
+def test_admission_has_a_time_estimate_before_the_first_request(model_dir: Path) -> None:
+    """Without one, a burst right after start was all admitted and then answered 503, not 429 (new-user trial)."""
+    app = create_app(ServeConfig(model=str(model_dir), providers="cpu"), Embedder(model_dir, providers="cpu"))
+    with TestClient(app, raise_server_exceptions=False):  # the lifespan has run: ready, no request yet
+        per_image = app.state.vggsim.metrics.seconds_per_image
+        assert per_image is not None and per_image > 0

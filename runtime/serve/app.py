@@ -60,7 +60,15 @@ def create_app(config: ServeConfig, embedder: Embedder | None = None) -> FastAPI
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state.batcher.start()
         width, height = state.embedder.input_size
-        await state.batcher.run_direct(np.zeros((1, height, width, 3), np.float32))  # warm-up: first run is slow
+        warm = np.zeros((1, height, width, 3), np.float32)
+        await state.batcher.run_direct(warm)  # warm-up: the first run is slow
+        if state.metrics.seconds_per_image is None:
+            # admission (ServiceState.admit) refuses work that would pass the deadline by this estimate; without
+            # one, a burst at start was all admitted and answered 503 instead of 429 (new-user trial): seed it
+            # from a timed second run, one image (pessimistic next to batches, replaced as batches run)
+            started = time.perf_counter()
+            await state.batcher.run_direct(warm)
+            state.metrics.seconds_per_image = time.perf_counter() - started
         state.ready = True
         log.info("vggsim serve ready (%s, %s)", state.embedder.provider, state.embedder.model_sha256[:12])
         try:
