@@ -219,3 +219,20 @@ def test_admission_has_a_time_estimate_before_the_first_request(model_dir: Path)
     with TestClient(app, raise_server_exceptions=False):  # the lifespan has run: ready, no request yet
         per_image = app.state.vggsim.metrics.seconds_per_image
         assert per_image is not None and per_image > 0
+
+
+def test_a_port_in_use_is_one_line_and_exit_1_before_the_model_loads(model_dir: Path) -> None:
+    """uvicorn logged four lines after the model had loaded and warmed up, then exited 3."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run([sys.executable, "-m", "vggsim", "serve", "--model", str(model_dir), "--port", str(port)],
+                                capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip() == (f"vggsim: error: cannot listen on 127.0.0.1:{port} (Address already in use); "
+                                     "another process holds it: pick another --port")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import ipaddress
 import signal
+import socket
 from typing import Any
 
-from ..errors import require
+from ..errors import VggsimError, require
 from .common import MAX_BATCH, MAX_K, add_model_args, add_parser, int_range, log, positive_float
 
 
@@ -84,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
         max_k=args.max_k, index=args.index, token=ServeConfig.token_from_env(), drain_s=args.drain_timeout)
     if not _loopback(args.host) and config.token is None:
         log(f"warning: listening on {args.host} without a token (set $VGGSIM_SERVE_TOKEN)")
+    sock = _listen(args.host, args.port)  # before the model loads: a port in use is said at once, in one line
     embedder = with_serving_batch(lambda fixed: build_embedder(args, fixed_batch=fixed), args.providers, args.max_batch)
     app = create_app(config, embedder)
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
@@ -95,5 +98,21 @@ def run(args: argparse.Namespace) -> int:
     # it started: a no-op here, so a drained shutdown exits 0 instead of dying of the signal.
     for number in (signal.SIGTERM, signal.SIGINT):
         signal.signal(number, lambda *_: None)
-    server.run()
+    server.run(sockets=[sock])
     return 0 if server.started else 1
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The listening socket, bound as uvicorn binds its own (IPv6 when the host has a colon), or a VggsimError
+    naming the address and the cause: uvicorn would log four lines after the model had loaded, then exit 3."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        cause = exc.strerror or str(exc)
+        hint = "; another process holds it: pick another --port" if exc.errno == errno.EADDRINUSE else ""
+        raise VggsimError(f"cannot listen on {host}:{port} ({cause}){hint}") from None
+    sock.set_inheritable(True)
+    return sock
