@@ -1,7 +1,7 @@
 """Load benchmark of `vggsim serve` against Embedder.embed in the same run (127.0.0.1 only).
 
     python benchmarks/serve_load.py --model DIR [--seconds 20] [--overload-seconds 30] [--out FILE.json]
-    python benchmarks/serve_load.py --model DIR --providers cuda --duration-s 90   # the whole run in ~90 s
+    python benchmarks/serve_load.py --model DIR --providers cuda --duration-s 90   # the whole run in ~90-100 s
     python benchmarks/serve_load.py --model DIR --compare-python OLD/.venv/bin/python  # overhead before/after
 
 1. Baseline: ``Embedder.embed`` of the test images in batches of ``--max-batch`` (decode
@@ -26,8 +26,11 @@
 
 ``--providers`` goes to the service and to the in-process baseline alike (cpu, cuda, ...);
 the child processes get this process's import path, so a site folder given by PYTHONPATH
-(a GPU machine without an install) serves both. ``--duration-s`` fits the whole run into
-that many seconds (each phase gets its share, 15 s are kept for the model loads).
+(a GPU machine without an install) serves both. ``--duration-s`` bounds the whole run: each
+phase, when it starts, gets its share of the time left (model loads and start-ups included,
+as they happen), and a phase whose share would be under a second is skipped and named in
+the JSON's ``skipped``. SIGTERM or SIGINT stops the services this script started and removes
+its probe folder; the services also die with this process (PR_SET_PDEATHSIG) if it is killed.
 
 Every loop is bounded in time and count. The clients share the machine with the server: on
 a small box they take CPU from it, which this script reports (the client's CPU seconds).
@@ -384,6 +387,35 @@ def probe_overhead(path: Path, first: int = 0, last: int | None = None) -> dict[
             "run_ms_median": round(1000 * float(np.median(run)), 2)}
 
 
+class Plan:
+    """``--duration-s`` as a real bound: a phase gets, when it starts, its weight's share of the time
+    left (None: under a second, skip it); without ``--duration-s``, the default it is given."""
+
+    def __init__(self, total: float | None, weights: float) -> None:
+        self.end = None if total is None else time.monotonic() + total
+        self.weights = weights
+
+    def take(self, weight: float, default: float) -> float | None:
+        if self.end is None:
+            return default
+        left = self.end - time.monotonic()
+        share = left * weight / max(self.weights, weight)
+        self.weights -= weight
+        return None if share < 1.0 else share
+
+
+def _die_with_parent() -> None:
+    """In a started service (preexec_fn): SIGTERM when this script dies, even of SIGKILL (Linux only)."""
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _stop_on_signal(number: int, _frame: Any) -> None:
+    raise SystemExit(128 + number)  # unwinds through main's finally blocks: the services are stopped
+
+
 def start_server(python: str, args: argparse.Namespace) -> tuple[subprocess.Popen[bytes], str]:
     """``python -m vggsim serve`` on a free loopback port, once /health/ready answers (bounded wait)."""
     import httpx
@@ -395,7 +427,8 @@ def start_server(python: str, args: argparse.Namespace) -> tuple[subprocess.Pope
     server = subprocess.Popen([python, *probe, "serve", "--model", args.model, "--port", str(port),
                                "--max-batch", str(args.max_batch), "--queue-size", str(args.queue_size),
                                "--providers", args.providers, "--log-level", "warning"],
-                              env=child_env() if python == sys.executable else None)
+                              env=child_env() if python == sys.executable else None,
+                              preexec_fn=_die_with_parent if sys.platform == "linux" else None)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if server.poll() is not None:
@@ -442,15 +475,22 @@ def main() -> int:
                         "probes of the overhead measure (step 5)")
     parser.add_argument("--out", help="write the figures as JSON here")
     args = parser.parse_args()
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, _stop_on_signal)
     args.probe_dir = None if args.no_probe else Path(tempfile.mkdtemp(prefix="serve-load-probe-"))
+    try:
+        return run(args)
+    finally:
+        if args.probe_dir:
+            shutil.rmtree(args.probe_dir, ignore_errors=True)
+
+
+def run(args: argparse.Namespace) -> int:
     levels_wanted = [int(c) for c in args.clients.split(",")]
-    pair_seconds = args.seconds
-    if args.duration_s is not None:  # baseline, paired baseline + run per level, overload, pairs, baseline after
-        shares = 1 + 1.5 * len(levels_wanted) + (1 if args.overload_seconds > 0 else 0) + (1 if args.pairs else 0) + 1
-        startup = min(15.0, args.duration_s / 4)  # model loads and the services' warm-up, kept aside
-        args.seconds = max(1.0, (args.duration_s - startup) / shares)
-        args.overload_seconds = args.seconds if args.overload_seconds > 0 else 0
-        pair_seconds = args.seconds
+    # baseline, pairs, paired baseline + run per level, overload, baseline after
+    plan = Plan(args.duration_s, 1 + (1 if args.pairs else 0) + 1.5 * len(levels_wanted)
+                + (1 if args.overload_seconds > 0 else 0) + 1)
+    skipped: list[str] = []
     images = photo_bytes(16)
     report: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                                           "python": platform.python_version()},
@@ -459,30 +499,38 @@ def main() -> int:
                                          "seconds": round(args.seconds, 1), "overload_seconds": args.overload_seconds,
                                          "compare_python": args.compare_python},
                               "load_average_start": [round(x, 2) for x in os.getloadavg()]}
-    report["baseline"] = baseline(args.model, images, args.max_batch, args.seconds, args.providers)
+    report["skipped"] = skipped
+    report["baseline"] = baseline(args.model, images, args.max_batch, plan.take(1, args.seconds) or 1.0, args.providers)
     print(json.dumps(report["baseline"]), flush=True)
     server, url = start_server(sys.executable, args)
     other = start_server(args.compare_python, args) if args.compare_python else None
     try:
         report["http_roundtrip_ms"] = http_roundtrip_ms(url)
-        if args.pairs:
+        pair_seconds = plan.take(1, args.seconds) if args.pairs else None
+        if args.pairs and pair_seconds is None:
+            skipped.append("pairs")
+        if pair_seconds is not None:
             servers = {"service": url, **({"compare": other[1]} if other else {})}
             report["overhead_paired"] = overhead_pairs(servers, args.model, args.providers, images, args.pairs,
                                                        pair_seconds)
             print(json.dumps(report["overhead_paired"]), flush=True)
         if other is not None:
             stop_server(other[0])
-            if args.pairs and args.probe_dir:
+            if "overhead_paired" in report and args.probe_dir:
                 report["overhead_probed"] = {"compare": probe_overhead(other[0].probe_file, 1,  # type: ignore[attr-defined]
                                                                        1 + report["overhead_paired"]["pairs"])}
             other = None
         levels = []
         for clients in levels_wanted:
+            level_seconds = plan.take(1.5, args.seconds * 1.5)
+            if level_seconds is None:
+                skipped.append(f"{clients} clients")
+                continue
             # Paired: the baseline again right before each level (the server idle), since the load
             # of a shared machine drifts over minutes; the paired ratio is the one to read.
-            paired = baseline(args.model, images, args.max_batch, args.seconds / 2, args.providers)
+            paired = baseline(args.model, images, args.max_batch, level_seconds / 3, args.providers)
             before = scrape(url)
-            result = asyncio.run(closed_loop(url, images, clients, args.seconds))
+            result = asyncio.run(closed_loop(url, images, clients, level_seconds * 2 / 3))
             after = scrape(url)
             delta = {key: after[key] - before[key] for key in after}
             if delta["requests"]:  # in the service: everything but decoding and inference, per request
@@ -506,16 +554,19 @@ def main() -> int:
             report.setdefault("overhead_1_client_ms", {})["paired_median"] = pairs["service"]["overhead_ms_median"]
             if "compare" in pairs:
                 report["overhead_1_client_ms"]["paired_median_compare"] = pairs["compare"]["overhead_ms_median"]
-        capacity = max(lv["images_per_s"] for lv in levels)
-        if args.overload_seconds > 0:
-            report["overload"] = asyncio.run(overload(url, images, 2 * capacity, args.overload_seconds, server.pid))
+        overload_seconds = plan.take(1, args.overload_seconds) if args.overload_seconds > 0 else None
+        if args.overload_seconds > 0 and (overload_seconds is None or not levels):
+            skipped.append("overload")
+        elif overload_seconds is not None:
+            capacity = max(lv["images_per_s"] for lv in levels)
+            report["overload"] = asyncio.run(overload(url, images, 2 * capacity, overload_seconds, server.pid))
             print(json.dumps(report["overload"]), flush=True)
         report["server_rss_mb_final"] = round(rss_mb(server.pid), 1)
     finally:
         if other is not None:
             stop_server(other[0])
         report["server_exit"] = stop_server(server)
-    if args.pairs and args.probe_dir and "overhead_paired" in report:
+    if args.probe_dir and "overhead_paired" in report:
         probed = probe_overhead(server.probe_file, 1, 1 + report["overhead_paired"]["pairs"])  # type: ignore[attr-defined]
         report["overhead_probed"] = {"service": probed, **report.get("overhead_probed", {})}
         report["overhead_1_client_ms"]["probed_median"] = probed.get("overhead_ms_median")
@@ -523,11 +574,9 @@ def main() -> int:
             report["overhead_1_client_ms"]["probed_median_compare"] = report["overhead_probed"]["compare"].get(
                 "overhead_ms_median")
         print(json.dumps(report["overhead_probed"]), flush=True)
-    if args.probe_dir:
-        shutil.rmtree(args.probe_dir, ignore_errors=True)
     # The baseline again, now that the server is gone: on a shared machine the load changes over
     # minutes, so the ratios use the mean of the runs before and after.
-    again = baseline(args.model, images, args.max_batch, args.seconds, args.providers)
+    again = baseline(args.model, images, args.max_batch, plan.take(1, args.seconds) or 1.0, args.providers)
     report["baseline_after"] = again
     mean = (report["baseline"]["embed_images_per_s"] + again["embed_images_per_s"]) / 2
     for level in report.get("levels", []):
