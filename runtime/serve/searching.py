@@ -41,6 +41,11 @@ MODES = ("auto", "off", "require")
 #: reach the threshold, and lists them by an exact scan past DUPLICATE_INDEX_LIMIT
 DUPLICATE_INDEX_FIRST = 16
 DUPLICATE_INDEX_LIMIT = 1024
+#: candidates per match wanted, re-scored exactly (search's 100 is for recall@k at k = 10). Measured on
+#: a 1M-vector store (IVF1024,PQ64; 6 queries, thresholds 0.99 and 0.95, up to 991 duplicates each):
+#: 1 missed most duplicates at 0.95, 4 and more found every one; 10 keeps a margin, at 5 ms (0.99)
+#: and 0.2 s (0.95) a query where 100 took 10 ms and 1.1 s
+DUPLICATE_RERANK = 10
 
 
 @dataclass(frozen=True)
@@ -155,7 +160,7 @@ class StoreSearch:
             return duplicates_of(store, query, threshold), state
         wanted = DUPLICATE_INDEX_FIRST
         while True:
-            ids, scores = index.search(query[None, :], wanted)
+            ids, scores = index.search(query[None, :], wanted, rerank=DUPLICATE_RERANK)
             keep = (ids[0] >= 0) & (scores[0] >= np.float32(threshold))
             if not keep.all() or wanted >= index.vectors:
                 break
