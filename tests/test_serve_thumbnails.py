@@ -47,7 +47,8 @@ def make_app(store: Path | None, token: str | None = None, max_pixels: int = 89_
     """The page's routes over a stand-in for ServiceState (what they use of it), with the service's error handlers."""
     state: Any = SimpleNamespace(store=StoreReader(store) if store else None,
                                  decoder=SimpleNamespace(budget=MemoryBudget(1 << 28)),
-                                 embedder=SimpleNamespace(max_pixels=max_pixels), config=SimpleNamespace(token=token))
+                                 embedder=SimpleNamespace(max_pixels=max_pixels), config=SimpleNamespace(token=token),
+                                 snapshot_listeners=[])
     app = FastAPI()
     app.state.vggsim = state
     install_handlers(app)
@@ -149,10 +150,13 @@ def test_file_replaced_by_a_fifo_does_not_hang(served: tuple[TestClient, list[Pa
     assert is_json_error(answer[0], 410)
 
 
-def test_unknown_generation_is_410_and_a_bad_one_400(served: tuple[TestClient, list[Path], Path]) -> None:
+def test_unknown_generation_is_410_a_future_one_404_and_a_bad_one_400(
+        served: tuple[TestClient, list[Path], Path]) -> None:
     client, _, _ = served
     generation = StoreReader(served[2] / "store").generation
-    assert is_json_error(client.get("/v1/thumbnail/0", params={"generation": generation + 5}), 410)
+    assert generation > 0  # the service never saw generation 0: an older one it does not keep
+    assert is_json_error(client.get("/v1/thumbnail/0", params={"generation": 0}), 410)
+    assert is_json_error(client.get("/v1/thumbnail/0", params={"generation": generation + 5}), 404)
     assert is_json_error(client.get("/v1/thumbnail/0", params={"generation": "x"}), 400)
 
 
