@@ -201,3 +201,8 @@ def test_non_utf8_file_name_has_a_thumbnail(photos: list[Path], tmp_path: Path) 
     write_store(tmp_path / "store", [Path(os.fsdecode(raw))])
     response = make_app(tmp_path / "store").get("/v1/thumbnail/0")
     assert response.status_code == 200 and Image.open(io.BytesIO(response.content)).format == "JPEG"
+
+
+def test_the_favicon_is_no_content_not_a_404(served: tuple[TestClient, list[Path], Path]) -> None:
+    response = served[0].get("/favicon.ico")
+    assert response.status_code == 204 and not response.content

@@ -63,6 +63,10 @@ def add_page_routes(app: FastAPI, state: ServiceState) -> None:
     async def page() -> Response:
         return HTMLResponse(page_html(), headers=page_headers())
 
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> Response:  # browsers ask for it: no content, rather than a 404 in every console
+        return Response(status_code=204)
+
     @app.get("/v1/thumbnail/{record_id}", tags=["page"], response_class=Response, dependencies=[Depends(check_token)],
              responses={**ERRORS, 404: {"model": ErrorResponse}, 410: {"model": ErrorResponse},
                         200: {"content": {"image/jpeg": {}}, "description": "a JPEG thumbnail"}})
