@@ -40,7 +40,7 @@ MODES = ("auto", "off", "require")
 #: /v1/duplicates asks the index for this many matches first, four times as many while all of them
 #: reach the threshold, and lists them by an exact scan past DUPLICATE_INDEX_LIMIT
 DUPLICATE_INDEX_FIRST = 16
-DUPLICATE_INDEX_LIMIT = 1024
+DUPLICATE_INDEX_LIMIT = 4096
 #: candidates per match wanted, re-scored exactly (search's 100 is for recall@k at k = 10). Measured on
 #: a 1M-vector store (IVF1024,PQ64; 6 queries, thresholds 0.99 and 0.95, up to 991 duplicates each):
 #: 1 missed most duplicates at 0.95, 4 and more found every one; 10 keeps a margin, at 5 ms (0.99)
