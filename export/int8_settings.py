@@ -87,8 +87,13 @@ CANDIDATES: tuple[Int8Settings, ...] = (
 # first choice (on x86-64 onnxruntime runs it as U8S8); on AVX2 / AVX-512 without VNNI the
 # U8S8 product can saturate and per-channel weights want reduce_range there; on low-end arm64
 # U8S8 may be faster than the alternatives, with the same accuracy. Per-channel weights
-# everywhere: they raised the min cosine here (0.99970 against 0.99954), which does not
-# depend on the instruction set.
+# everywhere: they raised the min cosine here (0.99970 against 0.99954 on VNNI).
+# The avx2 row's ACCURACY was checked on onnxruntime's AVX2 kernels under qemu-user -cpu Haswell
+# (benchmarks/int8_avx2_emulated.py; its speed is not measured, hence measured=False): per-channel
+# U8S8/S8S8 without reduce_range saturates there (min cosine 0.99666, 0.99970 on VNNI), with
+# reduce_range (7-bit weights: 2 x 255 x 64 < 32767, VPMADDUBSW cannot saturate) the output equals
+# VNNI's bit for bit (0.99929). Per-tensor U8S8 saturated less (0.99948), but kept: reduce_range is
+# saturation-free whatever the weights, while per-tensor's margin is 0.0002 on a random-weight model.
 SETTINGS_BY_ISA: dict[str, IsaChoice] = {
     "avx512_vnni": IsaChoice(
         Int8Settings("static", "QDQ", "uint8", "int8", True, False), measured=True,
@@ -98,8 +103,11 @@ SETTINGS_BY_ISA: dict[str, IsaChoice] = {
                "most accurate (int8_settings.pick)"),
     "avx2": IsaChoice(
         Int8Settings("static", "QDQ", "int8", "int8", True, True), measured=False,
-        source="not measured here: onnxruntime quantization guide (S8S8 in QDQ; per-channel with "
-               "reduce_range on AVX2 without VNNI, against VPMADDUBSW saturation)"),
+        source="not measured here for speed: onnxruntime quantization guide (S8S8 in QDQ; per-channel with "
+               "reduce_range on AVX2 without VNNI, against VPMADDUBSW saturation); accuracy checked on the AVX2 "
+               "kernels under qemu-user -cpu Haswell (benchmarks/int8_avx2_emulated.py, "
+               "benchmarks/results/int8-avx2-emulated-2026-11-27.json): output equal to VNNI's, while "
+               "per-channel without reduce_range saturated (min cosine 0.99666 against 0.99929)"),
     "arm64_dotprod": IsaChoice(
         Int8Settings("static", "QDQ", "int8", "int8", True, False), measured=False,
         source="not measured here: onnxruntime quantization guide default (S8S8 in QDQ)"),
