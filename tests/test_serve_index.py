@@ -110,6 +110,7 @@ def test_duplicates_use_a_current_index_and_equal_an_exact_scan(server: Server, 
     search = searching.StoreSearch(reader)
     query_vector = np.asarray(vector, np.float32)
     monkeypatch.setattr(searching, "DUPLICATE_INDEX_FIRST", 1)
+    monkeypatch.setattr(searching, "DUPLICATE_RERANK", 1)
     grown, used = search.duplicates(snapshot, query_vector, low)  # batches of 1, then 4 = the whole store
     assert used.used is True and [m.path for m in grown] == [m.path for m in exact]
     monkeypatch.setattr(searching, "DUPLICATE_INDEX_LIMIT", 1)

@@ -94,6 +94,13 @@ def find_duplicates(store: Store | StoreReader | str, threshold: float, *, embed
     return result
 
 
+def duplicate_scores(vectors: np.ndarray, normalized_query: np.ndarray) -> np.ndarray:
+    """Cosines of stored ``vectors`` (rows, any norm) to a unit-length query, float32: the one formula of
+    :func:`duplicates_of` and of the service's index path, so both decide a threshold alike to the bit."""
+    scores: np.ndarray = l2_normalize(vectors, np.float32) @ normalized_query
+    return scores
+
+
 def duplicates_of(store: Store, vector: Any, threshold: float) -> list[Match]:
     """Stored vectors with cosine >= ``threshold`` to ``vector``, best first: the check a server
     makes before ingesting an image. One streaming pass; memory is one block."""
@@ -104,7 +111,7 @@ def duplicates_of(store: Store, vector: Any, threshold: float) -> list[Match]:
     records = store.records()
     found: list[Match] = []
     for block in store.blocks():
-        scores = l2_normalize(block.vectors, np.float32) @ query[0]
+        scores = duplicate_scores(block.vectors, query[0])
         for position in np.flatnonzero(scores >= threshold):
             identifier = int(block.ids[position])
             found.append(Match(records[identifier].path, float(scores[position]), identifier))

@@ -31,7 +31,8 @@ from typing import Any
 import numpy as np
 
 from ..collection import Match, StoreReader
-from ..collection.duplicates import duplicates_of
+from ..collection.duplicates import duplicate_scores, duplicates_of
+from ..similarity import l2_normalize
 from ..errors import StoreError
 from ..store import Store
 from .problems import ApiError
@@ -158,18 +159,26 @@ class StoreSearch:
             raise ApiError(409, "index", f"--index require: {state.message or 'no current index'}")
         if index is None:
             return duplicates_of(store, query, threshold), state
+        normalized = l2_normalize(query[None, :], np.float32)[0]
         wanted = DUPLICATE_INDEX_FIRST
         while True:
-            ids, scores = index.search(query[None, :], wanted, rerank=DUPLICATE_RERANK)
-            keep = (ids[0] >= 0) & (scores[0] >= np.float32(threshold))
-            if not keep.all() or wanted >= index.vectors:
-                break
-            if wanted >= DUPLICATE_INDEX_LIMIT:
-                note = (f"at least {DUPLICATE_INDEX_LIMIT} stored images reach the threshold: "
-                        "listed by an exact scan of the store")
+            asked = min(index.vectors, wanted * DUPLICATE_RERANK)
+            found = index.candidates(query[None, :], asked)[0]
+            ids = np.unique(found[found >= 0])
+            # scored as the exact scan scores (duplicate_scores), so both agree to the bit at any threshold
+            scores = duplicate_scores(index.stored(ids), normalized)
+            passing = scores >= np.float32(threshold)
+            if int(passing.sum()) < wanted or asked >= index.vectors:
+                break  # a match under the threshold among the best `wanted`: every one above it is here
+            exhausted = len(ids) < asked  # the probed lists hold no more vectors, and all of them match
+            if exhausted or wanted >= DUPLICATE_INDEX_LIMIT:
+                why = ("every vector in the index lists searched reaches the threshold" if exhausted else
+                       f"at least {DUPLICATE_INDEX_LIMIT} stored images reach the threshold")
                 return duplicates_of(store, query, threshold), IndexState(
-                    state.mode, state.state, False, note, state.info)
+                    state.mode, state.state, False, why + ": listed by an exact scan of the store", state.info)
             wanted *= 4
-        chosen, values = ids[0][keep], scores[0][keep]
+        chosen, values = ids[passing], scores[passing]
+        order = np.lexsort((chosen, -values))  # best first, ties by id: as duplicates_of
+        chosen, values = chosen[order], values[order]
         return [Match(name, float(score), int(i)) for name, score, i in
                 zip(index.paths(chosen), values, chosen)], state
