@@ -404,12 +404,24 @@ class Plan:
         return None if share < 1.0 else share
 
 
-def _die_with_parent() -> None:
-    """In a started service (preexec_fn): SIGTERM when this script dies, even of SIGKILL (Linux only)."""
-    with contextlib.suppress(OSError, AttributeError):
+def _libc() -> Any:
+    """libc, loaded in this process (never in a forked child, where an import could deadlock), or None."""
+    try:
         import ctypes
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        return ctypes.CDLL("libc.so.6", use_errno=True)
+    except (OSError, ImportError):
+        return None
+
+
+_LIBC = _libc() if sys.platform == "linux" else None
+
+
+def _die_with_parent() -> None:
+    """In a started service (preexec_fn: only a call, no import or allocation): SIGTERM when this script
+    dies, even of SIGKILL (Linux only)."""
+    if _LIBC is not None:
+        _LIBC.prctl(1, 15)  # PR_SET_PDEATHSIG, SIGTERM
 
 
 def _stop_on_signal(number: int, _frame: Any) -> None:
@@ -428,7 +440,7 @@ def start_server(python: str, args: argparse.Namespace) -> tuple[subprocess.Pope
                                "--max-batch", str(args.max_batch), "--queue-size", str(args.queue_size),
                                "--providers", args.providers, "--log-level", "warning"],
                               env=child_env() if python == sys.executable else None,
-                              preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+                              preexec_fn=_die_with_parent if _LIBC is not None else None)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if server.poll() is not None:

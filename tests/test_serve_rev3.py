@@ -1,6 +1,9 @@
-"""Review rev3 of the serve hardening (2ac7fbf..4fad393): each test is a defect found, failing on 4fad393.
+"""Defects an independent review (rev3) of the serve hardening found: each test failed on 4fad393.
 
-Findings and fixes: /work/rev3-report.md.
+R1 an idle declared body held the body budget for ever; R2 a client gone mid-body was an
+"internal error"; R3 the service no longer said where it listens; R4 body-budget refusals were
+counted under no route; R5 /v1/duplicates through the index stopped at the padding of exhausted
+lists; R6 the index path and an exact scan disagreed at threshold 1.
 """
 
 from __future__ import annotations

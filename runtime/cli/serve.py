@@ -77,8 +77,9 @@ def run(args: argparse.Namespace) -> int:
     from ..serve.config import ServeConfig
     from .common import build_embedder
 
+    sock = _listen(args.host, args.port)  # before the model loads: a port in use is said at once, in one line
     config = ServeConfig(
-        model=args.model, store=args.store, host=args.host, port=args.port, providers=args.providers,
+        model=args.model, store=args.store, host=args.host, port=sock.getsockname()[1], providers=args.providers,
         threads=args.threads, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, queue_size=args.queue_size,
         decode_workers=args.decode_workers, memory_budget=int(args.memory_budget * 1024 * 1024),
         max_body_bytes=int(args.max_body_mb * 1024 * 1024), body_budget_bytes=int(args.body_budget_mb * 1024 * 1024),
@@ -86,7 +87,6 @@ def run(args: argparse.Namespace) -> int:
         max_k=args.max_k, index=args.index, token=ServeConfig.token_from_env(), drain_s=args.drain_timeout)
     if not _loopback(args.host) and config.token is None:
         log(f"warning: listening on {args.host} without a token (set $VGGSIM_SERVE_TOKEN)")
-    sock = _listen(args.host, args.port)  # before the model loads: a port in use is said at once, in one line
     embedder = with_serving_batch(lambda fixed: build_embedder(args, fixed_batch=fixed), args.providers, args.max_batch)
     app = create_app(config, embedder)
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,

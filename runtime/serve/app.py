@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 from fastapi import FastAPI
+from starlette.requests import ClientDisconnect
 
 from .. import __version__
 from ..embedder import Embedder
@@ -23,6 +24,8 @@ from .routes import add_routes
 from .state import ServiceState
 
 log = logging.getLogger("vggsim.serve")
+#: the status counted for a request whose client disconnected before it was answered (nginx's convention)
+CLIENT_CLOSED = 499
 
 
 def with_serving_batch(make: Callable[[int | None], Embedder], providers: object, max_batch: int) -> Embedder:
@@ -70,7 +73,11 @@ def create_app(config: ServeConfig, embedder: Embedder | None = None) -> FastAPI
             await state.batcher.run_direct(warm)
             state.metrics.seconds_per_image = time.perf_counter() - started
         state.ready = True
-        log.info("vggsim serve ready (%s, %s)", state.embedder.provider, state.embedder.model_sha256[:12])
+        # uvicorn's own "running on" line is not printed when it is handed a bound socket (vggsim serve binds
+        # before the model loads): say where, on its logger, once the service is ready
+        where = f"[{config.host}]" if ":" in config.host else config.host
+        logging.getLogger("uvicorn.error").info("vggsim serve ready on http://%s:%d (%s, model %s)", where,
+                                                config.port, state.embedder.provider, state.embedder.model_sha256[:12])
         try:
             yield
         finally:  # uvicorn has stopped accepting and let in-flight requests finish (or time out)
@@ -87,7 +94,8 @@ def create_app(config: ServeConfig, embedder: Embedder | None = None) -> FastAPI
     add_docs(app)
     _add_page(app, state)
     app.add_middleware(BodyBudgetMiddleware, budget=BodyBudget(max(config.body_budget_bytes, config.max_body_bytes + 1)),
-                       max_body=config.max_body_bytes, refused=state.metrics.rejected.labels("body_budget").inc)
+                       max_body=config.max_body_bytes, refused=state.metrics.rejected.labels("body_budget").inc,
+                       timeout_s=config.deadline_s)
     app.add_middleware(_RequestMetrics)  # added last: the outermost, so it counts the body budget's 429s too
     return app
 
@@ -122,6 +130,8 @@ class _RequestMetrics:
 
         try:
             await self.app(scope, receive, send_wrapper)
+        except ClientDisconnect:  # the client went away mid-body: nobody to answer, nothing went wrong here
+            status["code"] = CLIENT_CLOSED
         except Exception as exc:  # handlers answer everything else; this is the last guard against a bare 500
             # logged here: Starlette's handler for Exception sits outside this middleware and never sees it
             log.exception("internal error on %s %s: %s: %s", scope.get("method", ""), route_label(scope),

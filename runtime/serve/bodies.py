@@ -7,12 +7,15 @@ counts every body's bytes against ``--body-budget-mb`` from its first byte to th
 request: the declared Content-Length is taken at once (a request that cannot fit is refused
 before anything is read), and the bytes of a body without one as they arrive. A request
 that finds the budget spent gets 429 with Retry-After, like a full queue; its bytes are
-given back when its response is sent. uvicorn itself holds at most ~64 KB a connection
+given back when its response is sent. A body must arrive within ``--deadline`` of its headers
+(408 ``body_timeout`` otherwise), so an idle connection cannot hold its declared bytes for
+ever. uvicorn itself holds at most ~64 KB a connection
 until the application reads (it stops reading the socket), so this bounds the rest.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from .problems import ApiError, error_response
@@ -52,8 +55,10 @@ def _declared(scope: dict[str, Any]) -> int | None:
 class BodyBudgetMiddleware:
     """Counts each request's body against a :class:`BodyBudget` (see the module docstring)."""
 
-    def __init__(self, app: Any, budget: BodyBudget, max_body: int, refused: Any = None) -> None:
+    def __init__(self, app: Any, budget: BodyBudget, max_body: int, refused: Any = None,
+                 timeout_s: float = 30.0) -> None:
         self.app, self.budget, self.max_body, self.refused = app, budget, max_body, refused
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope.get("method") in _NO_BODY:
@@ -68,12 +73,20 @@ class BodyBudgetMiddleware:
             error = _busy(self.budget)
             await error_response(error.status, error.kind, error.message, error.headers)(scope, receive, send)
             return
-        received = 0
+        received, complete = 0, False
+        ends = asyncio.get_running_loop().time() + self.timeout_s
 
         async def counted() -> Any:
-            nonlocal held, received
-            message = await receive()
+            nonlocal held, received, complete
+            if complete:  # the body is in: later receives wait for a disconnect, without a time limit
+                return await receive()
+            try:  # a client that declared a body and sends it slowly, or never, must not hold its bytes for ever
+                message = await asyncio.wait_for(receive(), max(0.0, ends - asyncio.get_running_loop().time()))
+            except asyncio.TimeoutError:
+                raise ApiError(408, "body_timeout", f"the request body did not arrive within {self.timeout_s:g} s "
+                               "(--deadline)") from None
             if message.get("type") == "http.request":
+                complete = not message.get("more_body", False)
                 received += len(message.get("body", b""))
                 if received > held:
                     if not self.budget.take(received - held):

@@ -82,4 +82,16 @@ def route_label(scope: dict[str, Any]) -> str:
     """The route's template (``/v1/embed``), never the raw path: raw paths would grow the label set without bound."""
     route = scope.get("route")
     path = getattr(route, "path", None)
-    return path if isinstance(path, str) else "<unmatched>"
+    if isinstance(path, str):
+        return path
+    # refused before routing (the body budget): the route it was for, when the path is one of the schema's
+    # fixed paths (a template with a parameter never takes a body); any other raw path stays unlabelled
+    app, raw = scope.get("app"), scope.get("path")
+    if app is not None and hasattr(app, "openapi") and isinstance(raw, str):
+        fixed = getattr(app.state, "fixed_paths", None)
+        if fixed is None:
+            fixed = frozenset(p for p in app.openapi().get("paths", {}) if "{" not in p)
+            app.state.fixed_paths = fixed
+        if raw in fixed:
+            return raw
+    return "<unmatched>"

@@ -139,9 +139,10 @@ def _query_vector(raw: Any, dim: int) -> np.ndarray:
         raise ApiError(400, "bad_vector", '"vector" holds out-of-float32-range values') from None
     if not np.all(np.isfinite(vector)) or not np.all(np.abs(vector) < np.finfo(np.float32).max):
         raise ApiError(400, "bad_vector", '"vector" holds NaN, infinite or out-of-float32-range values')
-    norm = float(np.linalg.norm(vector))  # float64: no overflow or underflow for float32-range values
-    if norm == 0.0:
+    if not np.any(vector):
         raise ApiError(400, "bad_vector", '"vector" is all zeros: it has no direction to compare')
+    scale = float(np.abs(vector).max())  # scaled first: the square of 5e-324 is 0 even in float64
+    norm = scale * float(np.linalg.norm(vector / scale))
     if not QUERY_NORM_RANGE[0] < norm < QUERY_NORM_RANGE[1]:
         # search normalises in float32, where the squares of values past ~1e19 overflow (every score would be 0)
         # and those under ~1e-19 underflow: cosine ignores scale, so send the direction instead
