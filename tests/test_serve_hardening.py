@@ -236,3 +236,15 @@ def test_a_port_in_use_is_one_line_and_exit_1_before_the_model_loads(model_dir: 
     assert result.returncode == 1, result.stderr
     assert result.stderr.strip() == (f"vggsim: error: cannot listen on 127.0.0.1:{port} (Address already in use); "
                                      "another process holds it: pick another --port")
+
+
+def test_a_vector_of_subnormal_values_is_searched_by_its_direction(served: tuple[TestClient, Path, Embedder]) -> None:
+    """Its float64 norm underflowed to 0 and it was refused as all zeros (review rev3, R9)."""
+    client = served[0]
+    tiny = [0.0] * DIM
+    tiny[3] = 5e-324
+    unit = [0.0] * DIM
+    unit[3] = 1.0
+    found = client.post("/v1/search", json={"vector": tiny, "k": 4})
+    assert found.status_code == 200, found.text[:300]
+    assert found.json()["matches"] == client.post("/v1/search", json={"vector": unit, "k": 4}).json()["matches"]
