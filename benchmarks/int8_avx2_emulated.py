@@ -166,13 +166,12 @@ def main(argv: list[str] | None = None) -> int:
         print("--model DIR (or VGGSIM_TEST_MODEL) names no fp32 model folder", file=sys.stderr)
         return 2
 
-    from int8_settings import ROOT, cosines, load, machine, real_photos
+    from int8_settings import ROOT, cosines, held_out_inputs, load, machine
     from onnxruntime.quantization import quant_pre_process
 
     from vggsim.export.int8_settings import CANDIDATES, SETTINGS_BY_ISA
-    from vggsim.export.variants import quantize_int8, split_photos
+    from vggsim.export.variants import quantize_int8
     from vggsim.manifest import read_manifest
-    from vggsim.preprocess import load_image
     from vggsim.session import create_session
 
     names = args.only.split(",") if args.only else list(AVX2_CANDIDATES)
@@ -182,12 +181,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"--only names unknown candidates {unknown}; choose from {', '.join(by_name)}", file=sys.stderr)
         return 2
     base = read_manifest(args.model)
-    calibration, held_out = split_photos(None)
-    photos = real_photos(held_out)
-    if not calibration or len(photos) < 2:
-        print("needs the sample photos: install scikit-learn and scikit-image", file=sys.stderr)
+    found = held_out_inputs(base.preprocess)
+    if found is None:
         return 2
-    inputs = np.stack([load_image(p, base.preprocess) for p in photos])
+    calibration, photos, inputs = found
     n = max(1, min(args.photos, len(photos)))
     fp32, _ = create_session(base.model_path, "cpu", threads=1)
 

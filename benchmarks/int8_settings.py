@@ -54,6 +54,20 @@ def real_photos(held_out: list[Path]) -> list[Path]:
     return chosen
 
 
+def held_out_inputs(preprocess: Any) -> tuple[list[Path], list[Path], np.ndarray] | None:
+    """The calibration photos, the held-out real photos and their model inputs; None (after saying
+    why on stderr) without the sample photos."""
+    from vggsim.export.variants import split_photos
+    from vggsim.preprocess import load_image
+
+    calibration, held_out = split_photos(None)
+    photos = real_photos(held_out)
+    if not calibration or len(photos) < 2:
+        print("needs the sample photos: install scikit-learn and scikit-image", file=sys.stderr)
+        return None
+    return calibration, photos, np.stack([load_image(p, preprocess) for p in photos])
+
+
 def machine(threads: int) -> dict[str, Any]:
     import onnxruntime
 
@@ -114,9 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     from onnxruntime.quantization import quant_pre_process
 
     from vggsim.export.int8_settings import CANDIDATES, SAME_SPEED_BAND, SETTINGS_BY_ISA, detect_isa, pick
-    from vggsim.export.variants import quantize_int8, split_photos
+    from vggsim.export.variants import quantize_int8
     from vggsim.manifest import read_manifest
-    from vggsim.preprocess import load_image
     from vggsim.session import create_session
 
     base = read_manifest(args.model)
@@ -125,12 +138,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"--only {args.only!r} names no candidate; choose from {', '.join(c.name for c in CANDIDATES)}",
               file=sys.stderr)
         return 2
-    calibration, held_out = split_photos(None)
-    photos = real_photos(held_out)
-    if not calibration or len(photos) < 2:
-        print("needs the sample photos: install scikit-learn and scikit-image", file=sys.stderr)
+    found = held_out_inputs(base.preprocess)
+    if found is None:
         return 2
-    inputs = np.stack([load_image(p, base.preprocess) for p in photos])
+    calibration, photos, inputs = found
     name = base.input_name
     fp32, _ = create_session(base.model_path, "cpu", threads=args.threads)
     run_fp32 = lambda x: fp32.run(None, {name: x})[0]
