@@ -36,19 +36,19 @@ def _post(server: Server, size: int) -> httpx.Response:
 
 # --- R1: a client that declares a Content-Length and sends nothing holds the body budget for ever -------------
 
-def test_an_idle_declared_body_does_not_hold_the_budget_past_the_deadline(model_dir: Path) -> None:
+def test_an_idle_declared_body_does_not_hold_the_budget_past_the_body_timeout(model_dir: Path) -> None:
     """Two idle connections (headers with Content-Length, 4 body bytes, then silence) each held their
     declared length with no time limit: every max-size upload got 429 for as long as they stayed open.
     With the default 128 MiB budget and 32 MiB bodies, four idle sockets deny all large uploads."""
-    server = Server(model_dir, "--max-body-mb", "1", "--body-budget-mb", "1.5", "--deadline", "2")
+    server = Server(model_dir, "--max-body-mb", "1", "--body-budget-mb", "1.5", "--body-timeout", "2")
     held = []
     try:
         held.append(socket.create_connection(("127.0.0.1", server.port), timeout=30))
         held[0].sendall(b"POST /v1/embed HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
                         b"Content-Length: %d\r\n\r\n\x89PNG" % BODY)
-        time.sleep(2 + 4)  # well past --deadline
+        time.sleep(2 + 4)  # well past --body-timeout
         answer = _post(server, BODY)
-        assert answer.status_code != 429, "an idle, never-completed body still holds the budget past --deadline"
+        assert answer.status_code != 429, "an idle, never-completed body still holds the budget past --body-timeout"
     finally:
         for sock in held:
             sock.close()

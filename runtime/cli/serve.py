@@ -51,6 +51,9 @@ def register(sub: Any) -> None:
     p.add_argument("--max-images", type=int_range(1, 4096), default=32, help="most images in one request")
     p.add_argument("--deadline", type=positive_float(), default=30.0, metavar="SECONDS",
                    help="a request not answered within this many seconds gets 503")
+    p.add_argument("--body-timeout", type=positive_float(), default=30.0, metavar="SECONDS",
+                   help="a request body not received within this many seconds of its headers gets 408 (frees its "
+                   "share of --body-budget-mb)")
     p.add_argument("--max-k", type=int_range(1, MAX_K), default=1000, help="largest k a search may ask for")
     p.add_argument("--drain-timeout", type=positive_float(), default=30.0, metavar="SECONDS",
                    help="on SIGTERM, how long requests in progress may take to finish")
@@ -83,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, queue_size=args.queue_size,
         decode_workers=args.decode_workers, memory_budget=int(args.memory_budget * 1024 * 1024),
         max_body_bytes=int(args.max_body_mb * 1024 * 1024), body_budget_bytes=int(args.body_budget_mb * 1024 * 1024),
-        max_images=args.max_images, deadline_s=args.deadline,
+        max_images=args.max_images, deadline_s=args.deadline, body_timeout_s=args.body_timeout,
         max_k=args.max_k, index=args.index, token=ServeConfig.token_from_env(), drain_s=args.drain_timeout)
     if not _loopback(args.host) and config.token is None:
         log(f"warning: listening on {args.host} without a token (set $VGGSIM_SERVE_TOKEN)")

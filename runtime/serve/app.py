@@ -95,7 +95,7 @@ def create_app(config: ServeConfig, embedder: Embedder | None = None) -> FastAPI
     _add_page(app, state)
     app.add_middleware(BodyBudgetMiddleware, budget=BodyBudget(max(config.body_budget_bytes, config.max_body_bytes + 1)),
                        max_body=config.max_body_bytes, refused=state.metrics.rejected.labels("body_budget").inc,
-                       timeout_s=config.deadline_s)
+                       timeout_s=config.body_timeout_s)
     app.add_middleware(_RequestMetrics)  # added last: the outermost, so it counts the body budget's 429s too
     return app
 

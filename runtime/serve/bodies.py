@@ -7,7 +7,7 @@ counts every body's bytes against ``--body-budget-mb`` from its first byte to th
 request: the declared Content-Length is taken at once (a request that cannot fit is refused
 before anything is read), and the bytes of a body without one as they arrive. A request
 that finds the budget spent gets 429 with Retry-After, like a full queue; its bytes are
-given back when its response is sent. A body must arrive within ``--deadline`` of its headers
+given back when its response is sent. A body must arrive within ``--body-timeout`` of its headers
 (408 ``body_timeout`` otherwise), so an idle connection cannot hold its declared bytes for
 ever. uvicorn itself holds at most ~64 KB a connection
 until the application reads (it stops reading the socket), so this bounds the rest.
@@ -84,7 +84,7 @@ class BodyBudgetMiddleware:
                 message = await asyncio.wait_for(receive(), max(0.0, ends - asyncio.get_running_loop().time()))
             except asyncio.TimeoutError:
                 raise ApiError(408, "body_timeout", f"the request body did not arrive within {self.timeout_s:g} s "
-                               "(--deadline)") from None
+                               "(--body-timeout)") from None
             if message.get("type") == "http.request":
                 complete = not message.get("more_body", False)
                 received += len(message.get("body", b""))

@@ -30,6 +30,7 @@ class ServeConfig:
     body_budget_bytes: int = 128 * 1024 * 1024  # request bodies held at once (vggsim.serve.bodies)
     max_images: int = 32           # images per request
     deadline_s: float = 30.0       # a request still waiting past this gets 503
+    body_timeout_s: float = 30.0   # a request body not in within this of its headers gets 408
     max_k: int = 1000
     index: str = "auto"            # on-disk index: auto (when current, else exact), off, require
     token: str | None = None       # bearer token; None: no auth
