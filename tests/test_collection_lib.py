@@ -279,7 +279,7 @@ def test_search_by_images_refuses_a_store_made_with_other_preprocessing(
 
 # -- duplicates --------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("threshold", [1.5, math.nan, -1.0, 0.0, math.inf, True])
+@pytest.mark.parametrize("threshold", [1.5, math.nan, -1.0, 0.0, math.inf, True, 10**400])
 def test_dedup_threshold_out_of_range_is_refused(embedder: Embedder, tmp_path: Path, unit_vectors: np.ndarray,
                                                  threshold: float) -> None:
     """Issue: thresholds 1.5, nan and -1 were accepted (-1 yields every pair: quadratic)."""

@@ -32,8 +32,13 @@ def positive_float(name: str, value: object) -> float:
 def threshold(value: object) -> float:
     """A cosine threshold: finite and in (0, 1]. Below 0 every pair matches (quadratic output),
     above 1 none can, and NaN compares false with everything."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)) \
-            or not 0 < float(value) <= 1:
+    number = math.nan
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        try:
+            number = float(value)
+        except OverflowError:  # an int of 400 digits (valid JSON)
+            pass
+    if not (math.isfinite(number) and 0 < number <= 1):
         raise ArgumentError(
-            f"threshold must be a finite cosine score in (0, 1], such as 0.95, got {value!r}")
-    return float(value)
+            f"threshold must be a finite cosine score in (0, 1], such as 0.95, got {repr(value)[:40]}")
+    return number

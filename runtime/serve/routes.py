@@ -13,8 +13,8 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.security import HTTPBearer
 from starlette.responses import Response
 
-from ..collection import dedup_threshold
-from ..errors import VggsimError
+from ..collection import dedup_threshold, validate
+from ..errors import ArgumentError, VggsimError
 from ..similarity import cosine, l2_normalize
 from ..store import StoreIdentity
 from . import schemas
@@ -224,19 +224,17 @@ def add_routes(app: FastAPI) -> None:
                 value = float(value)
             except ValueError:
                 pass
-        try:  # float(): a 400-digit integer is valid JSON and overflows math.isfinite
-            valid = not isinstance(value, bool) and isinstance(value, (int, float)) and 0 < float(value) <= 1
-        except OverflowError:
-            valid = False
-        if not valid:
-            raise ApiError(400, "bad_request", "threshold must be a number in (0, 1]")
+        try:
+            value = validate.threshold(value)  # the library's rule, as `vggsim dedup --threshold` applies it
+        except ArgumentError as exc:
+            raise ApiError(400, "bad_request", str(exc)) from None
         assert state.store is not None
         started = time.perf_counter()
         assert state.search is not None
-        matches, used = await asyncio.to_thread(state.search.duplicates, snapshot, query, float(value))
+        matches, used = await asyncio.to_thread(state.search.duplicates, snapshot, query, value)
         fallback = None if used.used or used.state in ("off", "empty") else used.state
         state.metrics.searched("index" if used.used else "exact", time.perf_counter() - started, fallback)
-        return AsciiJSONResponse({**facts(state), "generation": snapshot.generation, "threshold": float(value),
+        return AsciiJSONResponse({**facts(state), "generation": snapshot.generation, "threshold": value,
                                   "is_duplicate": bool(matches), "index": used.to_dict(),
                                   "matches": [m.to_dict() for m in matches]})
 
