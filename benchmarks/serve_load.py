@@ -430,7 +430,6 @@ def _stop_on_signal(number: int, _frame: Any) -> None:
 
 def start_server(python: str, args: argparse.Namespace) -> tuple[subprocess.Popen[bytes], str]:
     """``python -m vggsim serve`` on a free loopback port, once /health/ready answers (bounded wait)."""
-    import httpx
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -441,19 +440,27 @@ def start_server(python: str, args: argparse.Namespace) -> tuple[subprocess.Pope
                                "--providers", args.providers, "--log-level", "warning"],
                               env=child_env() if python == sys.executable else None,
                               preexec_fn=_die_with_parent if _LIBC is not None else None)
-    deadline = time.monotonic() + 300
+    wait_ready(server, url, f"{python} -m vggsim serve")
+    server.probe_file = args.probe_dir / f"{port}.json" if args.probe_dir else None  # type: ignore[attr-defined]
+    return server, url
+
+
+def wait_ready(server: subprocess.Popen[bytes], url: str, what: str = "vggsim serve", seconds: float = 300) -> None:
+    """Until ``url``/health/ready answers 200 (bounded); SystemExit naming ``what`` if it exits or never does."""
+    import httpx
+
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            raise SystemExit(f"{python} -m vggsim serve exited {server.returncode}")
+            raise SystemExit(f"{what} exited {server.returncode}")
         try:
             if httpx.get(url + "/health/ready", timeout=2).status_code == 200:
-                server.probe_file = args.probe_dir / f"{port}.json" if args.probe_dir else None  # type: ignore[attr-defined]
-                return server, url
+                return
         except httpx.TransportError:
             pass
         time.sleep(0.2)
     server.kill()
-    raise SystemExit(f"{python} -m vggsim serve was not ready in 300 s")
+    raise SystemExit(f"{what} was not ready in {seconds:g} s")
 
 
 def stop_server(server: subprocess.Popen[bytes]) -> int | str:
@@ -462,6 +469,7 @@ def stop_server(server: subprocess.Popen[bytes]) -> int | str:
         return server.wait(60)
     except subprocess.TimeoutExpired:
         server.kill()
+        server.wait(10)
         return "killed"
 
 

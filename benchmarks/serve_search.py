@@ -29,7 +29,6 @@ import json
 import os
 import platform
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -41,7 +40,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from collection_workload import make, queries  # noqa: E402  (the generator index_workload.py measures)
-from serve_load import free_port, percentiles  # noqa: E402
+from serve_load import free_port, percentiles, stop_server, wait_ready  # noqa: E402
 
 BYTES_PER_VECTOR = 2200  # 2,048 of float32 + records, index codes and ids mapping (measured: 1M -> ~2.2 GB)
 DISK_LIMIT = 10 * 1000**3
@@ -106,34 +105,13 @@ def prepare(root: Path, n: int, model: str) -> dict[str, Any]:
 
 
 def serve(model: str, root: Path, index: str, providers: str) -> tuple[subprocess.Popen[bytes], str]:
-    import httpx
-
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     server = subprocess.Popen([sys.executable, "-m", "vggsim", "serve", "--model", model, "--store", str(root),
                                "--index", index, "--port", str(port), "--providers", providers,
                                "--log-level", "warning"])
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise SystemExit(f"vggsim serve exited {server.returncode}")
-        try:
-            if httpx.get(url + "/health/ready", timeout=2).status_code == 200:
-                return server, url
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    server.kill()
-    raise SystemExit("vggsim serve was not ready in 300 s")
-
-
-def stop(server: subprocess.Popen[bytes]) -> None:
-    server.send_signal(signal.SIGTERM)
-    try:
-        server.wait(60)
-    except subprocess.TimeoutExpired:
-        server.kill()
-        server.wait(10)
+    wait_ready(server, url)
+    return server, url
 
 
 def measure(url: str, pid: int, wanted: np.ndarray, k: int, seconds: float, route: str = "search",
@@ -216,7 +194,7 @@ def main() -> int:
                                         args.threshold)
                 results[mode]["load_average"] = [round(x, 2) for x in os.getloadavg()]
             finally:
-                stop(server)
+                stop_server(server)
             print(json.dumps({mode: {k: v for k, v in results[mode].items() if k != "_found"}}), flush=True)
         report["index"] = {k: v for k, v in results["auto"].items() if k != "_found"}
         report["exact"] = {k: v for k, v in results["off"].items() if k != "_found"}

@@ -12,16 +12,14 @@ import pytest
 
 from vggsim import Embedder
 from vggsim.collection import StoreReader
-from vggsim.store import Record, Store, StoreIdentity
 
 pytest.importorskip("pyarrow")
 
+from test_collection_lib import synthetic_store  # noqa: E402  (a store of made-up vectors, no model run)
+
 
 def _store(root: Path, embedder: Embedder, rows: int = 6) -> Path:
-    vectors = np.random.default_rng(0).standard_normal((rows, embedder.dim)).astype(np.float32)
-    with Store.open_for_writing(root, StoreIdentity.of(embedder)) as writer:
-        for n, vector in enumerate(vectors):
-            writer.add(Record(f"/synthetic/{n}.jpg", "ok", 1, 1), vector)
+    synthetic_store(root, embedder, np.random.default_rng(0).standard_normal((rows, embedder.dim)).astype(np.float32))
     return root
 
 
