@@ -45,7 +45,8 @@ DUPLICATE_INDEX_LIMIT = 4096
 #: candidates per match wanted, re-scored exactly (search's 100 is for recall@k at k = 10). Measured on
 #: a 1M-vector store (IVF1024,PQ64; 6 queries, thresholds 0.99 and 0.95, up to 991 duplicates each):
 #: 1 missed most duplicates at 0.95, 4 and more found every one; 10 keeps a margin, at 5 ms (0.99)
-#: and 0.2 s (0.95) a query where 100 took 10 ms and 1.1 s
+#: and 0.2 s (0.95) a query where 100 took 10 ms and 1.1 s (README, "Duplicate checks on a large
+#: store"; benchmarks/duplicates_check.py reruns the sweep)
 DUPLICATE_RERANK = 10
 
 
