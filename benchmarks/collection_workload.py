@@ -60,13 +60,13 @@ def main() -> None:
 
         store = Store.open(root)
         if command == "search":
-            from vggsim.search import exact_topk
+            from vggsim.search.exact import exact_topk
 
             ids, _ = exact_topk(queries(root), store.blocks(), 10)
             np.save(root / "exact_ids.npy", ids)
             result = {"queries": 10}
         elif command == "ann":
-            from vggsim.search import AnnIndex, recall_at_k
+            from vggsim.search.exact import AnnIndex, recall_at_k
 
             index = AnnIndex.build(store.blocks(), 512)
             built = time.perf_counter() - started
@@ -76,7 +76,7 @@ def main() -> None:
                       "recall_at_10": recall_at_k(np.load(root / "exact_ids.npy"), ids)}
         elif command == "dedup":
             from vggsim.collection import DEDUP_BLOCK_ROWS
-            from vggsim.dedup import group_pairs, similar_pairs
+            from vggsim.search.pairs import group_pairs, similar_pairs
 
             groups = group_pairs(similar_pairs(lambda: store.blocks(DEDUP_BLOCK_ROWS), float(sys.argv[3])))
             result = {"groups": len(groups)}

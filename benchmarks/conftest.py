@@ -64,7 +64,7 @@ def keras_model(weights_file: Path) -> Any:
 
 def machine_line() -> str:
     """The CPU these figures came from, with the SIMD flags that decide onnxruntime's kernels."""
-    from vggsim.bench import hardware
+    from vggsim.tools.bench import hardware
 
     found = hardware()
     return f"{found['cpu']}, {found['usable_cpus']} usable CPUs, SIMD: {' '.join(found['simd']) or 'unknown'}"

@@ -54,7 +54,7 @@ def child(spec: dict[str, Any]) -> None:
     import numpy as np
 
     from vggsim import Embedder
-    from vggsim.session_profile import PROFILES, SessionProfile
+    from vggsim.model.profiles import PROFILES, SessionProfile
 
     warnings.simplefilter("ignore")
     base = PROFILES[spec["profile"]]
@@ -146,7 +146,7 @@ def measure(precision: str, model: Path, image: str, runs: int, root: Path) -> l
 
 def int8_model(fp32: Path) -> Path:
     """The int8 variant of ``fp32``, made once into /tmp (keyed by the fp32 model's sha256)."""
-    from vggsim.manifest import read_manifest
+    from vggsim.model.manifest import read_manifest
 
     sha = read_manifest(fp32, verify=False).model_sha256
     out = Path(tempfile.gettempdir()) / f"vggsim-edge-int8-{sha[:12]}"
@@ -159,7 +159,7 @@ def int8_model(fp32: Path) -> Path:
 
 
 def default_image(root: Path) -> str:
-    from vggsim.samples import sample_photos
+    from vggsim.tools.samples import sample_photos
 
     photos = sample_photos()
     if photos:
@@ -197,7 +197,7 @@ def main() -> int:
     if args.child:
         child(json.loads(args.child))
         return 0
-    from vggsim.bench import hardware
+    from vggsim.tools.bench import hardware
 
     root = Path(tempfile.mkdtemp(prefix="vggsim-edge-memory-"))
     try:

@@ -28,7 +28,7 @@ from collection_workload import peak_mb
 def queries(root: Path, n: int = 10) -> np.ndarray:
     """collection_workload.queries (same rows, same noise), its rows read by pread: indexing a memory
     map of the shard would map whole large folios and add up to a shard's size to the search's peak."""
-    from vggsim.index.search import read_rows
+    from vggsim.search.ivf.query import read_rows
 
     rng = np.random.default_rng(1)
     path = next((root / "vectors").glob("*.npy"))
@@ -50,14 +50,14 @@ def main() -> None:
     store = Store.open(root)
     result: dict[str, object]
     if command == "exact":
-        from vggsim.search import exact_topk
+        from vggsim.search.exact import exact_topk
 
         n = int(sys.argv[3])
         ids, _ = exact_topk(queries(root, n), store.blocks(), 10)
         np.save(root / "exact_q.npy", ids)
         result = {"queries": n}
     elif command == "build":
-        from vggsim.index import build_index
+        from vggsim.search.ivf import build_index
 
         summary = build_index(store)
         result = {"vectors": summary.vectors, "factory": summary.params.factory, "nprobe": summary.params.nprobe,
@@ -65,8 +65,8 @@ def main() -> None:
                   "build_s": round(summary.seconds, 1)}
     elif command == "search":
         from vggsim.collection import search_store
-        from vggsim.index import OnDiskIndex
-        from vggsim.search import recall_at_k
+        from vggsim.search.ivf import OnDiskIndex
+        from vggsim.search.exact import recall_at_k
 
         exact = np.load(root / "exact_q.npy")
         wanted = queries(root, len(exact))
@@ -91,8 +91,8 @@ def main() -> None:
                   "ms_per_query_p95": round(float(np.percentile(times, 95)) * 1000, 2),
                   "ms_per_query_batched_with_paths": round(batch_ms, 2), "open_and_first_query_ms": round(first_ms, 1)}
     elif command == "sweep":
-        from vggsim.index import OnDiskIndex
-        from vggsim.search import recall_at_k
+        from vggsim.search.ivf import OnDiskIndex
+        from vggsim.search.exact import recall_at_k
 
         exact = np.load(root / "exact_q.npy")
         wanted = queries(root, len(exact))

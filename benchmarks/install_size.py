@@ -171,7 +171,7 @@ def report_install(python: Path, label: str, seconds: float, no_deps: bool) -> d
 
 def default_image(work: Path) -> str:
     try:
-        from vggsim.samples import sample_photos
+        from vggsim.tools.samples import sample_photos
 
         photos = sample_photos()
     except ImportError:
@@ -237,7 +237,7 @@ def main() -> int:
             else:
                 entry["edge_equal_to_default"] = bool(np.array_equal(np.load(venv / "edge.npy"), vectors[label]))
             installs.append(entry)
-        from vggsim.bench import hardware
+        from vggsim.tools.bench import hardware
 
         report = {"date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "hardware": hardware(),
                   "python": sys.version.split()[0], "wheel": wheel.name, "image": image, "model": args.model,

@@ -171,8 +171,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from vggsim.export.int8_settings import CANDIDATES, SETTINGS_BY_ISA
     from vggsim.export.variants import quantize_int8
-    from vggsim.manifest import read_manifest
-    from vggsim.session import create_session
+    from vggsim.model.manifest import read_manifest
+    from vggsim.model.session import create_session
 
     names = args.only.split(",") if args.only else list(AVX2_CANDIDATES)
     by_name = {c.name: c for c in CANDIDATES}

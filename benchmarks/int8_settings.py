@@ -58,7 +58,7 @@ def held_out_inputs(preprocess: Any) -> tuple[list[Path], list[Path], np.ndarray
     """The calibration photos, the held-out real photos and their model inputs; None (after saying
     why on stderr) without the sample photos."""
     from vggsim.export.variants import split_photos
-    from vggsim.preprocess import load_image
+    from vggsim.images.preprocess import load_image
 
     calibration, held_out = split_photos(None)
     photos = real_photos(held_out)
@@ -129,8 +129,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from vggsim.export.int8_settings import CANDIDATES, SAME_SPEED_BAND, SETTINGS_BY_ISA, detect_isa, pick
     from vggsim.export.variants import quantize_int8
-    from vggsim.manifest import read_manifest
-    from vggsim.session import create_session
+    from vggsim.model.manifest import read_manifest
+    from vggsim.model.session import create_session
 
     base = read_manifest(args.model)
     wanted = [c for c in CANDIDATES if not args.only or c.name in args.only.split(",")]

@@ -324,7 +324,7 @@ def probe_serve(out: str, cli_args: list[str]) -> int:
     import atexit
     import threading
 
-    import vggsim.embedder
+    import vggsim.model.embedder
     import vggsim.serve.app
     import vggsim.serve.decoding
 
@@ -342,7 +342,7 @@ def probe_serve(out: str, cli_args: list[str]) -> int:
         return wrapper
 
     vggsim.serve.decoding.Decoder.decode_sync = timed("decode", vggsim.serve.decoding.Decoder.decode_sync)
-    vggsim.embedder.Embedder.run = timed("run", vggsim.embedder.Embedder.run)
+    vggsim.model.embedder.Embedder.run = timed("run", vggsim.model.embedder.Embedder.run)
     create_app = vggsim.serve.app.create_app
 
     def probed_app(*a: Any, **k: Any) -> Any:

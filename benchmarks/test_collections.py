@@ -20,7 +20,7 @@ import pytest
 
 from conftest import RESULTS
 from vggsim import Embedder, sample_photos
-from vggsim.pipeline import iter_embeddings
+from vggsim.ingest.pipeline import iter_embeddings
 
 WORKLOAD = Path(__file__).with_name("collection_workload.py")
 

@@ -23,7 +23,7 @@ import pytest
 from conftest import RESULTS
 from vggsim import Embedder, sample_photos
 from vggsim.collection import embed_into_store
-from vggsim.session import usable_cpus
+from vggsim.model.session import usable_cpus
 from vggsim.store import Record, Store, StoreIdentity
 
 pytest.importorskip("ray", reason="needs the ray extra: pip install 'vggsim[ray]'")
@@ -47,7 +47,7 @@ def _folder(root: Path, count: int) -> Path:
 def test_ray_throughput_against_local(bench_model: Path, tmp_path: Path) -> None:
     import ray
 
-    from vggsim.ray_embed import embed_dataset
+    from vggsim.ray.embed import embed_dataset
 
     cpus = usable_cpus()
     folder, warm = _folder(tmp_path / "photos", IMAGES), _folder(tmp_path / "warm", 8)

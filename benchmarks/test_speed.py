@@ -20,8 +20,8 @@ from PIL import Image
 
 from conftest import RESULTS
 from vggsim import Embedder, PreprocessSpec, l2_normalize, sample_photos
-from vggsim.bench import VGG16_GFLOP, matmul_peak, timed
-from vggsim.pipeline import iter_embeddings
+from vggsim.tools.bench import VGG16_GFLOP, matmul_peak, timed
+from vggsim.ingest.pipeline import iter_embeddings
 
 
 @pytest.fixture(scope="module")

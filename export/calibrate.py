@@ -1,7 +1,7 @@
 """The near-duplicate threshold of a model, measured at export on its own weights.
 
-It is recorded in the manifest's ``dedup`` block (:class:`vggsim.manifest.DedupCalibration`),
-which ``vggsim dedup`` reads; finding the pairs is the runtime's job (:mod:`vggsim.dedup`).
+It is recorded in the manifest's ``dedup`` block (:class:`vggsim.model.manifest.DedupCalibration`),
+which ``vggsim dedup`` reads; finding the pairs is the runtime's job (:mod:`vggsim.search.pairs`).
 Needs no TensorFlow: it runs the exported ONNX model.
 """
 
@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
 
-from vggsim.manifest import DedupCalibration
-from vggsim.preprocess import PreprocessSpec, load_image
-from vggsim.samples import sample_photos
-from vggsim.session import create_session
+from vggsim.model.manifest import DedupCalibration
+from vggsim.images.preprocess import PreprocessSpec, load_image
+from vggsim.tools.samples import sample_photos
+from vggsim.model.session import create_session
 from vggsim.similarity import l2_normalize
 
 from .convert import onnx_embed

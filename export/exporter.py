@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 from collections.abc import Callable, Sequence
 
-from vggsim.manifest import (MANIFEST_FILE, MODEL_FILE, DedupCalibration, Manifest, ModelFile, ParityRecord, TensorInfo,
+from vggsim.model.manifest import (MANIFEST_FILE, MODEL_FILE, DedupCalibration, Manifest, ModelFile, ParityRecord, TensorInfo,
                              WeightsInfo, sha256_file)
-from vggsim.preprocess import DEFAULT_SPEC, PreprocessSpec
-from vggsim.samples import sample_photos
-from vggsim.session import create_session
+from vggsim.images.preprocess import DEFAULT_SPEC, PreprocessSpec
+from vggsim.tools.samples import sample_photos
+from vggsim.model.session import create_session
 
 from .calibrate import calibrate_model
 from .convert import BATCH_DIM, DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, finish, onnx_embed, to_onnx
@@ -114,7 +114,7 @@ def export_model(
         finish(proto, staged_model, {
             "vggsim.normalization": normalization, "vggsim.weights": weights_info["source"],
             "vggsim.weights_sha256": weights_info["sha256"], "vggsim.input": "NHWC float32 0-255 RGB",
-            "vggsim.preprocess": spec.to_dict(),
+            "vggsim.images.preprocess": spec.to_dict(),
         })
         parity = _verify(model, staged_model, normalization, photos, tolerance, log) if verify else None
         manifest = build_manifest(staged_model, normalization=normalization,

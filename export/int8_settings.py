@@ -159,7 +159,7 @@ def choose(isa: str | None = None) -> tuple[str, IsaChoice]:
 
 
 def tuning_record(isa: str, choice: IsaChoice, export_isa: str) -> dict[str, Any]:
-    """The manifest's ``quantization.tuning`` block (read by vggsim.manifest_schema.Int8Tuning)."""
+    """The manifest's ``quantization.tuning`` block (read by vggsim.model.manifest.schema.Int8Tuning)."""
     return {"isa": isa, "measured": choice.measured, "source": choice.source,
             "measured_isas": sorted(k for k, v in SETTINGS_BY_ISA.items() if v.measured),
             "export_cpu_isa": export_isa, "settings": choice.settings.to_dict()}

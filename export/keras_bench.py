@@ -1,5 +1,5 @@
 """The Keras side of ``vggsim bench --keras``: the recipe's own ``model.predict``, timed on the
-same machine as the ONNX models. Imported by :mod:`vggsim.bench` only when asked for, so the
+same machine as the ONNX models. Imported by :mod:`vggsim.tools.bench` only when asked for, so the
 runtime never loads Keras or TensorFlow otherwise.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from vggsim.bench import timed_within
+from vggsim.tools.bench import timed_within
 from vggsim.errors import MissingExtraError
 
 from .keras_model import build_model, random_vgg16

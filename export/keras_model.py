@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from vggsim.errors import MissingExtraError
-from vggsim.manifest import sha256_file
+from vggsim.model.manifest import sha256_file
 
 from .errors import WeightsError
 

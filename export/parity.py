@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from PIL import Image
 
-from vggsim.preprocess import load_image
+from vggsim.images.preprocess import load_image
 from vggsim.similarity import cosine_similarity, l2_normalize
 
 from .errors import ParityError

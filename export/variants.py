@@ -22,10 +22,19 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from vggsim.errors import require
-from vggsim.manifest import MANIFEST_FILE, MODEL_FILE, Manifest, ModelFile, VariantAccuracy, VariantOf, read_manifest, sha256_file
-from vggsim.preprocess import PreprocessSpec, load_image
-from vggsim.samples import sample_photos
-from vggsim.session import create_session
+from vggsim.model.manifest import (
+    MANIFEST_FILE,
+    MODEL_FILE,
+    Manifest,
+    ModelFile,
+    VariantAccuracy,
+    VariantOf,
+    read_manifest,
+    sha256_file,
+)
+from vggsim.images.preprocess import PreprocessSpec, load_image
+from vggsim.tools.samples import sample_photos
+from vggsim.model.session import create_session
 from vggsim.similarity import l2_normalize
 
 from .calibrate import NEAR_DUPLICATE_EDITS

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .collection import (
+from vggsim.collection import (
     DuplicateGroup,
     EmbedProgress,
     EmbedSummary,
@@ -13,9 +13,9 @@ from .collection import (
     search_images,
     search_store,
 )
-from .decode import ALLOWED_FORMATS, DEFAULT_MAX_PIXELS
-from .embedder import Embedder
-from .errors import (
+from vggsim.images.decode import ALLOWED_FORMATS, DEFAULT_MAX_PIXELS
+from vggsim.model.embedder import Embedder
+from vggsim.errors import (
     ImageError,
     MissingExtraError,
     ModelError,
@@ -24,12 +24,12 @@ from .errors import (
     StoreError,
     VggsimError,
 )
-from .manifest import Manifest, read_manifest
-from .pipeline import EmbedResult, iter_embeddings
-from .preprocess import DEFAULT_SPEC, PreprocessSpec, load_image, to_rgb
-from .samples import sample_photos
-from .session import available_providers, usable_cpus
-from .similarity import cosine, cosine_similarity, l2_normalize
+from vggsim.model.manifest import Manifest, read_manifest
+from vggsim.ingest.pipeline import EmbedResult, iter_embeddings
+from vggsim.images.preprocess import DEFAULT_SPEC, PreprocessSpec, load_image, to_rgb
+from vggsim.tools.samples import sample_photos
+from vggsim.model.session import available_providers, usable_cpus
+from vggsim.similarity import cosine, cosine_similarity, l2_normalize
 
 __version__ = "0.1.0"
 

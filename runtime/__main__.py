@@ -1,5 +1,5 @@
 """``python -m vggsim``: the same as the ``vggsim`` command."""
 
-from .cli import main
+from vggsim.cli import main
 
 raise SystemExit(main())

@@ -1,50 +1,107 @@
 #!/usr/bin/env bash
-# Set up and run every test: lint and types, the default run and the heavy cases (-m slow) in
-# the full environment, then the runtime tests again in a second environment that has no
-# TensorFlow at all, and last the emulated aarch64 parity check. The Pillow corpus test runs
-# where ../shared exists (the header says so).
-set -euo pipefail
+# Set up and run every check, from a fresh clone: lint and types, the default tests and the heavy
+# ones (-m slow) in the full environment, the docs build, the release (wheel and sdist built,
+# `twine check`ed, the wheel installed in a fresh venv without TensorFlow and the runtime tests
+# run against it), and last the emulated aarch64 parity check.
+#
+# Every stage runs even when an earlier one failed (a stage that needs the full environment is
+# skipped, and says so, only when that environment could not be set up). The summary at the end
+# lists each stage with its result and time, and the exit status is non-zero if any failed.
+#
+# Environment: PYTHON (default python3), VGGSIM_SKIP_AARCH64=1 (skip the 4-8 minute emulated
+# check on purpose), VGGSIM_STAGES="lint tests ..." (run only these stages, after setup).
+set -uo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 export TF_CPP_MIN_LOG_LEVEL=3 PIP_DISABLE_PIP_VERSION_CHECK=1
 PYTEST=(-p no:cacheprovider --durations=10)
+EXTRAS=export,test,ann,fp16,serve,ray,edge-bench,store,docs
+T0=$SECONDS
+NAMES=() RESULTS=() FAILED=0 PASSED=0 SETUP_OK=0
 
-EXTRAS=export,test,ann,fp16,serve,ray,edge-bench
-echo "== full environment (.venv): vggsim[$EXTRAS]"
-[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip setuptools wheel
-.venv/bin/python -m pip install -q -e ".[$EXTRAS]" "mypy==2.4.1" "ruff==0.17.6"
-# The web page test drives Debian's chromium through chromedriver (never a downloaded browser).
-# Install them where this runs as root with apt; elsewhere the test skips and says why.
-if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } \
-      || echo "chromium could not be installed: tests/test_serve_page.py will skip"
+want() { [ -z "${VGGSIM_STAGES:-}" ] || [[ " $VGGSIM_STAGES " == *" $1 "* ]]; }
+
+stage() {  # stage NAME FUNCTION: run it, record "passed"/"FAILED (exit N)" and its time
+  local name=$1 fn=$2 t0=$SECONDS rc
+  want "$name" || return 0
+  echo
+  echo "== [$(( SECONDS - T0 ))s] $name"
+  if [ "$name" != setup ] && [ "$SETUP_OK" != 1 ] && [ "$fn" != aarch64 ]; then
+    NAMES+=("$name") RESULTS+=("skipped: the setup stage failed")
+    FAILED=$((FAILED + 1))
+    return 0
   fi
-fi
-.venv/bin/ruff check runtime export tests benchmarks scripts
-.venv/bin/mypy
-echo "== default run (what a bare \`pytest\` runs)"
-.venv/bin/python -m pytest -q "${PYTEST[@]}" tests
-echo "== heavy cases (-m slow)"
-.venv/bin/python -m pytest -q "${PYTEST[@]}" tests -m slow
+  "$fn"
+  rc=$?
+  NAMES+=("$name")
+  if [ $rc = 0 ]; then RESULTS+=("passed in $(( SECONDS - t0 )) s"); PASSED=$((PASSED + 1))
+  else RESULTS+=("FAILED (exit $rc) after $(( SECONDS - t0 )) s"); FAILED=$((FAILED + 1)); fi
+}
 
-echo "== runtime-only environment (.venv-runtime): vggsim[test], no TensorFlow"
-rm -rf .venv-runtime .cache/test-model
-"$PYTHON" -m venv .venv-runtime
-.venv-runtime/bin/python -m pip install -q --upgrade pip
-.venv-runtime/bin/python -m pip install -q ".[test]"
-.venv/bin/vggsim export --weights random --seed 0 --out .cache/test-model --no-verify
-VGGSIM_TEST_MODEL="$PWD/.cache/test-model" VGGSIM_RUNTIME_ONLY=1 \
-  .venv-runtime/bin/python -m pytest -q "${PYTEST[@]}" tests -m "not export and not slow"
+setup() {
+  [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv || return
+  .venv/bin/python -m pip install -q --upgrade pip setuptools wheel || return
+  .venv/bin/python -m pip install -q -e ".[$EXTRAS]" "mypy==2.4.1" "ruff==0.17.6" "build>=1.2" "twine>=5" || return
+  # The web page test drives Debian's chromium through chromedriver (never a downloaded browser).
+  # Install them where this runs as root with apt; elsewhere the test skips and says why.
+  if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } \
+        || echo "chromium could not be installed: the web page test will skip"
+    fi
+  fi
+  # One random-weight model for the stages that run outside pytest's own session fixture.
+  rm -rf .cache/test-model
+  .venv/bin/vggsim export --weights random --seed 0 --out .cache/test-model --no-verify >/dev/null || return
+  SETUP_OK=1
+}
 
-echo "== aarch64 parity (emulated arm64 Python: scripts/aarch64/check.sh)"
-# Needs qemu-user-static and mmdebstrap, which it installs with apt where this runs as root;
-# elsewhere it says so and skips. VGGSIM_SKIP_AARCH64=1 skips it on purpose (about 4-8 minutes).
-if [ -n "${VGGSIM_SKIP_AARCH64:-}" ]; then
-  echo "skipped: VGGSIM_SKIP_AARCH64 is set"
-elif [ "$(id -u)" != 0 ] && ! { command -v qemu-aarch64-static && command -v mmdebstrap; } >/dev/null 2>&1; then
-  echo "skipped: needs qemu-user-static and mmdebstrap (apt-get install, as root)"
-else
+lint() { .venv/bin/ruff check runtime export tests benchmarks scripts; }
+types() { .venv/bin/mypy; }
+tests_default() { .venv/bin/python -m pytest -q "${PYTEST[@]}" tests; }
+tests_slow() { .venv/bin/python -m pytest -q "${PYTEST[@]}" tests -m slow; }
+docs() { .venv/bin/mkdocs build --strict --quiet --site-dir .cache/site; }
+
+release() {
+  # What a user installs: the built wheel in a fresh venv without TensorFlow, the runtime tests
+  # run against it (not against the checkout).
+  rm -rf dist .venv-wheel
+  .venv/bin/python -m build --quiet --outdir dist . >/dev/null || return
+  .venv/bin/twine check --strict dist/* || return
+  "$PYTHON" -m venv .venv-wheel || return
+  .venv-wheel/bin/python -m pip install -q --upgrade pip || return
+  .venv-wheel/bin/python -m pip install -q "$(ls dist/vggsim-*.whl)[test,store,ann,serve]" || return
+  local where
+  where=$(cd /tmp && "$OLDPWD/.venv-wheel/bin/python" -c 'import vggsim; print(vggsim.__file__)') || return
+  case $where in "$PWD/.venv-wheel/"*) echo "runtime tests against the installed wheel: $where" ;;
+    *) echo "vggsim imports from $where, not from the installed wheel" >&2; return 1 ;; esac
+  VGGSIM_TEST_MODEL="$PWD/.cache/test-model" VGGSIM_RUNTIME_ONLY=1 \
+    .venv-wheel/bin/python -m pytest -q "${PYTEST[@]}" tests -m "not export and not slow"
+}
+
+aarch64() {
+  # Needs qemu-user-static and mmdebstrap, which it installs with apt where this runs as root.
+  if [ -n "${VGGSIM_SKIP_AARCH64:-}" ]; then echo "skipped: VGGSIM_SKIP_AARCH64 is set"; return 0; fi
+  if [ "$(id -u)" != 0 ] && ! { command -v qemu-aarch64-static && command -v mmdebstrap; } >/dev/null 2>&1; then
+    echo "skipped: needs qemu-user-static and mmdebstrap (apt-get install, as root)"; return 0
+  fi
+  [ -f .cache/test-model/manifest.json ] || { echo "no test model: the setup stage failed" >&2; return 1; }
   VGGSIM_TEST_MODEL="$PWD/.cache/test-model" VGGSIM_HOST_PYTHON="$PWD/.venv/bin/python" bash scripts/aarch64/check.sh
-fi
+}
+
+stage setup setup
+stage lint lint
+stage types types
+stage tests tests_default
+stage tests-slow tests_slow
+stage docs docs
+stage release release
+stage aarch64 aarch64
+
+echo
+echo "== summary ($(( (SECONDS - T0) / 60 )) min $(( (SECONDS - T0) % 60 )) s on $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) CPUs)"
+for i in "${!NAMES[@]}"; do printf '  %-11s %s\n' "${NAMES[$i]}" "${RESULTS[$i]}"; done
+peak=/sys/fs/cgroup/memory/memory.max_usage_in_bytes
+[ -r $peak ] && echo "  peak memory of this machine's cgroup: $(( $(cat $peak) / 1048576 )) MiB (all processes, not only this run)"
+echo "stages: $PASSED passed, $FAILED failed"
+[ "$FAILED" = 0 ]

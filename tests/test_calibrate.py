@@ -8,7 +8,7 @@ from pathlib import Path
 
 from vggsim import Embedder
 from vggsim.export.calibrate import NEAR_DUPLICATE_EDITS, calibrate_threshold
-from vggsim.manifest import DedupCalibration
+from vggsim.model.manifest import DedupCalibration
 
 
 def test_calibration_measures_edits_against_distinct_photos(embedder: Embedder, photos: list[Path]) -> None:
@@ -22,12 +22,12 @@ def test_calibration_measures_edits_against_distinct_photos(embedder: Embedder, 
 
 
 def test_calibration_and_keras_bench_left_the_runtime() -> None:
-    import vggsim.bench
-    import vggsim.dedup
+    import vggsim.tools.bench
+    import vggsim.search.pairs
 
-    assert not hasattr(vggsim.dedup, "calibrate_threshold") and not hasattr(vggsim.dedup, "NEAR_DUPLICATE_EDITS")
-    assert not hasattr(vggsim.bench, "keras_figures")
-    code = ("import sys, vggsim.bench, vggsim.export.calibrate, vggsim.export.keras_bench; "
+    assert not hasattr(vggsim.search.pairs, "calibrate_threshold") and not hasattr(vggsim.search.pairs, "NEAR_DUPLICATE_EDITS")
+    assert not hasattr(vggsim.tools.bench, "keras_figures")
+    code = ("import sys, vggsim.tools.bench, vggsim.export.calibrate, vggsim.export.keras_bench; "
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'keras', 'tf2onnx'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)
     assert out.stdout.strip() == "[]"

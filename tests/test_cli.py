@@ -412,7 +412,7 @@ def test_search_with_other_preprocessing_than_the_store_is_refused(model_dir: Pa
 def test_plots_of_a_random_weight_model_say_so_in_the_title(command: str, model_dir: Path, library: Path,
                                                             photos: list[Path], tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    from vggsim import plot
+    from vggsim.tools import plot
 
     titles: list[str | None] = []
     monkeypatch.setattr(plot, "contact_sheet", lambda rows, out, title=None: titles.append(title))

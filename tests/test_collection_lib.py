@@ -34,7 +34,7 @@ from vggsim.collection import (
 from vggsim.collection import embed as embed_module
 from vggsim.store import Record, Store, StoreIdentity
 from vggsim.errors import ImageError
-from vggsim.pipeline import EmbedResult
+from vggsim.ingest.pipeline import EmbedResult
 
 pytest.importorskip("pyarrow")
 

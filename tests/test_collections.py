@@ -17,8 +17,8 @@ from PIL import Image
 
 from test_bad_input import png_header_claiming
 from vggsim import Embedder, StoreError
-from vggsim.pipeline import iter_embeddings
-from vggsim.sources import iter_inputs
+from vggsim.ingest.pipeline import iter_embeddings
+from vggsim.ingest.sources import iter_inputs
 from vggsim.store import Store, StoreIdentity
 
 pytest.importorskip("pyarrow")
@@ -98,7 +98,7 @@ def test_pipeline_accounts_for_every_file(embedder: Embedder, tmp_path: Path, ph
 
 def test_a_stuck_decode_is_reported_and_the_run_finishes(embedder: Embedder, photos: list[Path],
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    from vggsim import pipeline
+    from vggsim.ingest import pipeline
 
     real = pipeline.read_file
 

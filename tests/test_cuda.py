@@ -18,8 +18,8 @@ import pytest
 import onnxruntime
 
 from vggsim import Embedder, l2_normalize
-from vggsim.cuda_runner import CudaRunner
-from vggsim.session import CUDA_SETTINGS, create_session, cuda_setting
+from vggsim.model.cuda.runner import CudaRunner
+from vggsim.model.session import CUDA_SETTINGS, create_session, cuda_setting
 
 REQUIRE_CUDA = os.environ.get("VGGSIM_REQUIRE_CUDA") == "1"
 needs_cuda = pytest.mark.skipif(
@@ -32,7 +32,7 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def test_cuda_settings_resolve_to_provider_options(monkeypatch: pytest.MonkeyPatch) -> None:
-    from vggsim import session
+    from vggsim.model import session
 
     monkeypatch.setattr(session, "available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     for name, setting in CUDA_SETTINGS.items():

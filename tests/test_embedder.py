@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from vggsim import Embedder, ImageError, ModelError, ProviderError, RandomWeightsWarning, load_image
-from vggsim.session import resolve_providers, usable_cpus
+from vggsim.model.session import resolve_providers, usable_cpus
 
 
 def test_embed_shapes_dtype_and_order(embedder: Embedder, photos: list[Path]) -> None:
@@ -110,7 +110,7 @@ def test_optimized_graph_cache_and_io_binding(model_dir: Path, tmp_path: Path, p
 
 
 def test_provider_resolution_on_a_gpu_build(monkeypatch: pytest.MonkeyPatch) -> None:
-    from vggsim import session
+    from vggsim.model import session
 
     monkeypatch.setattr(session, "available_providers",
                         lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"])
@@ -126,7 +126,7 @@ def test_provider_resolution_on_a_gpu_build(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_cgroup_quota_caps_the_thread_count(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from vggsim import session
+    from vggsim.model import session
 
     v2 = tmp_path / "v2"
     v2.mkdir()
@@ -156,7 +156,7 @@ def test_embedder_is_not_changed_after_construction(embedder: Embedder, name: st
 def test_spec_and_max_pixels_are_given_to_the_constructor(model_dir: Path) -> None:
     import dataclasses
 
-    from vggsim.manifest import read_manifest
+    from vggsim.model.manifest import read_manifest
 
     spec = dataclasses.replace(read_manifest(model_dir).preprocess, exif_transpose=True)
     embedder = Embedder(model_dir, providers="cpu", spec=spec, max_pixels=1000)
@@ -180,17 +180,17 @@ def _png(width: int, height: int) -> bytes:
 
 def test_every_onnxruntime_session_is_made_by_session_py() -> None:
     root = Path(__file__).resolve().parents[1]
-    makers = [str(p.relative_to(root)) for folder in ("runtime", "export") for p in sorted((root / folder).glob("*.py"))
+    makers = [str(p.relative_to(root)) for folder in ("runtime", "export") for p in sorted((root / folder).rglob("*.py"))
               if "InferenceSession(" in p.read_text(encoding="utf-8")]
-    assert makers == ["runtime/session.py"]
+    assert makers == ["runtime/model/session.py"]
 
 
 def test_session_from_model_bytes_without_optimisation() -> None:
     import onnxruntime
 
-    from vggsim.session import create_session
+    from vggsim.model.session import create_session
 
-    model = (Path(__file__).resolve().parents[1] / "runtime" / "bench_matmul.onnx").read_bytes()
+    model = (Path(__file__).resolve().parents[1] / "runtime" / "tools" / "bench_matmul.onnx").read_bytes()
     session, provider = create_session(model, "cpu", threads=1, optimize=False)
     assert provider == "CPUExecutionProvider"
     options = session.get_session_options()

@@ -11,14 +11,14 @@ from PIL import Image
 
 from conftest import needs_tensorflow
 from vggsim import Embedder, cosine_similarity
-from vggsim.manifest import read_manifest
+from vggsim.model.manifest import read_manifest
 
 pytestmark = [needs_tensorflow, pytest.mark.export]
 
 
 def test_manifest_records_every_fact(model_dir: Path) -> None:
     manifest = json.loads((model_dir / "manifest.json").read_text())
-    from vggsim.manifest import sha256_file
+    from vggsim.model.manifest import sha256_file
 
     assert manifest["model"]["sha256"] == sha256_file(model_dir / "model.onnx")
     assert manifest["embedding_dim"] == 512 and manifest["opset"] == 17

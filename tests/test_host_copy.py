@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from vggsim import Embedder, ImageError
-from vggsim.host_copy import PARALLEL_MIN_BYTES, copy_rows, first_non_finite
+from vggsim.model.host_copy import PARALLEL_MIN_BYTES, copy_rows, first_non_finite
 
 
 def _batch(rows: int) -> np.ndarray:

@@ -82,4 +82,4 @@ def test_wheel_holds_vggsim_and_vggsim_export_only(tmp_path: Path) -> None:
     assert "vggsim/py.typed" in names
     assert not any(part in n for n in names for part in ("tests/", "models/", "benchmarks/"))
     # the only ONNX file is the tiny matmul graph `vggsim bench` times; no exported model
-    assert [n for n in names if n.endswith(".onnx")] == ["vggsim/bench_matmul.onnx"]
+    assert [n for n in names if n.endswith(".onnx")] == ["vggsim/tools/bench_matmul.onnx"]

@@ -1,4 +1,4 @@
-"""The on-disk IVF index (vggsim.index, `vggsim index build`, `vggsim search --index`), on small stores."""
+"""The on-disk IVF index (vggsim.search.ivf, `vggsim index build`, `vggsim search --index`), on small stores."""
 
 from __future__ import annotations
 
@@ -15,14 +15,14 @@ import pytest
 from vggsim import StoreError
 from vggsim.cli import main
 from vggsim.collection import search_store
-from vggsim.search import exact_topk
+from vggsim.search.exact import exact_topk
 from vggsim.store import Record, Store, StoreIdentity
 
 pytest.importorskip("pyarrow")
 faiss = pytest.importorskip("faiss")
 
-from vggsim.index import OnDiskIndex, build_index, choose  # noqa: E402
-from vggsim.index.params import IndexParams  # noqa: E402
+from vggsim.search.ivf import OnDiskIndex, build_index, choose  # noqa: E402
+from vggsim.search.ivf.params import IndexParams  # noqa: E402
 
 DIM = 64
 
@@ -197,7 +197,7 @@ def test_without_faiss_the_pip_hint_and_exit_2(command: list[str], no_faiss: dic
 
 
 def test_import_vggsim_does_not_import_faiss() -> None:
-    code = "import sys, vggsim, vggsim.index, vggsim.cli; assert 'faiss' not in sys.modules, 'faiss imported'"
+    code = "import sys, vggsim, vggsim.search.ivf, vggsim.cli; assert 'faiss' not in sys.modules, 'faiss imported'"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 

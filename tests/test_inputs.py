@@ -18,8 +18,8 @@ import pytest
 from PIL import Image
 
 from vggsim import Embedder, ImageError, PreprocessSpec, cosine_similarity
-from vggsim.preprocess import RESAMPLE_FILTERS, prepare, to_rgb
-from vggsim.sources import iter_inputs
+from vggsim.images.preprocess import RESAMPLE_FILTERS, prepare, to_rgb
+from vggsim.ingest.sources import iter_inputs
 
 
 def bounded(seconds: float, function: Callable[[], Any]) -> Any:
@@ -106,7 +106,7 @@ def _random_modes(rng: np.random.Generator, width: int, height: int) -> dict[str
 @pytest.mark.parametrize("size", [(97, 31), (31, 97), (300, 301), (640, 90), (90, 640), (1, 1), (5, 400)])
 def test_strip_conversion_is_bit_identical_to_the_whole_image_rule(size: tuple[int, int],
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    from vggsim import convert
+    from vggsim.images import convert
 
     monkeypatch.setattr(convert, "STRIP_PIXELS", 1500)  # many strips, odd remainders
     rng = np.random.default_rng(sum(size))
@@ -189,7 +189,7 @@ def test_stdin_list_is_read_as_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 def test_a_nul_byte_in_a_list_file_is_refused_naming_the_line(tmp_path: Path) -> None:
     from vggsim.errors import VggsimError
-    from vggsim.sources import InputError
+    from vggsim.ingest.sources import InputError
 
     listing = tmp_path / "list.txt"
     listing.write_bytes(b"a.jpg\nb\x00.jpg\n")
@@ -204,7 +204,7 @@ def test_a_nul_byte_in_a_list_file_is_refused_naming_the_line(tmp_path: Path) ->
 
 
 def test_bad_items_become_bad_input_results_and_never_hang(embedder: Embedder, photos: list[Path]) -> None:
-    from vggsim.pipeline import iter_embeddings
+    from vggsim.ingest.pipeline import iter_embeddings
 
     items: list[Any] = [str(photos[0]), 5, None, object(), "a\0b.jpg", b"raw.jpg", photos[1]]
     results = bounded(60, lambda: list(iter_embeddings(embedder, items, batch_size=2, workers=2)))
@@ -215,7 +215,7 @@ def test_bad_items_become_bad_input_results_and_never_hang(embedder: Embedder, p
 
 
 def test_an_exception_in_the_input_iterable_is_reraised_in_the_caller(embedder: Embedder, photos: list[Path]) -> None:
-    from vggsim.pipeline import iter_embeddings
+    from vggsim.ingest.pipeline import iter_embeddings
 
     def items() -> Iterator[Path]:
         yield photos[0]
@@ -245,7 +245,8 @@ def _half_png(path: Path, photo: Path) -> bytes:
 
 def test_a_file_written_while_read_is_changed_and_retryable(embedder: Embedder, photos: list[Path], tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    from vggsim import pipeline, reading
+    from vggsim.ingest import pipeline
+    from vggsim.ingest import reading
     from vggsim.errors import RETRYABLE_ERROR_KINDS
 
     path = tmp_path / "growing.png"
@@ -266,7 +267,7 @@ def test_a_file_written_while_read_is_changed_and_retryable(embedder: Embedder, 
 
 
 def test_an_error_records_what_was_stated_before_the_read(embedder: Embedder, photos: list[Path], tmp_path: Path) -> None:
-    from vggsim.pipeline import iter_embeddings
+    from vggsim.ingest.pipeline import iter_embeddings
 
     cut = tmp_path / "cut.png"
     _half_png(cut, photos[0])
@@ -308,8 +309,8 @@ def test_cosine_similarity_never_returns_nan() -> None:
 
 def test_the_pipeline_decodes_through_the_embedders_path(embedder: Embedder, tmp_path: Path, photos: list[Path],
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    from vggsim import preprocess
-    from vggsim.pipeline import iter_embeddings
+    from vggsim.images import preprocess
+    from vggsim.ingest.pipeline import iter_embeddings
 
     rgba = Image.open(photos[0]).convert("RGBA")
     rgba.putalpha(90)
@@ -332,8 +333,8 @@ def test_the_pipeline_decodes_through_the_embedders_path(embedder: Embedder, tmp
 
 def test_decodes_are_admitted_by_memory_not_by_worker_count(embedder: Embedder, photos: list[Path],
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    from vggsim import pipeline
-    from vggsim.budget import MemoryBudget
+    from vggsim.ingest import pipeline
+    from vggsim.images.budget import MemoryBudget
 
     budgets: list[MemoryBudget] = []
 
@@ -358,8 +359,8 @@ def test_decodes_are_admitted_by_memory_not_by_worker_count(embedder: Embedder, 
 
 
 def test_memory_need_is_read_from_the_header_before_decoding(tmp_path: Path) -> None:
-    from vggsim.budget import decode_need
-    from vggsim.decode import probe
+    from vggsim.images.budget import decode_need
+    from vggsim.images.decode import probe
     from test_bad_input import png_header_claiming
 
     path = tmp_path / "big.png"
@@ -374,7 +375,7 @@ def test_memory_need_is_read_from_the_header_before_decoding(tmp_path: Path) -> 
 
 def test_a_failed_decode_keeps_no_pillow_frames_alive(tmp_path: Path, photos: list[Path], embedder: Embedder) -> None:
     from vggsim import load_image
-    from vggsim.pipeline import iter_embeddings
+    from vggsim.ingest.pipeline import iter_embeddings
 
     cut = tmp_path / "cut.png"
     _half_png(cut, photos[0])

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from vggsim.sources import iter_inputs
+from vggsim.ingest.sources import iter_inputs
 
 
 def _fake_store(folder: Path) -> None:

@@ -11,8 +11,8 @@ import pytest
 from vggsim.export import int8_settings
 from vggsim.export.int8_settings import (CANDIDATES, ISAS, SETTINGS_BY_ISA, Int8Settings, choose, cpu_flags, detect_isa,
                                          pick, tuning_record)
-from vggsim.manifest import VariantAccuracy, read_manifest
-from vggsim.manifest_schema import FieldError, Int8Tuning
+from vggsim.model.manifest import VariantAccuracy, read_manifest
+from vggsim.model.manifest.schema import FieldError, Int8Tuning
 
 AVX512_CORE = {"avx2", "fma", "avx512f", "avx512bw", "avx512dq", "avx512vl"}
 

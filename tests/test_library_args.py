@@ -16,7 +16,7 @@ import pytest
 from vggsim import Embedder, ImageError, iter_embeddings
 from vggsim.collection import (ArgumentError, StoreReader, embed_into_store, find_duplicates, search_images,
                                search_store)
-from vggsim.preprocess import load_image
+from vggsim.images.preprocess import load_image
 from vggsim.store import Store
 
 pytest.importorskip("pyarrow")

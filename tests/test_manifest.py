@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from vggsim import ModelError
-from vggsim.manifest import (DedupCalibration, Manifest, ModelFile, ParityRecord, TensorInfo, VariantAccuracy,
+from vggsim.model.manifest import (DedupCalibration, Manifest, ModelFile, ParityRecord, TensorInfo, VariantAccuracy,
                              VariantOf, WeightsInfo, read_manifest)
-from vggsim.preprocess import PreprocessSpec
+from vggsim.images.preprocess import PreprocessSpec
 
 
 @pytest.fixture(scope="module")

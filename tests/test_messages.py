@@ -76,7 +76,7 @@ def test_decoder_warnings_name_their_file_instead_of_anonymous_stderr(embedder: 
                                                                       capfd: pytest.CaptureFixture[str]) -> None:
     import warnings
 
-    from vggsim import pipeline
+    from vggsim.ingest import pipeline
     from vggsim.errors import ImageError
 
     def warn_then_fail(path: Path, *args: object) -> object:

@@ -22,8 +22,8 @@ import pytest
 
 from vggsim import Embedder
 from vggsim.cli import main
-from vggsim.session import create_session, session_options
-from vggsim.session_profile import PROFILES, graph_cache_dir, session_profile
+from vggsim.model.session import create_session, session_options
+from vggsim.model.profiles import PROFILES, graph_cache_dir, session_profile
 
 
 @pytest.fixture
@@ -52,7 +52,7 @@ def test_edge_vectors_are_the_default_vectors_bit_for_bit(own_model: Path, photo
     assert first.profile == again.profile == "edge"
     np.testing.assert_array_equal(first.embed(images), expected)
     np.testing.assert_array_equal(again.embed(images), expected)
-    store_format = pytest.importorskip("vggsim.store_format")  # a store made with either profile takes the other
+    store_format = pytest.importorskip("vggsim.store.format")  # a store made with either profile takes the other
     same = store_format.StoreIdentity.of(again) == store_format.StoreIdentity.of(Embedder(own_model, providers="cpu"))
     assert same
 
@@ -120,11 +120,11 @@ def test_a_damaged_saved_graph_is_made_again(own_model: Path, photos: list[Path]
 
 def test_edge_with_nowhere_to_save_runs_as_the_default(own_model: Path, photos: list[Path], tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    import vggsim.session
+    import vggsim.model.session
 
     blocker = tmp_path / "a-file"
     blocker.write_text("x")  # a folder cannot be made under a file, even as root
-    monkeypatch.setattr(vggsim.session, "graph_cache_dir", lambda path, key: blocker / "graphs" / key)
+    monkeypatch.setattr(vggsim.model.session, "graph_cache_dir", lambda path, key: blocker / "graphs" / key)
     vector = Embedder(own_model, providers="cpu", profile="edge").embed_one(photos[0])
     np.testing.assert_array_equal(vector, Embedder(own_model, providers="cpu").embed_one(photos[0]))
     assert saved_graphs(own_model) == [] and blocker.read_text() == "x"

@@ -27,7 +27,7 @@ from PIL import Image
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 from vggsim import Embedder  # noqa: E402
 from vggsim.collection import embed_into_store  # noqa: E402
-from vggsim.ray_embed import embed_dataset  # noqa: E402
+from vggsim.ray.embed import embed_dataset  # noqa: E402
 from vggsim.store import Store  # noqa: E402
 
 HAS_RAY = importlib.util.find_spec("ray") is not None
@@ -172,7 +172,7 @@ def test_killed_inference_actor_loses_and_duplicates_nothing(cluster: Any, folde
 
 DRIVER = textwrap.dedent("""
     import sys, time, ray
-    from vggsim.ray_embed import embed_dataset
+    from vggsim.ray.embed import embed_dataset
     ray.init(address=sys.argv[1], logging_level="WARNING", log_to_driver=False)
     embed_dataset([sys.argv[2]], sys.argv[3], model=sys.argv[4], providers="cpu", batch_size=1, decode_rows=1,
                   commit_rows=2, progress=lambda p: time.sleep(0.5))  # slow, so the kill lands mid-run

@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 
 from vggsim import cosine_similarity
-from vggsim.dedup import group_pairs, similar_pairs
-from vggsim.search import AnnIndex, exact_topk, recall_at_k
+from vggsim.search.pairs import group_pairs, similar_pairs
+from vggsim.search.exact import AnnIndex, exact_topk, recall_at_k
 from vggsim.store import Block
 
 

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from vggsim.session import session_options
+from vggsim.model.session import session_options
 
 pytest.importorskip("fastapi", reason="needs the serve extra")
 

@@ -112,7 +112,7 @@ def indexed(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untype
     pytest.importorskip("faiss")
     from test_index import make_store
     from vggsim.collection import StoreReader
-    from vggsim.index import build_index, choose
+    from vggsim.search.ivf import build_index, choose
 
     vectors = np.abs(np.random.default_rng(3).standard_normal((3000, 64))).astype(np.float32)
     root = tmp_path_factory.mktemp("rev3") / "store"

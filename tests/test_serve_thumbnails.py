@@ -26,7 +26,7 @@ pytest.importorskip("httpx", reason="FastAPI's test client needs httpx")
 from fastapi import FastAPI  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
-from vggsim.budget import MemoryBudget  # noqa: E402
+from vggsim.images.budget import MemoryBudget  # noqa: E402
 from vggsim.collection import StoreReader  # noqa: E402
 from vggsim.serve.page import add_page_routes  # noqa: E402
 from vggsim.serve.problems import install_handlers  # noqa: E402

@@ -396,7 +396,7 @@ def test_kill_9_at_random_moments_loses_at_most_the_batch_and_duplicates_nothing
 @pytest.mark.parametrize("failing", ["fsync", "replace"])
 def test_disk_full_while_committing_loses_nothing_committed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                             failing: str) -> None:
-    from vggsim import store_format
+    from vggsim.store import format as store_format
     from vggsim.store import Record, Store, StoreIdentity
 
     identity = StoreIdentity("m", {}, 4)

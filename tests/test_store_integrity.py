@@ -102,7 +102,7 @@ def test_same_size_damaged_meta_shard_is_refused(store_copy: Path) -> None:
 
 def test_shard_checksum_is_computed_once_per_file_per_process(store_copy: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    from vggsim import store_checksum
+    from vggsim.store import checksum as store_checksum
     from vggsim.store import Store
 
     store_checksum.forget()

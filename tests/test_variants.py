@@ -13,8 +13,8 @@ from PIL import Image
 
 from conftest import needs_tensorflow
 from vggsim import Embedder
-from vggsim.bench import VGG16_GFLOP
-from vggsim.manifest import read_manifest
+from vggsim.tools.bench import VGG16_GFLOP
+from vggsim.model.manifest import read_manifest
 
 
 def test_vgg16_flop_count() -> None:

@@ -13,11 +13,11 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .. import __version__
-from ..collection.validate import ArgumentError
-from ..errors import MissingExtraError, VggsimError
-from . import bench, compare, dedup, doctor, embed, export, index, search, serve, store
-from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, HelpFormatter, UsageError, env_flag
+from vggsim import __version__
+from vggsim.collection.validate import ArgumentError
+from vggsim.errors import MissingExtraError, VggsimError
+from vggsim.cli import bench, compare, dedup, doctor, embed, export, index, search, serve, store
+from vggsim.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, HelpFormatter, UsageError, env_flag
 
 Handler = Callable[[argparse.Namespace], int]
 COMMANDS = (export, compare, doctor, bench, embed, search, index, dedup, store, serve)

@@ -7,9 +7,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..errors import VggsimError
-from .common import add_parser, add_profile_arg, int_list, int_range, log, output_path, print_json, write_output
-from .export import photos_in
+from vggsim.errors import VggsimError
+from vggsim.cli.common import add_parser, add_profile_arg, int_list, int_range, log, output_path, print_json, write_output
+from vggsim.cli.export import photos_in
 
 
 def register(sub: Any) -> None:
@@ -38,10 +38,10 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from ..bench import run_bench, summary_lines, write_plot
-    from ..errors import require
-    from ..samples import sample_photos
-    from ..session import usable_cpus
+    from vggsim.tools.bench import run_bench, summary_lines, write_plot
+    from vggsim.errors import require
+    from vggsim.tools.samples import sample_photos
+    from vggsim.model.session import usable_cpus
 
     out, plot = output_path(args.out, "--out"), output_path(args.plot, "--plot")
     if plot is not None:  # say so before minutes of measuring, not after

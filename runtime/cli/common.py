@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..errors import VggsimError, display_name
+from vggsim.errors import VggsimError, display_name
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -129,8 +129,8 @@ def add_model_args(parser: argparse.ArgumentParser, model_help: str | None = Non
 
 
 def add_profile_arg(parser: argparse.ArgumentParser) -> None:
-    """--profile: the session profile (vggsim.session_profile); choices checked at parse time."""
-    from ..session_profile import PROFILES
+    """--profile: the session profile (vggsim.model.profiles); choices checked at parse time."""
+    from vggsim.model.profiles import PROFILES
 
     parser.add_argument("--profile", choices=list(PROFILES), default="default",
                         help="session settings: default, or edge for small devices (less memory, same vectors; "
@@ -139,7 +139,7 @@ def add_profile_arg(parser: argparse.ArgumentParser) -> None:
 
 def model_choices(args: argparse.Namespace) -> tuple[Any, Any]:
     """The providers and the preprocessing spec (None: the manifest's) the model flags ask for."""
-    from ..manifest import read_manifest
+    from vggsim.model.manifest import read_manifest
 
     providers: Any = args.providers
     if "," in providers:
@@ -153,8 +153,8 @@ def model_choices(args: argparse.Namespace) -> tuple[Any, Any]:
 def build_embedder(args: argparse.Namespace, max_pixels: int | None = None, fixed_batch: int | None = None) -> Any:
     """The Embedder the flags describe, built once with constructor arguments (``fixed_batch``:
     see :class:`vggsim.Embedder`)."""
-    from ..decode import DEFAULT_MAX_PIXELS
-    from ..embedder import Embedder
+    from vggsim.images.decode import DEFAULT_MAX_PIXELS
+    from vggsim.model.embedder import Embedder
 
     providers, spec = model_choices(args)
     return Embedder(args.model, providers=providers, threads=args.threads, strict=args.strict, spec=spec,

@@ -6,7 +6,16 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .common import add_model_args, add_parser, build_embedder, caveat, output_path, plot_title, print_json, write_output
+from vggsim.cli.common import (
+    add_model_args,
+    add_parser,
+    build_embedder,
+    caveat,
+    output_path,
+    plot_title,
+    print_json,
+    write_output,
+)
 
 
 def register(sub: Any) -> None:
@@ -27,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     random_weights = embedder.manifest.random_weights
     score = embedder.similarity(args.a, args.b)
     if plot is not None:
-        from ..plot import contact_sheet
+        from vggsim.tools.plot import contact_sheet
 
         title = plot_title(f"cosine similarity {score:.4f}  ({embedder.provider})", random_weights)
         write_output(plot, lambda out: contact_sheet(

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import require
-from .common import (
+from vggsim.errors import require
+from vggsim.cli.common import (
     RANDOM_WEIGHTS_NOTE,
     add_parser,
     caveat,
@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     require("pyarrow", "store", "vggsim dedup")
     out, csv_out, plot = (output_path(args.out, "--out"), output_path(args.csv, "--csv"),
                           output_path(args.plot, "--plot"))
-    from ..collection import StoreReader, find_duplicates
+    from vggsim.collection import StoreReader, find_duplicates
 
     store = StoreReader(args.store).snapshot()
     choice = choose_threshold(args.threshold, args.model, store.identity, str(store.root))
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     if csv_out is not None:
         write_output(csv_out, lambda p: _write_csv(p, rows), "--csv")
     if plot is not None:
-        from ..plot import contact_sheet
+        from vggsim.tools.plot import contact_sheet
 
         by_group: dict[int, list[dict[str, Any]]] = {}
         for row in rows:
@@ -105,9 +105,9 @@ def choose_threshold(given: float | None, model: str | None, identity: Any, wher
     is checked); with --threshold and no --model, the default model is consulted only to say
     whether the weights are random.
     """
-    from ..collection import dedup_threshold, require_threshold_model
-    from ..errors import StoreError, VggsimError
-    from ..manifest import read_manifest
+    from vggsim.collection import dedup_threshold, require_threshold_model
+    from vggsim.errors import StoreError, VggsimError
+    from vggsim.model.manifest import read_manifest
 
     try:
         manifest = read_manifest(model, verify=True)

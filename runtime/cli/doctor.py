@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .common import RANDOM_WEIGHTS_NOTE, add_parser, add_profile_arg, print_json
+from vggsim.cli.common import RANDOM_WEIGHTS_NOTE, add_parser, add_profile_arg, print_json
 
 
 def register(sub: Any) -> None:
@@ -18,7 +18,7 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..doctor import dedup_lines, doctor_report
+    from vggsim.tools.doctor import dedup_lines, doctor_report
 
     report = doctor_report(args.model, args.profile)
     model = report["model"]

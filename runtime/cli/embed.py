@@ -6,9 +6,9 @@ import argparse
 import sys
 from typing import Any
 
-from ..decode import DEFAULT_MAX_PIXELS
-from ..errors import require, short_name
-from .common import (
+from vggsim.images.decode import DEFAULT_MAX_PIXELS
+from vggsim.errors import require, short_name
+from vggsim.cli.common import (
     MAX_BATCH,
     RANDOM_WEIGHTS_NOTE,
     UsageError,
@@ -91,13 +91,13 @@ class ProgressBar:
 
 def run(args: argparse.Namespace) -> int:
     require("pyarrow", "store", "vggsim embed")  # before the model loads: say so at once
-    from ..collection import embed_into_store
-    from .common import build_embedder
+    from vggsim.collection import embed_into_store
+    from vggsim.cli.common import build_embedder
 
     if not args.inputs and not args.list_file and not args.prune:
         raise UsageError("embed: name files, folders or globs, or --from FILE (or --prune alone)")
     if args.ray is not None:
-        from ..ray_embed import import_ray
+        from vggsim.ray.embed import import_ray
 
         import_ray()  # a missing extra: one line naming the pip command, exit 2, before any work
     bar = None if args.quiet or args.json else ProgressBar()
@@ -118,12 +118,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_on_ray(args: argparse.Namespace, bar: Any) -> Any:
-    """The same embed with decoding and inference on Ray (:func:`vggsim.ray_embed.embed_dataset`).
+    """The same embed with decoding and inference on Ray (:func:`vggsim.ray.embed.embed_dataset`).
 
     --workers and --memory-budget do not apply: Ray schedules decode tasks by CPUs and bounds
     what is in flight by its object store. --decode-timeout does not apply either.
     """
-    from ..ray_embed import embed_dataset
+    from vggsim.ray.embed import embed_dataset
 
     providers, spec = model_choices(args)
     try:

@@ -7,10 +7,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..errors import VggsimError
-from ..export.int8_settings import ISAS
-from ..preprocess import PreprocessSpec
-from .common import add_parser, int_range, log
+from vggsim.errors import VggsimError
+from vggsim.export.int8_settings import ISAS
+from vggsim.images.preprocess import PreprocessSpec
+from vggsim.cli.common import add_parser, int_range, log
 
 
 def register(sub: Any) -> None:
@@ -55,8 +55,8 @@ def photos_in(folder: str | None, option: str = "--photos") -> list[Path] | None
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..export import export_model
-    from ..export.convert import DEFAULT_OPSET
+    from vggsim.export import export_model
+    from vggsim.export.convert import DEFAULT_OPSET
 
     out = Path(args.out or ("models/vgg16" if args.precision == "fp32" else f"models/vgg16-{args.precision}"))
     spec = PreprocessSpec(exif_transpose=args.exif_transpose, jpeg_draft=args.jpeg_draft)
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     if args.precision == "fp32":
         export_model(out=out, **options)
     else:
-        from ..export.variants import export_variant
+        from vggsim.export.variants import export_variant
 
         out.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=".fp32-", dir=out.parent) as fp32_dir:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..errors import require
-from .common import add_parser, int_range, log, print_json
+from vggsim.errors import require
+from vggsim.cli.common import add_parser, int_range, log, print_json
 
 
 def register(sub: Any) -> None:
@@ -42,8 +42,8 @@ def register(sub: Any) -> None:
 def run_build(args: argparse.Namespace) -> int:
     require("pyarrow", "store", "vggsim index")
     require("faiss", "ann", "vggsim index")
-    from ..index import build_index, choose
-    from ..store import Store
+    from vggsim.search.ivf import build_index, choose
+    from vggsim.store import Store
 
     store = Store.open(args.store)
     params = choose(store.current_view().vectors, store.identity.dim, nlist=args.nlist, pq=args.pq, sq8=args.sq8,
@@ -62,8 +62,8 @@ def run_build(args: argparse.Namespace) -> int:
 
 def run_info(args: argparse.Namespace) -> int:
     require("pyarrow", "store", "vggsim index")
-    from ..index.files import current_folder, read_info
-    from ..store import Store
+    from vggsim.search.ivf.files import current_folder, read_info
+    from vggsim.store import Store
 
     store = Store.open(args.store)
     folder = current_folder(store)  # StoreError (exit 1) when missing or stale, naming the rebuild command

@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ..errors import require
-from .common import (
+from vggsim.errors import require
+from vggsim.cli.common import (
     MAX_K,
     add_model_args,
     add_parser,
@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     if args.ann or args.index:
         require("faiss", "ann", f"vggsim search {'--index' if args.index else '--ann'}")
     plot = output_path(args.plot, "--plot")
-    from ..collection import StoreReader, search_images
+    from vggsim.collection import StoreReader, search_images
 
     reader = StoreReader(args.store)
     snapshot = reader.snapshot()  # a damaged or missing store fails before the model loads
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     rows = [{"query": query, "matches": [{"path": m.path, "score": float(m.score)} for m in matches]}
             for query, matches in zip(args.queries, found)]
     if plot is not None:
-        from ..plot import contact_sheet
+        from vggsim.tools.plot import contact_sheet
 
         sheet = [[(r["query"], "query\n" + Path(r["query"]).name)] +
                  [(m["path"], f"{m['score']:.4f}\n{Path(m['path']).name}") for m in r["matches"]] for r in rows]
@@ -89,8 +89,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check_index(snapshot: Any, rebuild: bool) -> None:
-    from ..errors import StoreError
-    from ..index import OnDiskIndex, build_index
+    from vggsim.errors import StoreError
+    from vggsim.search.ivf import OnDiskIndex, build_index
 
     try:
         OnDiskIndex.open(snapshot)

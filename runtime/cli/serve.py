@@ -9,8 +9,8 @@ import signal
 import socket
 from typing import Any
 
-from ..errors import VggsimError, require
-from .common import MAX_BATCH, MAX_K, add_model_args, add_parser, int_range, log, positive_float
+from vggsim.errors import VggsimError, require
+from vggsim.cli.common import MAX_BATCH, MAX_K, add_model_args, add_parser, int_range, log, positive_float
 
 
 
@@ -76,9 +76,9 @@ def run(args: argparse.Namespace) -> int:
         require("pyarrow", "store", "vggsim serve --store")
     import uvicorn
 
-    from ..serve.app import create_app, with_serving_batch
-    from ..serve.config import ServeConfig
-    from .common import build_embedder
+    from vggsim.serve.app import create_app, with_serving_batch
+    from vggsim.serve.config import ServeConfig
+    from vggsim.cli.common import build_embedder
 
     sock = _listen(args.host, args.port)  # before the model loads: a port in use is said at once, in one line
     config = ServeConfig(

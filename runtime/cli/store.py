@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..errors import require
-from .common import HelpFormatter, add_parser, display_path, log, print_json
+from vggsim.errors import require
+from vggsim.cli.common import HelpFormatter, add_parser, display_path, log, print_json
 
 
 def register(sub: Any) -> None:
@@ -40,7 +40,7 @@ def _as_dict(report: Any) -> dict[str, Any]:
 
 def verify(args: argparse.Namespace) -> int:
     require("pyarrow", "store", "vggsim store verify")
-    from ..store import verify_store
+    from vggsim.store import verify_store
 
     report = verify_store(args.store)  # also reports on a store too damaged to open
     if args.json:
@@ -55,7 +55,7 @@ def verify(args: argparse.Namespace) -> int:
 
 def repair(args: argparse.Namespace) -> int:
     require("pyarrow", "store", "vggsim store repair")
-    from ..store import repair as repair_store
+    from vggsim.store import repair as repair_store
 
     report = repair_store(args.store)
     if args.json:

@@ -6,11 +6,11 @@ store goes through these functions, which return typed, JSON-ready results.
 
 from __future__ import annotations
 
-from .duplicates import (DEDUP_BLOCK_ROWS, dedup_threshold, duplicates_of, find_duplicates,
+from vggsim.collection.duplicates import (DEDUP_BLOCK_ROWS, dedup_threshold, duplicates_of, find_duplicates,
                          require_threshold_model)
-from .embed import embed_into_store
-from .reader import StoreReader
-from .results import (
+from vggsim.collection.embed import embed_into_store
+from vggsim.collection.reader import StoreReader
+from vggsim.collection.results import (
     DuplicateCheck,
     DuplicateGroup,
     DuplicateMember,
@@ -20,8 +20,8 @@ from .results import (
     Match,
     SearchResult,
 )
-from .search import search_images, search_store
-from .validate import ArgumentError
+from vggsim.collection.search import search_images, search_store
+from vggsim.collection.validate import ArgumentError
 
 __all__ = [
     "ArgumentError", "DEDUP_BLOCK_ROWS", "DuplicateCheck", "DuplicateGroup", "DuplicateMember", "EmbedProgress",

@@ -6,16 +6,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..dedup import group_pairs, similar_pairs
-from ..errors import VggsimError
-from ..similarity import l2_normalize
-from . import validate
-from ..store import Store, StoreIdentity
-from .results import DuplicateGroup, DuplicateMember, Match
-from .search import as_store, query_matrix
+from vggsim.search.pairs import group_pairs, similar_pairs
+from vggsim.errors import VggsimError
+from vggsim.similarity import l2_normalize
+from vggsim.collection import validate
+from vggsim.store import Store, StoreIdentity
+from vggsim.collection.results import DuplicateGroup, DuplicateMember, Match
+from vggsim.collection.search import as_store, query_matrix
 
 if TYPE_CHECKING:
-    from .reader import StoreReader
+    from vggsim.collection.reader import StoreReader
 
 DEDUP_BLOCK_ROWS = 4096  # a 4096 x 4096 float32 score block is 64 MB
 #: Preprocessing fields chosen when embedding (``--exif-transpose``), not fixed at export:

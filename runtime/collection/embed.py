@@ -8,13 +8,13 @@ from collections import Counter
 from typing import Any
 from collections.abc import Callable, Iterable, Iterator
 
-from ..errors import require_list, short_name
-from ..pipeline import EmbedResult, iter_embeddings
-from ..sources import iter_inputs
-from . import validate
-from ..store import Record, Store, StoreIdentity, StoreWriter
-from .incremental import latest_by_path, plan
-from .results import EmbedProgress, EmbedSummary, Failure
+from vggsim.errors import require_list, short_name
+from vggsim.ingest.pipeline import EmbedResult, iter_embeddings
+from vggsim.ingest.sources import iter_inputs
+from vggsim.collection import validate
+from vggsim.store import Record, Store, StoreIdentity, StoreWriter
+from vggsim.collection.incremental import latest_by_path, plan
+from vggsim.collection.results import EmbedProgress, EmbedSummary, Failure
 
 ProgressCallback = Callable[[EmbedProgress], None]
 

@@ -14,8 +14,8 @@ import os
 from dataclasses import dataclass
 from collections.abc import Iterable
 
-from ..errors import RETRYABLE_ERROR_KINDS
-from ..store import Record
+from vggsim.errors import RETRYABLE_ERROR_KINDS
+from vggsim.store import Record
 
 
 @dataclass(frozen=True)

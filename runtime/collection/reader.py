@@ -14,13 +14,13 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from ..errors import ArgumentError
-from ..search import AnnIndex
-from . import ann_cache
-from ..store import Store
-from .duplicates import duplicates_of
-from .results import DuplicateCheck, SearchResult
-from .search import search_snapshot
+from vggsim.errors import ArgumentError
+from vggsim.search.exact import AnnIndex
+from vggsim.search import hnsw_cache as ann_cache
+from vggsim.store import Store
+from vggsim.collection.duplicates import duplicates_of
+from vggsim.collection.results import DuplicateCheck, SearchResult
+from vggsim.collection.search import search_snapshot
 
 
 class StoreReader:

@@ -8,21 +8,22 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from ..errors import StoreError, require_list
-from ..search import AnnIndex, exact_topk
-from . import ann_cache, validate
-from ..store import Store, StoreIdentity
-from .results import Match
+from vggsim.errors import StoreError, require_list
+from vggsim.search.exact import AnnIndex, exact_topk
+from vggsim.collection import validate
+from vggsim.search import hnsw_cache as ann_cache
+from vggsim.store import Store, StoreIdentity
+from vggsim.collection.results import Match
 
 if TYPE_CHECKING:
-    from .reader import StoreReader
+    from vggsim.collection.reader import StoreReader
 
 StoreLike = Union[Store, "StoreReader", str, bytes, "os.PathLike[str]"]
 
 
 def as_store(store: Any) -> Store | StoreReader:
     """``store`` as a snapshot or a reader: a folder path (str, bytes, PathLike) is opened."""
-    from .reader import StoreReader
+    from vggsim.collection.reader import StoreReader
 
     if isinstance(store, (Store, StoreReader)):
         return store
@@ -78,7 +79,7 @@ def search_snapshot(store: Store, queries: Any, k: int = 10, ann: bool = False,
 def _search_ondisk(store: Store, matrix: np.ndarray, k: int, rebuild: bool) -> list[list[Match]]:
     """Through the store's on-disk IVF index (``vggsim index build``), re-ranked exactly; vectors and
     paths come through the index's memory-mapped ids mapping, never the store's tables (~0.5 GB at 1M)."""
-    from ..index import OnDiskIndex, build_index
+    from vggsim.search.ivf import OnDiskIndex, build_index
 
     try:
         found = OnDiskIndex.open(store)
@@ -107,7 +108,7 @@ def search_store(store: StoreLike, queries: Any, k: int = 10, ann: bool = False,
     a missing, damaged or stale one is a StoreError naming the rebuild command, or is rebuilt
     first with ``rebuild_index``.
     """
-    from .reader import StoreReader
+    from vggsim.collection.reader import StoreReader
 
     store = as_store(store)
     if index:
@@ -127,7 +128,7 @@ def search_images(embedder: Any, store: StoreLike, images: Iterable[Any], k: int
     ``images`` is a list of images (paths, bytes, file objects, PIL images, or preprocessed
     (224, 224, 3) arrays), never one image on its own (ArgumentError); a preprocessed
     (N, 224, 224, 3) array is taken as N images. ``store`` as in :func:`search_store`."""
-    from .reader import StoreReader
+    from vggsim.collection.reader import StoreReader
 
     if not isinstance(images, np.ndarray):
         require_list("images", images, "images")

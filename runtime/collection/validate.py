@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import numbers
 
-from ..errors import ArgumentError
+from vggsim.errors import ArgumentError
 
 __all__ = ["ArgumentError", "positive_float", "positive_int", "threshold"]
 

@@ -12,16 +12,16 @@ import numpy as np
 from fastapi import FastAPI
 from starlette.requests import ClientDisconnect
 
-from .. import __version__
-from ..embedder import Embedder
-from ..session import CUDA_SETTINGS
-from .bodies import BodyBudget, BodyBudgetMiddleware
-from .config import ServeConfig
-from .docs import add_docs
-from .metrics import route_label
-from .problems import AsciiJSONResponse, error_response, install_handlers
-from .routes import add_routes
-from .state import ServiceState
+from vggsim import __version__
+from vggsim.model.embedder import Embedder
+from vggsim.model.session import CUDA_SETTINGS
+from vggsim.serve.bodies import BodyBudget, BodyBudgetMiddleware
+from vggsim.serve.config import ServeConfig
+from vggsim.serve.docs import add_docs
+from vggsim.serve.metrics import route_label
+from vggsim.serve.problems import AsciiJSONResponse, error_response, install_handlers
+from vggsim.serve.routes import add_routes
+from vggsim.serve.state import ServiceState
 
 log = logging.getLogger("vggsim.serve")
 #: the status counted for a request whose client disconnected before it was answered (nginx's convention)
@@ -103,7 +103,7 @@ def create_app(config: ServeConfig, embedder: Embedder | None = None) -> FastAPI
 def _add_page(app: FastAPI, state: ServiceState) -> None:
     """The web page at / (vggsim.serve.page); the service works without it."""
     try:
-        from . import page
+        from vggsim.serve import page
     except ImportError as exc:
         log.warning("web page not available: %s", exc)
         return

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from .problems import ApiError, error_response
+from vggsim.serve.problems import ApiError, error_response
 
 _NO_BODY = frozenset({"GET", "HEAD", "OPTIONS", "DELETE"})
 

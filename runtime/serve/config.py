@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from ..budget import DEFAULT_MEMORY_BUDGET
+from vggsim.images.budget import DEFAULT_MEMORY_BUDGET
 
 #: The environment variable that holds the bearer token (never a command-line flag: those show in `ps`).
 TOKEN_ENV = "VGGSIM_SERVE_TOKEN"
@@ -25,7 +25,7 @@ class ServeConfig:
     max_wait_ms: float = 5.0       # how long the first image of a batch waits for company
     queue_size: int = 64           # images waiting for inference; more -> 429
     decode_workers: int = 2        # decode threads (bounded pool)
-    memory_budget: int = DEFAULT_MEMORY_BUDGET  # decode memory budget (vggsim.budget)
+    memory_budget: int = DEFAULT_MEMORY_BUDGET  # decode memory budget (vggsim.images.budget)
     max_body_bytes: int = 32 * 1024 * 1024
     body_budget_bytes: int = 128 * 1024 * 1024  # request bodies held at once (vggsim.serve.bodies)
     max_images: int = 32           # images per request

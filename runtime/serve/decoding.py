@@ -14,11 +14,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from ..budget import MemoryBudget, decode_need, return_freed_buffers_to_the_os
-from ..decode import probe_bytes
-from ..embedder import Embedder
-from ..errors import ImageError
-from ..preprocess import decode_and_prepare
+from vggsim.images.budget import MemoryBudget, decode_need, return_freed_buffers_to_the_os
+from vggsim.images.decode import probe_bytes
+from vggsim.model.embedder import Embedder
+from vggsim.errors import ImageError
+from vggsim.images.preprocess import decode_and_prepare
 
 
 # Decode threads run at normal priority. They used to be niced below inference (on a 2-core

@@ -12,7 +12,7 @@ from fastapi import Request
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
-from .problems import ApiError
+from vggsim.serve.problems import ApiError
 
 
 @dataclass(frozen=True)

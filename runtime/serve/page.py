@@ -19,13 +19,13 @@ from fastapi import Depends, FastAPI
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import HTMLResponse, Response
 
-from .problems import ApiError
-from .routes import ERRORS, check_token
-from .schemas import ErrorResponse
-from .thumbnails import Thumbnailer, ThumbnailError
+from vggsim.serve.problems import ApiError
+from vggsim.serve.routes import ERRORS, check_token
+from vggsim.serve.schemas import ErrorResponse
+from vggsim.serve.thumbnails import Thumbnailer, ThumbnailError
 
 if TYPE_CHECKING:
-    from .state import ServiceState
+    from vggsim.serve.state import ServiceState
 
 @lru_cache(maxsize=1)
 def page_html() -> str:

@@ -17,7 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
-from ..errors import ImageError, StoreError, VggsimError
+from vggsim.errors import ImageError, StoreError, VggsimError
 
 log = logging.getLogger("vggsim.serve")
 

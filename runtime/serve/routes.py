@@ -13,15 +13,15 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.security import HTTPBearer
 from starlette.responses import Response
 
-from ..collection import dedup_threshold, validate
-from ..errors import ArgumentError, VggsimError
-from ..similarity import cosine, l2_normalize
-from ..store import StoreIdentity
-from . import schemas
-from .batcher import ShuttingDown
-from .inputs import Upload, parse_images
-from .problems import ApiError, AsciiJSONResponse
-from .state import ServiceState
+from vggsim.collection import dedup_threshold, validate
+from vggsim.errors import ArgumentError, VggsimError
+from vggsim.similarity import cosine, l2_normalize
+from vggsim.store import StoreIdentity
+from vggsim.serve import schemas
+from vggsim.serve.batcher import ShuttingDown
+from vggsim.serve.inputs import Upload, parse_images
+from vggsim.serve.problems import ApiError, AsciiJSONResponse
+from vggsim.serve.state import ServiceState
 
 #: a query vector whose norm is outside this range is searched by its direction (see _query_vector)
 QUERY_NORM_RANGE = (1e-15, 1e15)

@@ -30,12 +30,12 @@ from typing import Any
 
 import numpy as np
 
-from ..collection import Match, StoreReader
-from ..collection.duplicates import duplicate_scores, duplicates_of
-from ..similarity import l2_normalize
-from ..errors import StoreError
-from ..store import Store
-from .problems import ApiError
+from vggsim.collection import Match, StoreReader
+from vggsim.collection.duplicates import duplicate_scores, duplicates_of
+from vggsim.similarity import l2_normalize
+from vggsim.errors import StoreError
+from vggsim.store import Store
+from vggsim.serve.problems import ApiError
 
 MODES = ("auto", "off", "require")
 #: /v1/duplicates asks the index for this many matches first, four times as many while all of them
@@ -112,7 +112,7 @@ class StoreSearch:
             return index, state
 
     def _open(self, store: Store) -> tuple[Any, IndexState]:
-        from ..index import OnDiskIndex
+        from vggsim.search.ivf import OnDiskIndex
 
         if not any(shard.rows for shard in store.commit_record.shards):
             return None, IndexState(self.mode, "empty", False, "the store holds no vectors yet")
@@ -134,7 +134,7 @@ class StoreSearch:
         if not self._faiss:
             raise StoreError("--index require needs faiss: pip install 'vggsim[ann]' (or use --index auto)")
         store = self.reader.snapshot()
-        from ..index import OnDiskIndex
+        from vggsim.search.ivf import OnDiskIndex
 
         OnDiskIndex.open(store)  # StoreError naming the rebuild command when missing, stale or damaged
 

@@ -10,15 +10,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..collection import StoreReader
-from ..embedder import Embedder
-from ..store import Store, StoreIdentity
-from .batcher import Batcher, QueueFull
-from .config import ServeConfig
-from .decoding import Decoder
-from .metrics import Metrics
-from .problems import ApiError
-from .searching import StoreSearch
+from vggsim.collection import StoreReader
+from vggsim.model.embedder import Embedder
+from vggsim.store import Store, StoreIdentity
+from vggsim.serve.batcher import Batcher, QueueFull
+from vggsim.serve.config import ServeConfig
+from vggsim.serve.decoding import Decoder
+from vggsim.serve.metrics import Metrics
+from vggsim.serve.problems import ApiError
+from vggsim.serve.searching import StoreSearch
 
 
 @dataclass

@@ -4,7 +4,7 @@ The client names a record by its integer id in a store snapshot (``Match.id`` fr
 with the snapshot's ``generation``), never by a path: the file opened is always the path
 that snapshot recorded, so no request can reach a file outside the store. The file must
 still be the one that was embedded (same size and mtime as recorded), or the answer is
-410; a file gone since is 404. Decoding goes through :func:`vggsim.decode.open_image` (the
+410; a file gone since is 404. Decoding goes through :func:`vggsim.images.decode.open_image` (the
 allowlist, the pixel limit) and waits for its bytes in the shared memory budget, like every
 other decode of the service. No FastAPI here: the routes are in ``page.py``.
 """
@@ -23,10 +23,10 @@ from typing import Any
 
 from PIL import Image, ImageOps
 
-from ..budget import MemoryBudget, Reservation
-from ..decode import DEFAULT_MAX_PIXELS, open_image
-from ..errors import ImageError, StoreError
-from ..store import Store
+from vggsim.images.budget import MemoryBudget, Reservation
+from vggsim.images.decode import DEFAULT_MAX_PIXELS, open_image
+from vggsim.errors import ImageError, StoreError
+from vggsim.store import Store
 
 #: Longest side of a thumbnail, in pixels (the page shows them at up to 160 CSS pixels; 2x for HiDPI).
 THUMBNAIL_SIZE = 320

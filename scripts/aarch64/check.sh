@@ -5,7 +5,8 @@
 #
 #   bash scripts/aarch64/check.sh [--model DIR]     (default: $VGGSIM_TEST_MODEL, else .cache/test-model)
 #
-# Environment: VGGSIM_CACHE (downloads kept between runs; default ~/.cache/vggsim-aarch64),
+# Environment: VGGSIM_AARCH64_RESULTS (where the two result JSON files go; default .cache/aarch64),
+# VGGSIM_CACHE (downloads kept between runs; default ~/.cache/vggsim-aarch64),
 # VGGSIM_HOST_PYTHON (x86-64 Python with vggsim[export]; default .venv/bin/python),
 # VGGSIM_AARCH64_ORT (onnxruntime requirement for the arm64 side; default: the newest, as pip would pick),
 # VGGSIM_AARCH64_FP32_PHOTOS / VGGSIM_AARCH64_INT8_PHOTOS (photos per model, default 1 and 2: emulated
@@ -36,7 +37,10 @@ FP32_N=${VGGSIM_AARCH64_FP32_PHOTOS:-1}
 INT8_N=${VGGSIM_AARCH64_INT8_PHOTOS:-2}
 CPU=neoverse-n1   # Cortex-A76 class (Raspberry Pi 5, Graviton2): NEON and dot product, no SVE to emulate
 PLATFORMS=(--platform manylinux_2_28_aarch64 --platform manylinux_2_27_aarch64 --platform manylinux2014_aarch64)
-mkdir -p "$CACHE"
+# The result files go to .cache/aarch64 (ignored by git), never over the tracked figures:
+# VGGSIM_AARCH64_RESULTS=benchmarks/results updates those on purpose.
+RESULTS=${VGGSIM_AARCH64_RESULTS:-$ROOT/.cache/aarch64}
+mkdir -p "$CACHE" "$RESULTS"
 WORK=$(mktemp -d /tmp/vggsim-aarch64-XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
 phase() { echo "== [$(( $(date +%s) - t0 ))s] $*"; }
@@ -89,7 +93,7 @@ export_variant(Path(sys.argv[1]), Path(sys.argv[2]), "int8")' "$MODEL" "$INT8"
 fi
 
 # Held-out sample photos (the int8 variant calibrates on the others).
-mapfile -t PHOTOS < <("$HOST_PY" -c 'import sys; from vggsim.samples import sample_photos
+mapfile -t PHOTOS < <("$HOST_PY" -c 'import sys; from vggsim.tools.samples import sample_photos
 print("\n".join(str(p) for p in sample_photos()[1::2][:int(sys.argv[1])]))' "$(( FP32_N > INT8_N ? FP32_N : INT8_N ))")
 [ "${#PHOTOS[@]}" -ge 1 ] || { echo "check.sh: no sample photos: install scikit-learn and scikit-image on the host Python" >&2; exit 2; }
 mkdir -p "$WORK/photos" && cp "${PHOTOS[@]}" "$WORK/photos/"
@@ -108,11 +112,11 @@ for precision in fp32 int8; do
 done
 
 phase "aarch64 site-packages"
-"$HOST_PY" scripts/aarch64/size.py "$SITE" --label aarch64 --json benchmarks/results/aarch64_site_packages.json \
+"$HOST_PY" scripts/aarch64/size.py "$SITE" --label aarch64 --json "$RESULTS/aarch64_site_packages.json" \
   --meta "requirements=$ORT_REQ numpy pillow" --meta "python=$PYVER"
 phase "parity"
 rc=0
-"$HOST_PY" scripts/aarch64/compare.py --work "$WORK" --json benchmarks/results/aarch64_check.json \
+"$HOST_PY" scripts/aarch64/compare.py --work "$WORK" --json "$RESULTS/aarch64_check.json" \
   --meta "qemu=$("$QEMU" --version | head -1)" --meta "qemu_cpu=$CPU" --meta "model_sha256=$SHA" \
   --meta "wall_s=$(( $(date +%s) - t0 ))" --meta "load_average=$(cut -d' ' -f1-3 /proc/loadavg)" \
   --meta "host_cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores" || rc=$?

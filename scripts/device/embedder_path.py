@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from vggsim import Embedder, l2_normalize
-from vggsim.bench import VGG16_GFLOP
+from vggsim.tools.bench import VGG16_GFLOP
 
 FP16_PEAK_TFLOPS = 989.4
 CASES = [  # (label, model key, provider setting, fixed_batch: None = Embedder's default for the setting)

@@ -34,9 +34,9 @@ from typing import Any
 import numpy as np
 
 from vggsim import l2_normalize, sample_photos
-from vggsim.bench import VGG16_GFLOP, gpu_name
-from vggsim.cuda_runner import CudaRunner
-from vggsim.session import CUDA_SETTINGS, CudaSetting, preload_cuda_libraries, resolve_providers, session_options, usable_cpus
+from vggsim.tools.bench import VGG16_GFLOP, gpu_name
+from vggsim.model.cuda.runner import CudaRunner
+from vggsim.model.session import CUDA_SETTINGS, CudaSetting, preload_cuda_libraries, resolve_providers, session_options, usable_cpus
 
 FP16_PEAK_TFLOPS = 989.4  # H100 SXM / H200 dense fp16 tensor cores, datasheet
 START = time.perf_counter()
@@ -107,7 +107,7 @@ def agreement(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
 def accuracy_inputs(limit: int | None) -> np.ndarray:
     """The sample photos and five near-duplicate edits of each (as the fp16 export checks)."""
     from vggsim.export.variants import _held_out_set
-    from vggsim.preprocess import DEFAULT_SPEC
+    from vggsim.images.preprocess import DEFAULT_SPEC
 
     return _held_out_set(sample_photos()[:limit], DEFAULT_SPEC)
 
@@ -255,7 +255,7 @@ def _attach(name: str, shape: tuple[int, ...]) -> None:
 
 
 def _decode(task: tuple[int, int, list[str], bool]) -> int:
-    from vggsim.preprocess import PreprocessSpec, load_image
+    from vggsim.images.preprocess import PreprocessSpec, load_image
 
     slot, row, paths, draft = task
     spec = PreprocessSpec(jpeg_draft=draft)
@@ -385,7 +385,7 @@ def run_pipeline(models: dict[str, str], report: dict[str, Any], work: Path) -> 
             ring.close()
             rings.pop()
         # What draft mode changes: embeddings of the large JPEGs, full decode against draft.
-        from vggsim.preprocess import PreprocessSpec, load_image
+        from vggsim.images.preprocess import PreprocessSpec, load_image
 
         paths = jpegs["2048x1536"]
         full = np.stack([load_image(p) for p in paths])

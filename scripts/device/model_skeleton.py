@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from vggsim.bench import VGG16_CONVS
+from vggsim.tools.bench import VGG16_CONVS
 from vggsim.export.keras_model import random_weights
-from vggsim.manifest import read_manifest, sha256_file
+from vggsim.model.manifest import read_manifest, sha256_file
 
 
 def _kernels_as_onnx_bytes(seed: int) -> list[bytes]:

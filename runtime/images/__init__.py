@@ -1,0 +1,1 @@
+"""vggsim.images."""

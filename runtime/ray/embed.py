@@ -1,0 +1,215 @@
+"""Embedding on a Ray cluster into the same store format: Ray Data tasks decode, actors infer.
+
+The driver (this process) does what the local ``embed_into_store`` does around the
+pipeline, with the same code: it opens the store for writing, lists the inputs and applies
+the incremental rules (:mod:`vggsim.collection.incremental`), and writes every result through
+the same committer (a flush per batch, a commit every ``commit_rows`` rows or
+``commit_seconds`` seconds). Only decoding and inference move to Ray:
+
+- decoding: ``map_batches`` tasks on CPUs, through :func:`vggsim.ingest.reading.read_file` (the
+  local pipeline's function), so the same bytes give the same array and the same error kinds;
+- inference: an actor pool (``compute=ActorPoolStrategy(size=actors)``), one
+  :class:`~vggsim.model.embedder.Embedder` per actor, a GPU per actor when the cluster has GPUs.
+
+Faults: a decode task whose worker dies is retried (Ray's default ``max_retries`` of 3 for
+system failures), a killed actor is restarted and its batch retried (Ray Data's defaults for
+actor pools: ``max_restarts=-1``, ``max_task_retries=-1``; the deprecated ``**ray_remote_args``
+are not used); Ray Data emits a block only once it is
+complete, and the driver adds each path at most once, so nothing is lost or written twice.
+A killed driver leaves its committed records (and its journal, which the next writer
+recovers): running the same embed again skips them by the incremental rules.
+
+Ray is imported only when a function here runs (``pip install 'vggsim[ray]'``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from vggsim.collection import validate
+from vggsim.collection.embed import ProgressCallback, _Committer, _prune, _Reporter
+from vggsim.collection.incremental import latest_by_path, plan
+from vggsim.collection.results import EmbedSummary, Failure
+from vggsim.images.decode import DEFAULT_MAX_PIXELS
+from vggsim.errors import require
+from vggsim.model.manifest import read_manifest
+from vggsim.images.preprocess import PreprocessSpec
+from vggsim.ray.stages import EmbedActor, decode_batch
+from vggsim.ingest.reading import DEFAULT_MAX_BYTES
+from vggsim.ingest.sources import iter_inputs
+from vggsim.store import Record, Store, StoreIdentity
+
+
+@dataclass(frozen=True)
+class _ModelInfo:
+    """What StoreIdentity.of reads from an Embedder, from the manifest alone (the driver loads no model)."""
+
+    model_sha256: str
+    spec: PreprocessSpec
+    dim: int
+
+
+def import_ray() -> Any:
+    """Ray and Ray Data, or MissingExtraError naming ``pip install 'vggsim[ray]'`` (exit 2 in the CLI)."""
+    ray = require("ray", "ray", "Embedding on Ray")
+    require("ray.data", "ray", "Embedding on Ray")
+    return ray
+
+
+def _record(batch: dict[str, Any], i: int, path: str) -> tuple[Record, np.ndarray | None]:
+    """The store record of one result row: exactly what the local ``_record`` builds."""
+    size, mtime = int(batch["size"][i]), int(batch["mtime_ns"][i])
+    if bool(batch["ok"][i]):
+        return (Record(path, "ok", size, mtime, str(batch["sha256"][i]), int(batch["width"][i]), int(batch["height"][i])),
+                np.asarray(batch["vector"][i], np.float32))
+    return (Record(path, "error", None if size < 0 else size, None if mtime < 0 else mtime, None, None, None,
+                   str(batch["error_kind"][i]), str(batch["error"][i])), None)
+
+
+def _paths_of(dataset: Any) -> Iterator[str]:
+    for batch in dataset.select_columns(["path"]).iter_batches(batch_format="numpy", batch_size=4096):
+        for raw in batch["path"]:
+            yield os.fsdecode(raw if isinstance(raw, (bytes, str)) else bytes(raw))
+
+
+def _cluster_gpus(ray: Any) -> float:
+    return float(ray.cluster_resources().get("GPU", 0))
+
+
+def embed_dataset(
+    source: Any,
+    store: str | os.PathLike[str],
+    *,
+    model: str | os.PathLike[str] | None = None,
+    spec: PreprocessSpec | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    providers: Any = "auto",
+    threads: int | None = None,
+    address: str | None = None,
+    ray_init: dict[str, Any] | None = None,
+    actors: int | None = None,
+    actor_cpus: float = 1.0,
+    list_file: str | None = None,
+    all_files: bool = False,
+    prune: bool = False,
+    retry_errors: bool = False,
+    batch_size: int = 8,
+    decode_rows: int = 16,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    float16: bool = False,
+    commit_rows: int = 1024,
+    commit_seconds: float = 30.0,
+    progress: ProgressCallback | None = None,
+) -> EmbedSummary:
+    """Embed ``source`` into the store at ``store`` on Ray; returns the same summary as a local run.
+
+    ``source`` is files, folders and globs (listed by the driver as ``vggsim embed`` lists
+    them), or a ``ray.data.Dataset`` with a ``path`` column (str or bytes): the paths are
+    collected by the driver and the incremental rules applied to them. A Dataset that also
+    has a ``bytes`` column is decoded from those bytes (no file is read on the workers; an
+    optional ``mtime_ns`` column is recorded) and embedded in full: without a file to stat
+    nothing can be skipped.
+
+    ``address`` is a Ray address (``"auto"``, ``"HOST:6379"``, ``"ray://..."``); without one,
+    a Ray already initialised in this process is used, else ``ray.init(**ray_init)`` starts
+    a local one (shut down at the end). ``actors`` inference actors (default: one per GPU
+    when the cluster has GPUs, else 1) each hold one Embedder on ``actor_cpus`` CPUs (or a
+    GPU) with ``threads`` onnxruntime threads; decoding runs as tasks, ``decode_rows`` files
+    each, one CPU each. Every node needs the model folder at the same path and, for path
+    inputs, the files at the same paths (a shared file system).
+    """
+    ray = import_ray()
+    batch_size = validate.positive_int("batch_size", batch_size)
+    decode_rows = validate.positive_int("decode_rows", decode_rows)
+    commit_rows = validate.positive_int("commit_rows", commit_rows)
+    commit_seconds = validate.positive_float("commit_seconds", commit_seconds)
+    manifest = read_manifest(model, verify=True)
+    info = _ModelInfo(manifest.model_sha256, spec or manifest.preprocess, manifest.embedding_dim)
+    started_ray = False
+    if not ray.is_initialized():
+        ray.init(address=address, **({"logging_level": "WARNING", "log_to_driver": False} | (ray_init or {})))
+        started_ray = True
+    started = time.perf_counter()
+    writer = Store.open_for_writing(store, StoreIdentity.of(info, "float16" if float16 else "float32"))  # type: ignore[arg-type]
+    failures: list[Failure] = []
+    embedded = pruned = duplicates = 0
+    try:
+        known = latest_by_path(writer.store.records())
+        from_bytes = _is_dataset(ray, source) and "bytes" in source.columns()
+        if from_bytes:
+            dataset, listed = source, None
+        else:
+            paths: Iterable[str | os.PathLike[str]] = (_paths_of(source) if _is_dataset(ray, source)
+                                    else iter_inputs([os.fspath(i) for i in source], list_file, all_files))
+            listed = plan(paths, known, retry_errors)
+            dataset = ray.data.from_items([{"path": os.fsencode(p)} for p in listed.todo]) if listed.todo else None
+        committer = _Committer(writer, batch_size, commit_rows, commit_seconds)
+        if prune:
+            pruned = _prune(committer, list(known))
+        seen = listed.seen if listed else 0
+        unchanged = listed.unchanged if listed else 0
+        report = _Reporter(progress, seen, unchanged)
+        report.update(0, 0)
+        done: set[str] = set()
+        if dataset is not None:
+            gpus = _cluster_gpus(ray)
+            pool = actors or (max(1, int(gpus)) if gpus else 1)
+            ray.data.DataContext.get_current().enable_progress_bars = False
+            logging.getLogger("ray.data").setLevel(logging.WARNING)
+            decoded = dataset.map_batches(
+                decode_batch, batch_format="numpy", batch_size=decode_rows, num_cpus=1,
+                fn_kwargs={"spec": info.spec.to_dict(), "max_pixels": max_pixels, "max_bytes": max_bytes})
+            vectors = decoded.map_batches(
+                EmbedActor, batch_format="numpy", batch_size=batch_size,
+                compute=ray.data.ActorPoolStrategy(size=pool),
+                num_gpus=1 if gpus else 0, num_cpus=actor_cpus,
+                fn_constructor_kwargs={"model": str(manifest.model_path.parent), "model_sha256": info.model_sha256,
+                                       "spec": info.spec.to_dict(), "max_pixels": max_pixels,
+                                       "providers": providers, "threads": threads})
+            for batch in vectors.iter_batches(batch_format="numpy", batch_size=None):
+                for i, raw in enumerate(batch["path"]):
+                    path = os.fsdecode(raw if isinstance(raw, (bytes, str)) else bytes(raw))
+                    if path in done:  # never write a file twice, whatever a retry delivers
+                        duplicates += 1
+                        continue
+                    done.add(path)
+                    record, vector = _record(batch, i, path)
+                    committer.add(record, vector)
+                    if vector is not None:
+                        embedded += 1
+                    else:
+                        failures.append(Failure(path, record.error_kind or "internal", record.error or ""))
+                    report.update(embedded, len(failures))
+        if from_bytes:
+            seen = len(done)
+        elif listed is not None:
+            for path in listed.todo:  # not expected: Ray delivers every row or raises; never drop one silently
+                if path not in done:
+                    reason = "Ray returned no result for this file; a later embed retries it"
+                    committer.add(Record(path, "error", None, None, None, None, None, "internal", reason))
+                    failures.append(Failure(path, "internal", reason))
+    finally:
+        final = writer.close()
+        if started_ray:
+            ray.shutdown()
+    notes = list(getattr(writer, "recovery_notes", []))
+    if duplicates:
+        notes.append(f"{duplicates} duplicate results from Ray retries were dropped")
+    return EmbedSummary(
+        store=os.fspath(store), seen=seen, embedded=embedded, unchanged=unchanged,
+        failed=len(failures), pruned=pruned, still_failing=listed.still_failing if listed else 0, failures=failures,
+        failed_by_kind=dict(Counter(f.kind for f in failures)), seconds=round(time.perf_counter() - started, 2),
+        provider=f"ray:{providers}", random_weights=bool(manifest.random_weights),
+        generation=final.generation, notes=notes)
+
+
+def _is_dataset(ray: Any, source: Any) -> bool:
+    return isinstance(source, ray.data.Dataset)

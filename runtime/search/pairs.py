@@ -1,0 +1,58 @@
+"""Near-duplicates: all pairs above a threshold in bounded memory, grouped by union-find.
+
+The threshold itself is measured at export (``vggsim.export.calibrate``) and read from the
+manifest's ``dedup`` block.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+
+import numpy as np
+
+from vggsim.similarity import l2_normalize
+from vggsim.store import Block
+
+Blocks = Callable[[], Iterable[Block]]
+
+
+def similar_pairs(blocks: Blocks, threshold: float) -> Iterator[tuple[int, int, float]]:
+    """Every pair (i, j, score) with i < j and cosine score >= ``threshold``.
+
+    ``blocks`` is called once per outer block to stream the inner ones again, so only two
+    blocks are in memory at a time.
+    """
+    for a_index, outer in enumerate(blocks()):
+        a = l2_normalize(outer.vectors, np.float32)
+        for b_index, inner in enumerate(blocks()):
+            if b_index < a_index:
+                continue
+            b = a if b_index == a_index else l2_normalize(inner.vectors, np.float32)
+            scores = a @ b.T
+            if b_index == a_index:
+                scores[np.tril_indices_from(scores)] = -np.inf  # each pair once, no self-pairs
+            rows, cols = np.nonzero(scores >= threshold)
+            for r, c in zip(rows, cols):
+                i, j = int(outer.ids[r]), int(inner.ids[c])
+                yield (min(i, j), max(i, j), float(scores[r, c]))
+
+
+def group_pairs(pairs: Iterable[tuple[int, int, float]]) -> list[list[int]]:
+    """Connected groups of ids (union-find, path halving); each sorted, groups by first id."""
+    parent: dict[int, int] = {}
+
+    def find(x: int) -> int:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for i, j, _ in pairs:
+        ri, rj = find(i), find(j)
+        if ri != rj:
+            parent[max(ri, rj)] = min(ri, rj)
+    groups: dict[int, list[int]] = {}
+    for x in parent:
+        groups.setdefault(find(x), []).append(x)
+    return sorted((sorted(g) for g in groups.values()), key=lambda g: g[0])

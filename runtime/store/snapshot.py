@@ -1,0 +1,286 @@
+"""Reading a store: an immutable snapshot of one commit, safe to share between threads."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from vggsim.errors import StoreError
+from vggsim.store.format import (COMMIT, IDENTITY, STORE_FORMAT, Block, CommitRecord, Record, Shard, StoreIdentity,
+                           check_shard_cheaply, parse_commit, pyarrow, read_json, remedy, shard_name)
+from vggsim.store.checksum import require_intact
+from vggsim.store.journal import meta_schema
+from vggsim.store.scan import CurrentView, record_blocks, sample_rows, scan, vector_blocks
+from vggsim.store.npyio import load_npy
+
+if TYPE_CHECKING:
+    from vggsim.store.repair import VerifyReport
+    from vggsim.store.writer import StoreWriter
+
+Stamp = tuple[int, int, int] | None
+
+
+def has_data(root: Path) -> bool:
+    """Whether ``root`` holds anything a writer made (so it must not be treated as new)."""
+    return (root / COMMIT).exists() or any(
+        any((root / sub).glob(pattern)) for sub, pattern in (("vectors", "*.npy"), ("meta", "*.parquet"), ("journal", "*")))
+
+
+def read_identity(root: Path) -> StoreIdentity:
+    """The identity in ``store.json``; StoreError saying what to do if it is missing or bad."""
+    path = root / IDENTITY
+    # `store repair` cannot rebuild store.json (nothing else records which model and
+    # preprocessing made the vectors), so it must not be the advice here: it would refuse too.
+    advice = (f"`vggsim store repair` cannot rebuild it: restore {path} from a backup, or re-create the store "
+              f"(`vggsim embed SAME INPUTS --store NEW`, then delete {root})")
+    try:
+        data = read_json(path, "store identity", advice)
+    except FileNotFoundError:
+        if has_data(root):
+            raise StoreError(f"{path} is missing, but {root} holds embeddings: nothing can tell which model made "
+                             "them, so the store cannot be used. Restore store.json from a backup, or re-create "
+                             f"the store (`vggsim embed ... --store NEW`).") from None
+        raise StoreError(f"{root} is not a vggsim store (no store.json); create it with `vggsim embed`.") from None
+    if isinstance(data, dict) and data.get("format") == 1:
+        raise StoreError(f"{root} is a format-1 store from an older vggsim, which could lose or misalign "
+                         "records; it is not read. Re-create it: `vggsim embed SAME INPUTS --store NEW` "
+                         "(then delete the old folder).")
+    if not isinstance(data, dict) or data.get("format") != STORE_FORMAT:
+        raise StoreError(f"{path}: unknown store format {data.get('format') if isinstance(data, dict) else '?'!r}; "
+                         f"a newer vggsim made it (use that version), or the file is garbled: {advice}")
+    try:
+        return StoreIdentity.from_dict(data, str(path))
+    except StoreError as exc:
+        raise StoreError(f"{exc}; {advice}") from None
+
+
+def commit_stamp(root: Path) -> Stamp:
+    try:
+        stat = os.stat(root / COMMIT)
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns, stat.st_size
+
+
+def read_commit(root: Path) -> tuple[CommitRecord, Stamp]:
+    """The commit record (read once) and a stamp to tell later whether it was replaced."""
+    stamp = commit_stamp(root)
+    try:
+        data = read_json(root / COMMIT, "commit record")
+    except FileNotFoundError:
+        if any((root / "vectors").glob("*.npy")) or any((root / "meta").glob("*.parquet")):
+            raise StoreError(f"{root / COMMIT} is missing, so no shard in {root} can be trusted; "
+                             f"`vggsim store repair {root}` rebuilds it from the shards that check out") from None
+        return CommitRecord(0, 1, ()), stamp
+    return parse_commit(data, root / COMMIT), stamp
+
+
+def read_meta(root: Path, shard: Shard) -> Any:
+    """A committed shard's meta table with a ``shard`` column; StoreError if it does not check out."""
+    pa = pyarrow()
+    path = root / shard_name(shard.id, "meta")
+    require_intact(path, shard.files[shard_name(shard.id, "meta")], root)  # same size is not same bytes
+    try:
+        table = pa.parquet.read_table(path).select(meta_schema().names).cast(meta_schema())
+    except Exception as exc:  # noqa: BLE001 - a damaged file can fail in the parser in any way
+        raise StoreError(f"{path}: cannot read the committed meta file ({str(exc)[:100]}); {remedy(root)}") from None
+    ok = pa.compute.equal(table.column("status"), "ok").to_numpy(zero_copy_only=False)
+    rows = table.column("row").to_numpy(zero_copy_only=False)
+    ok_rows = np.sort(rows[ok.astype(bool)])
+    if table.num_rows != shard.records or not np.array_equal(ok_rows, np.arange(shard.rows)):
+        raise StoreError(f"{path} does not match its commit record ({table.num_rows} records, "
+                         f"{len(ok_rows)} vectors; expected {shard.records}, {shard.rows}); {remedy(root)}")
+    return table.append_column("shard", pa.array(np.full(table.num_rows, shard.id, np.int64)))
+
+
+class Store:
+    """An immutable, consistent snapshot of what was committed to a store folder."""
+
+    def __init__(self, root: Path, identity: StoreIdentity, commit: CommitRecord, stamp: Stamp) -> None:
+        self.root, self.identity, self.generation = root, identity, commit.generation
+        self.dim = identity.dim
+        self.commit_record, self._stamp = commit, stamp
+        self._lock = threading.Lock()
+        self._history: Any = None
+        self._current: Any = None
+        self._records: list[Record] | None = None
+        self._paths: list[str] | None = None
+        self._arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._view: CurrentView | None = None
+        self._shards = {s.id: s for s in commit.shards}
+        self._intact: set[int] = set()  # shards whose vectors this snapshot has checked
+
+    @classmethod
+    def open(cls, root: str | os.PathLike[str]) -> Store:
+        """Open a store for reading; StoreError naming the file and what to do if it is damaged."""
+        path = Path(root)
+        if not path.is_dir():
+            raise StoreError(f"{path} is not a vggsim store (no such folder); create it with `vggsim embed`.")
+        identity = read_identity(path)
+        commit, stamp = read_commit(path)
+        for shard in commit.shards:
+            check_shard_cheaply(path, shard, identity.dim)
+        return cls(path, identity, commit, stamp)
+
+    @classmethod
+    def open_for_writing(cls, root: str | os.PathLike[str], identity: StoreIdentity) -> StoreWriter:
+        """Create or reopen a store for ``identity`` and take its exclusive lock."""
+        from vggsim.store.writer import open_writer
+
+        return open_writer(Path(root), identity)
+
+    def require_compatible(self, identity: StoreIdentity) -> None:
+        self.identity.require_compatible(identity, str(self.root))
+
+    def is_stale(self) -> bool:
+        """Whether a newer commit exists on disk (one stat call)."""
+        return commit_stamp(self.root) != self._stamp
+
+    def history(self) -> Any:
+        """Every committed record, oldest first, with ``shard`` and ``seq`` columns (a pyarrow Table)."""
+        with self._lock:
+            if self._history is None:
+                pa = pyarrow()
+                tables = [read_meta(self.root, shard) for shard in self.commit_record.shards]
+                if not tables:
+                    empty = meta_schema().append(pa.field("shard", pa.int64()))
+                    tables = [empty.empty_table()]
+                history = pa.concat_tables(tables)
+                self._history = history.append_column("seq", pa.array(np.arange(history.num_rows, dtype=np.int64)))
+            return self._history
+
+    def table(self) -> Any:
+        """The current view: the latest record per path (by its bytes), deleted files left out."""
+        history = self.history()
+        with self._lock:
+            if self._current is None:
+                pa = pyarrow()
+                latest = history.group_by("path_bytes").aggregate([("seq", "max")]).column("seq_max")
+                current = history.take(np.sort(latest.to_numpy()))  # seq is the row number in history
+                self._current = current.filter(pa.compute.not_equal(current.column("status"), "deleted"))
+            return self._current
+
+    def _layout(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per id of the current view: has a vector, its shard, its row there."""
+        table = self.table()
+        with self._lock:
+            if self._arrays is None:
+                ok = pyarrow().compute.equal(table.column("status"), "ok").to_numpy(zero_copy_only=False)
+                self._arrays = (ok.astype(bool), table.column("shard").to_numpy(), table.column("row").to_numpy())
+            return self._arrays
+
+    def records(self) -> list[Record]:
+        """The current view as Records; ``ids`` in blocks index this list."""
+        table = self.table()
+        with self._lock:
+            if self._records is None:
+                columns = [table.column(c).to_pylist() for c in ("path_bytes", "status", "size", "mtime_ns",
+                                                                  "sha256", "width", "height", "error_kind", "error")]
+                self._records = [Record(os.fsdecode(values[0]), *values[1:]) for values in zip(*columns)]
+            return self._records
+
+    def paths(self) -> list[str]:
+        """The lossless paths of :meth:`records`, without building the records."""
+        table = self.table()
+        with self._lock:
+            if self._paths is None:
+                self._paths = [os.fsdecode(name) for name in table.column("path_bytes").to_pylist()]
+            return self._paths
+
+    def count_ok(self) -> int:
+        return int(self._layout()[0].sum())
+
+    def _mapped(self, shard: int) -> Any:
+        """The shard's vectors memory-mapped; any .npy layout (order, byte order, width, version).
+
+        The first map of a shard checks its sha256 against the commit record (once per file
+        per process, see :mod:`vggsim.store.checksum`): a file damaged in place keeps its
+        size and header, and would otherwise give confident, wrong scores.
+        """
+        path = self.root / shard_name(shard, "vectors")
+        if shard not in self._intact:
+            require_intact(path, self._shards[shard].files[shard_name(shard, "vectors")], self.root)
+            with self._lock:
+                self._intact.add(shard)
+        try:
+            return load_npy(path, "r")
+        except Exception as exc:  # noqa: BLE001 - a damaged file can fail in the parser in any way
+            raise StoreError(f"{path}: cannot read committed vectors ({str(exc)[:100]}); {remedy(self.root)}") from None
+
+    def blocks(self, block_rows: int = 16384) -> Iterator[Block]:
+        """The current ok vectors in blocks of at most ``block_rows``, as C-order float32.
+
+        Each window of a shard is mapped, copied and unmapped on its own, so resident memory
+        stays at a block or two whatever the size of the store.
+        """
+        ok, shards, rows = self._layout()
+        for shard in self.commit_record.shards:
+            ids = np.flatnonzero(ok & (shards == shard.id))
+            if not len(ids):
+                continue
+            ids = ids[np.argsort(rows[ids], kind="stable")]
+            shard_rows = rows[ids]
+            for start in range(0, shard.rows, block_rows):
+                lo, hi = np.searchsorted(shard_rows, [start, start + block_rows])
+                if lo == hi:
+                    continue
+                mapped = self._mapped(shard.id)
+                vectors = np.ascontiguousarray(mapped[shard_rows[lo:hi]], dtype=np.float32)
+                del mapped  # unmap now: the next window maps afresh
+                yield Block(ids[lo:hi], vectors)
+
+    def current_view(self) -> CurrentView:
+        """The current view's layout, read shard by shard without building :meth:`table` (about
+        9 bytes per record kept; see :mod:`vggsim.store.scan`). Ids as in :meth:`records`."""
+        with self._lock:
+            if self._view is None:
+                self._view = scan(self.root, self.commit_record)
+            return self._view
+
+    def iter_vector_blocks(self, block_rows: int = 16384) -> Iterator[Block]:
+        """The current ok vectors as :meth:`blocks` gives them (each id once, C-order float32, at
+        most ``block_rows`` per block), but streamed from this snapshot's shards without building
+        the current view's tables: memory is :meth:`current_view` plus a block."""
+        if block_rows < 1:
+            raise ValueError(f"block_rows must be >= 1, got {block_rows}")
+        for ids, vectors in vector_blocks(self.current_view(), self._mapped, block_rows):
+            yield Block(ids, vectors)
+
+    def sample_vectors(self, count: int, seed: int = 0) -> Block:
+        """``count`` (at most all) current vectors drawn uniformly without replacement, reading only
+        those rows (see :meth:`iter_vector_blocks`); ids ascend within each shard."""
+        ids, vectors = sample_rows(self.current_view(), self._mapped, count, seed)
+        return Block(ids, vectors.reshape(len(ids), self.dim))
+
+    def iter_record_blocks(self, columns: Sequence[str]) -> Iterator[tuple[np.ndarray, Any]]:
+        """(ids, pyarrow Table of ``columns`` of the meta schema) for the current view, one shard
+        at a time, ids ascending and each once; the streaming counterpart of :meth:`table`."""
+        unknown = sorted(set(columns) - set(meta_schema().names))
+        if unknown:
+            raise ValueError(f"unknown meta columns {unknown}; known: {meta_schema().names}")
+        yield from record_blocks(self.root, self.current_view(), list(columns))
+
+    def vectors(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
+        """The float32 vectors of these ids (indexes into :meth:`records`), in the order given."""
+        ok, shards, rows = self._layout()
+        wanted = np.asarray(ids, dtype=np.int64).reshape(-1)
+        if len(wanted) and (wanted.min() < 0 or wanted.max() >= len(ok) or not ok[wanted].all()):
+            raise StoreError(f"{self.root}: some ids have no vector (out of range or not 'ok')")
+        out = np.empty((len(wanted), self.dim), np.float32)
+        for shard in np.unique(shards[wanted]) if len(wanted) else []:
+            where = np.flatnonzero(shards[wanted] == shard)
+            mapped = self._mapped(int(shard))
+            out[where] = mapped[rows[wanted[where]]]
+            del mapped
+        return out
+
+    def verify(self) -> VerifyReport:
+        """Check every committed shard of this snapshot in full (sizes, sha256, rows, dim, dtype)."""
+        from vggsim.store.repair import verify_shards
+
+        return verify_shards(self.root, self.identity.dim, self.commit_record)
