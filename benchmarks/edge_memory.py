@@ -159,7 +159,7 @@ def int8_model(fp32: Path) -> Path:
 
 
 def default_image(root: Path) -> str:
-    from vggsim.tools.samples import sample_photos
+    from vggsim.images.samples import sample_photos
 
     photos = sample_photos()
     if photos:

@@ -171,7 +171,7 @@ def report_install(python: Path, label: str, seconds: float, no_deps: bool) -> d
 
 def default_image(work: Path) -> str:
     try:
-        from vggsim.tools.samples import sample_photos
+        from vggsim.images.samples import sample_photos
 
         photos = sample_photos()
     except ImportError:

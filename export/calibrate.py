@@ -17,7 +17,7 @@ from PIL import Image, ImageEnhance, ImageOps
 
 from vggsim.model.manifest import DedupCalibration
 from vggsim.images.preprocess import PreprocessSpec, load_image
-from vggsim.tools.samples import sample_photos
+from vggsim.images.samples import sample_photos
 from vggsim.model.session import create_session
 from vggsim.similarity import l2_normalize
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from vggsim.model.manifest import (MANIFEST_FILE, MODEL_FILE, DedupCalibration, Manifest, ModelFile, ParityRecord, TensorInfo,
                              WeightsInfo, sha256_file)
 from vggsim.images.preprocess import DEFAULT_SPEC, PreprocessSpec
-from vggsim.tools.samples import sample_photos
+from vggsim.images.samples import sample_photos
 from vggsim.model.session import create_session
 
 from .calibrate import calibrate_model

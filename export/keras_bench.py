@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from vggsim.tools.bench import timed_within
+from vggsim.model.timing import timed_within
 from vggsim.errors import MissingExtraError
 
 from .keras_model import build_model, random_vgg16

@@ -33,7 +33,7 @@ from vggsim.model.manifest import (
     sha256_file,
 )
 from vggsim.images.preprocess import PreprocessSpec, load_image
-from vggsim.tools.samples import sample_photos
+from vggsim.images.samples import sample_photos
 from vggsim.model.session import create_session
 from vggsim.similarity import l2_normalize
 

@@ -27,11 +27,11 @@ from vggsim.errors import (
 from vggsim.model.manifest import Manifest, read_manifest
 from vggsim.ingest.pipeline import EmbedResult, iter_embeddings
 from vggsim.images.preprocess import DEFAULT_SPEC, PreprocessSpec, load_image, to_rgb
-from vggsim.tools.samples import sample_photos
+from vggsim.images.samples import sample_photos
 from vggsim.model.session import available_providers, usable_cpus
+from vggsim.version import __version__
 from vggsim.similarity import cosine, cosine_similarity, l2_normalize
 
-__version__ = "0.1.0"
 
 __all__ = [
     "ALLOWED_FORMATS", "DEFAULT_MAX_PIXELS", "DEFAULT_SPEC", "EmbedResult", "Embedder", "ImageError",

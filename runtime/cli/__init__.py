@@ -13,11 +13,12 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from vggsim import __version__
-from vggsim.collection.validate import ArgumentError
+from vggsim import config
+from vggsim.version import __version__
+from vggsim.validate import ArgumentError
 from vggsim.errors import MissingExtraError, VggsimError
 from vggsim.cli import bench, compare, dedup, doctor, embed, export, index, search, serve, store
-from vggsim.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, HelpFormatter, UsageError, env_flag
+from vggsim.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, HelpFormatter, UsageError
 
 Handler = Callable[[argparse.Namespace], int]
 COMMANDS = (export, compare, doctor, bench, embed, search, index, dedup, store, serve)
@@ -109,14 +110,14 @@ def _main(argv: Sequence[str] | None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
     except (OSError, MemoryError) as exc:
-        if env_flag("VGGSIM_DEBUG"):
+        if config.debug():
             raise
         detail = getattr(exc, "strerror", None) or exc
         where = getattr(exc, "filename", None)
         print(f"vggsim: error: {f'{where}: ' if where else ''}{detail}", file=sys.stderr)
         return EXIT_FAILED
     except Exception as exc:  # a bug: one line, and the traceback on request
-        if env_flag("VGGSIM_DEBUG"):
+        if config.debug():
             raise
         print(f"vggsim: internal error: {type(exc).__name__}: {exc} (set VGGSIM_DEBUG=1 for the traceback)",
               file=sys.stderr)

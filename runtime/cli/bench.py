@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 from typing import Any
 
+from vggsim import config
 from vggsim.errors import VggsimError
 from vggsim.cli.common import add_parser, add_profile_arg, int_list, int_range, log, output_path, print_json, write_output
 from vggsim.cli.export import photos_in
@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
 
     from vggsim.tools.bench import run_bench, summary_lines, write_plot
     from vggsim.errors import require
-    from vggsim.tools.samples import sample_photos
+    from vggsim.images.samples import sample_photos
     from vggsim.model.session import usable_cpus
 
     out, plot = output_path(args.out, "--out"), output_path(args.plot, "--plot")
@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     if not photos:
         raise VggsimError("bench needs images: pass --images DIR or install scikit-learn (it ships sample photos)")
     threads = args.threads or sorted({1, usable_cpus()})
-    models = args.model or [os.environ.get("VGGSIM_MODEL", "models/vgg16")]
+    models = args.model or [str(config.model_dir())]
     report = run_bench(models, photos, args.batch_sizes, threads, args.rounds, args.keras, args.providers, args.profile)
     if out is not None:
         write_output(out, lambda p: Path(p).write_text(json.dumps(report, indent=2) + "\n"), "--out")

@@ -266,5 +266,3 @@ def json_safe(data: Any) -> Any:
     return data
 
 
-def env_flag(name: str) -> bool:
-    return os.environ.get(name, "") not in ("", "0")

@@ -21,7 +21,7 @@ from vggsim.collection.results import (
     SearchResult,
 )
 from vggsim.collection.search import search_images, search_store
-from vggsim.collection.validate import ArgumentError
+from vggsim.validate import ArgumentError
 
 __all__ = [
     "ArgumentError", "DEDUP_BLOCK_ROWS", "DuplicateCheck", "DuplicateGroup", "DuplicateMember", "EmbedProgress",

@@ -9,7 +9,7 @@ import numpy as np
 from vggsim.search.pairs import group_pairs, similar_pairs
 from vggsim.errors import VggsimError
 from vggsim.similarity import l2_normalize
-from vggsim.collection import validate
+from vggsim import validate
 from vggsim.store import Store, StoreIdentity
 from vggsim.collection.results import DuplicateGroup, DuplicateMember, Match
 from vggsim.collection.search import as_store, query_matrix

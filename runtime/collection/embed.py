@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Iterator
 from vggsim.errors import require_list, short_name
 from vggsim.ingest.pipeline import EmbedResult, iter_embeddings
 from vggsim.ingest.sources import iter_inputs
-from vggsim.collection import validate
+from vggsim import validate
 from vggsim.store import Record, Store, StoreIdentity, StoreWriter
 from vggsim.collection.incremental import latest_by_path, plan
 from vggsim.collection.results import EmbedProgress, EmbedSummary, Failure

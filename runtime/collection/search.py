@@ -10,7 +10,7 @@ import numpy as np
 
 from vggsim.errors import StoreError, require_list
 from vggsim.search.exact import AnnIndex, exact_topk
-from vggsim.collection import validate
+from vggsim import validate
 from vggsim.search import hnsw_cache as ann_cache
 from vggsim.store import Store, StoreIdentity
 from vggsim.collection.results import Match

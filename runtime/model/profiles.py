@@ -13,6 +13,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from vggsim import config
+
 
 @dataclass(frozen=True)
 class SessionProfile:
@@ -62,11 +64,7 @@ def session_profile(name: str | SessionProfile) -> SessionProfile:
 
 def user_cache_dir() -> Path:
     """$VGGSIM_CACHE_DIR, else $XDG_CACHE_HOME/vggsim, else ~/.cache/vggsim."""
-    explicit = os.environ.get("VGGSIM_CACHE_DIR")
-    if explicit:
-        return Path(explicit)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "vggsim"
+    return config.cache_dir()
 
 
 def graph_cache_dir(model_path: Path, key: str) -> Path:

@@ -12,7 +12,7 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Union, TypeAlias
 from collections.abc import Sequence
 
 import onnxruntime as ort
@@ -25,7 +25,7 @@ from vggsim.model.profiles import SessionProfile, graph_cache_dir, session_profi
 
 ProviderRequest = Union[str, Sequence[str | tuple[str, dict[str, Any]]]]
 #: The session type create_session returns (the only module that constructs one).
-Session = ort.InferenceSession
+Session: TypeAlias = ort.InferenceSession
 
 PROVIDER_ALIASES: dict[str, str] = {
     "cpu": "CPUExecutionProvider",

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from vggsim.collection import validate
+from vggsim import validate
 from vggsim.collection.embed import ProgressCallback, _Committer, _prune, _Reporter
 from vggsim.collection.incremental import latest_by_path, plan
 from vggsim.collection.results import EmbedSummary, Failure

@@ -12,7 +12,7 @@ import numpy as np
 from fastapi import FastAPI
 from starlette.requests import ClientDisconnect
 
-from vggsim import __version__
+from vggsim.version import __version__
 from vggsim.model.embedder import Embedder
 from vggsim.model.session import CUDA_SETTINGS
 from vggsim.serve.bodies import BodyBudget, BodyBudgetMiddleware

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
+from vggsim import config
 from vggsim.images.budget import DEFAULT_MEMORY_BUDGET
 
 #: The environment variable that holds the bearer token (never a command-line flag: those show in `ps`).
-TOKEN_ENV = "VGGSIM_SERVE_TOKEN"
+TOKEN_ENV = config.TOKEN
 
 
 @dataclass(frozen=True)
@@ -38,5 +38,4 @@ class ServeConfig:
 
     @staticmethod
     def token_from_env() -> str | None:
-        value = os.environ.get(TOKEN_ENV, "")
-        return value or None
+        return config.token()

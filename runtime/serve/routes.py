@@ -13,7 +13,9 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.security import HTTPBearer
 from starlette.responses import Response
 
-from vggsim.collection import dedup_threshold, validate
+from vggsim.collection import dedup_threshold
+
+from vggsim import validate
 from vggsim.errors import ArgumentError, VggsimError
 from vggsim.similarity import cosine, l2_normalize
 from vggsim.store import StoreIdentity

@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from vggsim.model.embedder import Embedder
+from vggsim.model.timing import timed, timed_within
 from vggsim.images.preprocess import prepare
 from vggsim.model.session import usable_cpus
 
@@ -37,27 +38,6 @@ def percentiles(seconds: Sequence[float]) -> dict[str, float]:
     """p50/p95/p99 in milliseconds."""
     values = np.asarray(seconds) * 1000
     return {f"p{q}": round(float(np.percentile(values, q)), 2) for q in (50, 95, 99)}
-
-
-def timed(fn: Callable[[], Any], rounds: int, warmup: int = 1) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
-
-
-def timed_within(fn: Callable[[], Any], rounds: int, budget_s: float = 3.0) -> list[float]:
-    """Up to ``rounds`` timed runs after one warm-up, stopping once ``budget_s`` is spent
-    (at least two): a slow CPU batch gets a few rounds, a fast GPU batch all of them."""
-    fn()
-    times: list[float] = []
-    while len(times) < max(2, rounds) and (len(times) < 2 or sum(times) < budget_s):
-        times.extend(timed(fn, 1, warmup=0))
-    return times
 
 
 def matmul_peak_gflops(size: int = 2048, rounds: int = 5, threads: int | None = None, providers: str = "cpu") -> float:

@@ -93,7 +93,7 @@ export_variant(Path(sys.argv[1]), Path(sys.argv[2]), "int8")' "$MODEL" "$INT8"
 fi
 
 # Held-out sample photos (the int8 variant calibrates on the others).
-mapfile -t PHOTOS < <("$HOST_PY" -c 'import sys; from vggsim.tools.samples import sample_photos
+mapfile -t PHOTOS < <("$HOST_PY" -c 'import sys; from vggsim.images.samples import sample_photos
 print("\n".join(str(p) for p in sample_photos()[1::2][:int(sys.argv[1])]))' "$(( FP32_N > INT8_N ? FP32_N : INT8_N ))")
 [ "${#PHOTOS[@]}" -ge 1 ] || { echo "check.sh: no sample photos: install scikit-learn and scikit-image on the host Python" >&2; exit 2; }
 mkdir -p "$WORK/photos" && cp "${PHOTOS[@]}" "$WORK/photos/"

@@ -18,7 +18,7 @@ import numpy as np
 import onnxruntime as ort
 
 from vggsim import Embedder, l2_normalize, sample_photos
-from vggsim.tools.bench import timed
+from vggsim.model.timing import timed
 
 ROUNDS = 20
 VARIANTS = [  # (model, label, CUDA provider options beyond vggsim's search setting)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vggsim import config
 from vggsim.errors import ModelError
 from vggsim.model.manifest.schema import (DedupCalibration, FieldError, ModelFile, ParityRecord, TensorInfo, VariantAccuracy,
                               VariantOf, WeightsInfo, frozen_map, get_block, get_bool, get_int, get_str)
@@ -24,8 +25,8 @@ from vggsim.images.preprocess import PreprocessSpec
 MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
 MANIFEST_FORMAT = 1
-DEFAULT_MODEL_DIR = Path("models") / "vgg16"
-MODEL_ENV_VAR = "VGGSIM_MODEL"
+DEFAULT_MODEL_DIR = config.DEFAULT_MODEL_DIR
+MODEL_ENV_VAR = config.MODEL
 PRECISIONS = ("fp32", "fp16", "int8")
 
 __all__ = ["Manifest", "read_manifest", "resolve_model_dir", "sha256_file", "DedupCalibration", "ModelFile",
@@ -47,7 +48,7 @@ def resolve_model_dir(model: str | os.PathLike[str] | None = None) -> Path:
 
     ``model`` may also name the ``.onnx`` file itself; its folder is used.
     """
-    chosen = model if model is not None else os.environ.get(MODEL_ENV_VAR) or DEFAULT_MODEL_DIR
+    chosen = model if model is not None else config.model_dir()
     path = Path(chosen)
     if path.suffix == ".onnx":
         path = path.parent

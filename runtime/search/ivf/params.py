@@ -22,7 +22,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from vggsim.collection.validate import ArgumentError
+from vggsim.validate import ArgumentError
 
 PQ_MIN_VECTORS = 20_000
 MAX_SAMPLE = 100_000

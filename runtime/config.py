@@ -1,0 +1,42 @@
+"""Every environment variable vggsim reads, in one place: its name, what it means, its default.
+
+Other modules ask here instead of reading ``os.environ`` themselves, so the list below is the
+whole of vggsim's configuration by environment (the CLI's options override each of them).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+#: the model folder when none is given (--model); default models/vgg16
+MODEL = "VGGSIM_MODEL"
+#: where compiled graphs and other caches go; default $XDG_CACHE_HOME/vggsim, else ~/.cache/vggsim
+CACHE_DIR = "VGGSIM_CACHE_DIR"
+#: `vggsim serve`'s bearer token when --token-file is not given; unset: no auth
+TOKEN = "VGGSIM_SERVE_TOKEN"
+#: 1: the CLI prints the traceback of an internal error instead of one line
+DEBUG = "VGGSIM_DEBUG"
+
+DEFAULT_MODEL_DIR = Path("models") / "vgg16"
+VARIABLES = (MODEL, CACHE_DIR, TOKEN, DEBUG)
+
+
+def model_dir() -> Path:
+    return Path(os.environ.get(MODEL) or DEFAULT_MODEL_DIR)
+
+
+def cache_dir() -> Path:
+    explicit = os.environ.get(CACHE_DIR)
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "vggsim"
+
+
+def token() -> str | None:
+    return os.environ.get(TOKEN) or None
+
+
+def debug() -> bool:
+    return os.environ.get(DEBUG, "") not in ("", "0")
