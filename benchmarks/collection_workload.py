@@ -25,9 +25,9 @@ def peak_mb() -> float:
 
 
 def make(root: Path, n: int) -> dict[str, float]:
-    from vggsim.store import Record, Store, StoreIdentity
+    from vggsim.store import Record, StoreIdentity, StoreWriter
 
-    writer = Store.open_for_writing(root, StoreIdentity("synthetic", {}, 512))
+    writer = StoreWriter.open(root, StoreIdentity("synthetic", {}, 512))
     rng = np.random.default_rng(0)
     centres = np.abs(rng.standard_normal((1000, 512))).astype(np.float32)
     chunk = 50_000

@@ -97,16 +97,16 @@ CANDIDATES: tuple[Int8Settings, ...] = (
 SETTINGS_BY_ISA: dict[str, IsaChoice] = {
     "avx512_vnni": IsaChoice(
         Int8Settings("static", "QDQ", "uint8", "int8", True, False), measured=True,
-        source="measured: benchmarks/int8_settings.py on an Intel Xeon with AVX-512 VNNI, 2 cores "
-               "(benchmarks/results/int8-settings-2026-11-27-avx512_vnni.json): of the candidates with "
+        source="measured: benchmarks/int8_settings.py on an Intel Xeon with AVX-512 VNNI, 2 cores: "
+               "of the candidates with "
                "min cosine >= 0.99 against fp32 on real photos and within 1.2x of the fastest, the "
                "most accurate (int8_settings.pick)"),
     "avx2": IsaChoice(
         Int8Settings("static", "QDQ", "int8", "int8", True, True), measured=False,
         source="not measured here for speed: onnxruntime quantization guide (S8S8 in QDQ; per-channel with "
                "reduce_range on AVX2 without VNNI, against VPMADDUBSW saturation); accuracy checked on the AVX2 "
-               "kernels under qemu-user -cpu Haswell (benchmarks/int8_avx2_emulated.py, "
-               "benchmarks/results/int8-avx2-emulated-2026-11-27.json): output equal to VNNI's, while "
+               "kernels under qemu-user -cpu Haswell (benchmarks/int8_avx2_emulated.py): "
+               "output equal to VNNI's, while "
                "per-channel without reduce_range saturated (min cosine 0.99666 against 0.99929)"),
     "arm64_dotprod": IsaChoice(
         Int8Settings("static", "QDQ", "int8", "int8", True, False), measured=False,

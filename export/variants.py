@@ -115,8 +115,8 @@ def pad_first_conv_channels(model: Any, channels: int = FP16_FIRST_CONV_CHANNELS
     input is zero-padded (one Pad node) and the kernel gets zero weights for the new
     channels, so the output is unchanged. Meant for cuDNN's fp16 NHWC tensor-core kernels,
     which want a channel count that is a multiple of 8; on an H200 with the ``cuda-tf32``
-    setting it made no measurable difference (11,638 against 11,828 images/s at batch 64 in
-    benchmarks/results/2026-11-27-h200/run4): what had made fp16 NHWC slow was ``use_tf32=0``.
+    setting it made no measurable difference (11,638 against 11,828 images/s at batch 64; docs: GPU
+    benchmarks): what had made fp16 NHWC slow was ``use_tf32=0``.
     Returns how many convolutions were padded."""
     from onnx import helper, numpy_helper
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -14,9 +13,7 @@ import pytest
 from PIL import Image
 
 from vggsim import RandomWeightsWarning, sample_photos
-
-HAS_TENSORFLOW = importlib.util.find_spec("tensorflow") is not None
-needs_tensorflow = pytest.mark.skipif(not HAS_TENSORFLOW, reason="needs the export extra")
+from support import CORPUS, HAS_TENSORFLOW  # noqa: E402
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -30,9 +27,6 @@ def photos() -> list[Path]:
     if len(found) < 2:
         pytest.skip("needs scikit-learn or scikit-image for real sample photos")
     return found
-
-
-CORPUS = Path(os.environ.get("VGGSIM_CORPUS", Path(__file__).resolve().parents[2] / "shared/corpus/pillow-test-images"))
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -13,13 +11,7 @@ import pytest
 from PIL import Image
 
 from vggsim import ImageError, load_image
-
-
-def png_header_claiming(width: int, height: int) -> bytes:
-    """A PNG whose IHDR declares a huge size, with (almost) no pixel data behind it."""
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    chunk = lambda kind, data: struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))  # noqa: E731
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b"")
+from support import png_header_claiming  # noqa: E402
 
 
 def expect(source: object, kind: str, name_in_message: str | None = None) -> ImageError:

@@ -32,9 +32,10 @@ from vggsim.collection import (
     search_store,
 )
 from vggsim.collection import embed as embed_module
-from vggsim.store import Record, Store, StoreIdentity
+from vggsim.store import Record, Store, StoreIdentity, StoreWriter
 from vggsim.errors import ImageError
 from vggsim.ingest.pipeline import EmbedResult
+from support import synthetic_store  # noqa: E402
 
 pytest.importorskip("pyarrow")
 
@@ -47,14 +48,6 @@ def copies(photos: list[Path], folder: Path, n: int) -> list[Path]:
         shutil.copy(photos[i % len(photos)], target)
         made.append(target)
     return made
-
-
-def synthetic_store(root: Path, embedder: Embedder, vectors: np.ndarray) -> Store:
-    """A store of made-up vectors under the embedder's identity (no model runs)."""
-    with Store.open_for_writing(root, StoreIdentity.of(embedder)) as writer:
-        for n, vector in enumerate(vectors):
-            writer.add(Record(f"/synthetic/{n}.jpg", "ok", 1, 1), vector)
-    return Store.open(root)
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +73,7 @@ def test_unchanged_files_are_skipped_and_changed_ones_embedded(embedder: Embedde
 
 def _record_error(root: Path, embedder: Embedder, path: Path, kind: str) -> None:
     stat = path.stat()
-    with Store.open_for_writing(root, StoreIdentity.of(embedder)) as writer:
+    with StoreWriter.open(root, StoreIdentity.of(embedder)) as writer:
         writer.add(Record(str(path), "error", stat.st_size, stat.st_mtime_ns, error_kind=kind, error=f"made up {kind}"))
 
 
@@ -256,7 +249,7 @@ def test_ann_index_is_rebuilt_after_a_commit(embedder: Embedder, tmp_path: Path,
     pytest.importorskip("faiss")
     store = synthetic_store(tmp_path / "s", embedder, unit_vectors[:10])
     assert search_store(store, unit_vectors[:1], k=1, ann=True)[0][0].path == "/synthetic/0.jpg"
-    with Store.open_for_writing(tmp_path / "s", StoreIdentity.of(embedder)) as writer:
+    with StoreWriter.open(tmp_path / "s", StoreIdentity.of(embedder)) as writer:
         writer.add(Record("/synthetic/new.jpg", "ok", 1, 1), unit_vectors[15])
     store = Store.open(tmp_path / "s")
     assert search_store(store, unit_vectors[15:16], k=1, ann=True)[0][0].path == "/synthetic/new.jpg"
@@ -323,7 +316,7 @@ def test_store_reader_picks_up_a_new_commit(embedder: Embedder, tmp_path: Path, 
     reader = StoreReader(tmp_path / "s")
     first = reader.search(unit_vectors[:1], k=100)
     assert reader.snapshot() is reader.snapshot()  # no reopen without a commit
-    with Store.open_for_writing(tmp_path / "s", StoreIdentity.of(embedder)) as writer:
+    with StoreWriter.open(tmp_path / "s", StoreIdentity.of(embedder)) as writer:
         writer.add(Record("/synthetic/late.jpg", "ok", 1, 1), unit_vectors[9])
     second = reader.search(unit_vectors[9:10], k=100)
     assert second.generation > first.generation
@@ -360,7 +353,7 @@ def test_store_reader_is_thread_safe_while_a_writer_commits(embedder: Embedder, 
         thread.start()
     try:
         for n in range(2, 10):  # eight commits while the readers run
-            with Store.open_for_writing(tmp_path / "s", StoreIdentity.of(embedder)) as writer:
+            with StoreWriter.open(tmp_path / "s", StoreIdentity.of(embedder)) as writer:
                 writer.add(Record(f"/synthetic/w{n}.jpg", "ok", 1, 1), unit_vectors[n])
             time.sleep(0.05)
     finally:

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from test_bad_input import png_header_claiming
+from support import png_header_claiming, run_cli
 from vggsim import Embedder, StoreError
 from vggsim.ingest.pipeline import iter_embeddings
 from vggsim.ingest.sources import iter_inputs
-from vggsim.store import Store, StoreIdentity
+from vggsim.store import Store, StoreIdentity, StoreWriter
 
 pytest.importorskip("pyarrow")
 
@@ -115,11 +115,6 @@ def test_a_stuck_decode_is_reported_and_the_run_finishes(embedder: Embedder, pho
     assert kinds == {photos[0].name: "ok", photos[1].name: "timeout", photos[2].name: "ok"}
 
 
-def run_cli(*args: str, **kw: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "vggsim", *args], capture_output=True, text=True,
-                          timeout=600, **kw)  # type: ignore[call-overload]
-
-
 def test_embed_cli_records_every_bad_file(model_dir: Path, tmp_path: Path, photos: list[Path]) -> None:
     expected = make_bad_folder(tmp_path / "bad", photos[0])
     store = tmp_path / "store"
@@ -183,7 +178,7 @@ def test_torn_journal_keeps_complete_records(tmp_path: Path) -> None:
     script = (
         "import os, sys, numpy as np\n"
         "from vggsim.store import Record, Store, StoreIdentity\n"
-        "writer = Store.open_for_writing(sys.argv[1], StoreIdentity('m' * 64, {'size': [224, 224]}, 512))\n"
+        "writer = StoreWriter.open(sys.argv[1], StoreIdentity('m' * 64, {'size': [224, 224]}, 512))\n"
         "for n in range(3):\n"
         "    writer.add(Record(f'/x/{n}.jpg', 'ok'), np.full(512, n, np.float32))\n"
         "writer.flush()\n"
@@ -194,7 +189,7 @@ def test_torn_journal_keeps_complete_records(tmp_path: Path) -> None:
         fp.write(b"\0" * 100)  # a vector cut short by the kill
     with open(journal, "ab") as fp:
         fp.write(b'0badc0de {"p": "L3gvMy5qcGc=", "sta')  # and its torn metadata line
-    Store.open_for_writing(tmp_path / "s", identity).close()
+    StoreWriter.open(tmp_path / "s", identity).close()
     store = Store.open(tmp_path / "s")
     assert store.paths() == ["/x/0.jpg", "/x/1.jpg", "/x/2.jpg"]
     assert [float(v[0]) for v in store.vectors([0, 1, 2])] == [0.0, 1.0, 2.0]
@@ -220,7 +215,7 @@ def test_incremental_prune_and_store_identity(model_dir: Path, tmp_path: Path, p
     assert pq.read_table(store / "meta").num_rows == 3 + 2 + 1  # the full history, readable as one dataset
     other = StoreIdentity.from_dict(dict(Embedder(model_dir).manifest.identity(), model_sha256="0" * 64, dim=512))
     with pytest.raises(StoreError, match="different model sha256"):
-        Store.open_for_writing(store, other)
+        StoreWriter.open(store, other)
 
 
 def test_float16_store(model_dir: Path, tmp_path: Path, photos: list[Path]) -> None:

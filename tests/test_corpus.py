@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CORPUS
+from support import CORPUS
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import needs_tensorflow
+from support import needs_tensorflow
 from vggsim import Embedder, cosine_similarity
 from vggsim.model.manifest import read_manifest
 

@@ -16,25 +16,16 @@ from vggsim import StoreError
 from vggsim.cli import main
 from vggsim.collection import search_store
 from vggsim.search.exact import exact_topk
-from vggsim.store import Record, Store, StoreIdentity
+from vggsim.store import Record, Store, StoreIdentity, StoreWriter
 
 pytest.importorskip("pyarrow")
 faiss = pytest.importorskip("faiss")
 
 from vggsim.search.ivf import OnDiskIndex, build_index, choose  # noqa: E402
 from vggsim.search.ivf.params import IndexParams  # noqa: E402
+from support import make_store  # noqa: E402
 
 DIM = 64
-
-
-def make_store(root: Path, vectors: np.ndarray, identity: StoreIdentity | None = None, per_commit: int = 700) -> Store:
-    """A store of made-up vectors, several shards (one per commit)."""
-    with Store.open_for_writing(root, identity or StoreIdentity("synthetic", {}, vectors.shape[1])) as writer:
-        for n, vector in enumerate(vectors):
-            writer.add(Record(f"/synthetic/{n:05d}.jpg", "ok", 1, 1), vector)
-            if n % per_commit == per_commit - 1:
-                writer.commit()
-    return Store.open(root)
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +86,7 @@ def test_default_parameters_find_the_neighbours_of_stored_vectors(store: Store, 
 def test_index_built_before_a_new_commit_is_refused_naming_the_rebuild_command(store: Store,
                                                                                vectors: np.ndarray) -> None:
     build_index(store)
-    with Store.open_for_writing(store.root, store.identity) as writer:
+    with StoreWriter.open(store.root, store.identity) as writer:
         writer.add(Record("/synthetic/new.jpg", "ok", 1, 1), vectors[0] * 2)
     newer = Store.open(store.root)
     with pytest.raises(StoreError, match=r"generation .* changed since.*vggsim index build --store"):
@@ -154,7 +145,7 @@ def test_cli_index_build_and_search_index(embedder: Any, model_dir: Path, photos
     assert main(["search", str(photos[0]), "--store", str(root), "--index", "-k", "5", "--json", *model]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["index"] is True and len(result["results"][0]["matches"]) == 5
-    with Store.open_for_writing(root, StoreIdentity.of(embedder)) as writer:
+    with StoreWriter.open(root, StoreIdentity.of(embedder)) as writer:
         writer.add(Record("/synthetic/late.jpg", "ok", 1, 1), np.ones(embedder.dim, np.float32))
     assert main(["search", str(photos[0]), "--store", str(root), "--index", *model]) == 1
     err = capsys.readouterr().err
@@ -215,7 +206,7 @@ def test_search_through_the_index_never_builds_the_store_tables(store: Store, ve
 def churned(tmp_path: Path) -> Store:
     """Several shards with re-embedded names, errors and deletions: the current view differs from the history."""
     rng = np.random.default_rng(11)
-    with Store.open_for_writing(tmp_path / "churned", StoreIdentity("synthetic", {}, 8)) as writer:
+    with StoreWriter.open(tmp_path / "churned", StoreIdentity("synthetic", {}, 8)) as writer:
         for n in range(600):
             status = str(rng.choice(["ok", "ok", "ok", "error", "deleted"]))
             vector = rng.standard_normal(8).astype(np.float32) if status == "ok" else None
@@ -256,7 +247,7 @@ def test_record_blocks_and_sample_match_the_current_view(churned: Store) -> None
 
 def test_streaming_reads_one_snapshot_while_a_writer_commits(churned: Store) -> None:
     before = [(b.ids.copy(), b.vectors.copy()) for b in churned.iter_vector_blocks(50)]
-    with Store.open_for_writing(churned.root, churned.identity) as writer:
+    with StoreWriter.open(churned.root, churned.identity) as writer:
         writer.add(Record("/p/000.jpg", "deleted"))
         writer.add(Record("/p/new.jpg", "ok"), np.ones(8, np.float32))
     again = [(b.ids, b.vectors) for b in churned.iter_vector_blocks(50)]  # the old snapshot, unchanged

@@ -361,7 +361,7 @@ def test_decodes_are_admitted_by_memory_not_by_worker_count(embedder: Embedder, 
 def test_memory_need_is_read_from_the_header_before_decoding(tmp_path: Path) -> None:
     from vggsim.images.budget import decode_need
     from vggsim.images.decode import probe
-    from test_bad_input import png_header_claiming
+    from support import png_header_claiming
 
     path = tmp_path / "big.png"
     path.write_bytes(png_header_claiming(9000, 9000))  # declares 81 MP RGB; no pixels behind it

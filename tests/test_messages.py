@@ -68,7 +68,7 @@ def test_float16_on_an_existing_float32_store_is_not_silently_ignored(tmp_path: 
     assert "float16 applies to new stores only" in text.stderr
 
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "pillow-test-images"
+from support import CORPUS  # noqa: E402
 
 
 def test_decoder_warnings_name_their_file_instead_of_anonymous_stderr(embedder: object, tmp_path: Path,

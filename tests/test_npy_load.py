@@ -15,7 +15,7 @@ from vggsim.collection import StoreReader
 
 pytest.importorskip("pyarrow")
 
-from test_collection_lib import synthetic_store  # noqa: E402  (a store of made-up vectors, no model run)
+from support import synthetic_store  # noqa: E402  (a store of made-up vectors, no model run)
 
 
 def _store(root: Path, embedder: Embedder, rows: int = 6) -> Path:

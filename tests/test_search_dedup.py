@@ -5,8 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +15,7 @@ from vggsim import cosine_similarity
 from vggsim.search.pairs import group_pairs, similar_pairs
 from vggsim.search.exact import AnnIndex, exact_topk, recall_at_k
 from vggsim.store import Block
+from support import run_cli  # noqa: E402
 
 
 def blocks_of(matrix: np.ndarray, rows: int) -> list[Block]:
@@ -63,10 +62,6 @@ def test_similar_pairs_equal_brute_force_and_groups_are_connected() -> None:
     assert pairs == expected
     assert [5, 100, 200] in group_pairs((i, j, 1.0) for i, j in pairs)
     assert group_pairs([(1, 2, 1.0), (3, 4, 1.0), (2, 3, 1.0), (8, 9, 1.0)]) == [[1, 2, 3, 4], [8, 9]]
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "vggsim", *args], capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture(scope="module")

@@ -6,11 +6,8 @@ All traffic goes to 127.0.0.1; every wait is bounded. Needs the serve extra (and
 from __future__ import annotations
 
 import base64
-import io
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -21,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from PIL import Image
 
 for _module in ("fastapi", "uvicorn", "multipart", "prometheus_client", "httpx", "pyarrow"):
     pytest.importorskip(_module, reason=f"vggsim serve tests need the serve extra and httpx ({_module} missing)")
@@ -29,71 +25,7 @@ for _module in ("fastapi", "uvicorn", "multipart", "prometheus_client", "httpx",
 import httpx  # noqa: E402
 
 from vggsim import Embedder  # noqa: E402
-
-TOKEN = "s3cret-token"
-
-
-def image_bytes(seed: int, fmt: str = "PNG", size: tuple[int, int] = (96, 72)) -> bytes:
-    """A smooth random image (different per seed), encoded."""
-    rng = np.random.default_rng(seed)
-    small = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
-    image = Image.fromarray(small).resize(size, Image.Resampling.BILINEAR)
-    buffer = io.BytesIO()
-    image.save(buffer, fmt)
-    return buffer.getvalue()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Server:
-    """`python -m vggsim serve ...` in a child process, ready when /health/ready says so."""
-
-    def __init__(self, model: Path, *args: str, env: dict[str, str] | None = None) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = open(f"/tmp/serve-test-{self.port}.log", "w+b")  # noqa: SIM115 (closed in stop)
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "vggsim", "serve", "--model", str(model), "--port", str(self.port),
-             "--log-level", "warning", *args], stdout=self.log, stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})})
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"server exited {self.process.returncode}: {self.output()}")
-            try:
-                if httpx.get(self.url + "/health/ready", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise AssertionError(f"server not ready in 60 s: {self.output()}")
-
-    def output(self) -> str:
-        if self.log.closed:
-            return Path(self.log.name).read_text(errors="replace")[-3000:]
-        self.log.flush()
-        self.log.seek(0)
-        return self.log.read().decode(errors="replace")[-3000:]
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-        self.log.close()
-        return self.process.returncode
-
-
-def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "vggsim", *args], capture_output=True, text=True, timeout=timeout)
+from support import Server, TOKEN, image_bytes, run_cli  # noqa: E402
 
 
 @pytest.fixture(scope="module")

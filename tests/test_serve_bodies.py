@@ -1,4 +1,4 @@
-"""The request bodies a service holds at once are bounded (--body-budget-mb): fault-injection pass fi3, F7.
+"""The request bodies a service holds at once are bounded (--body-budget-mb). A real uvicorn process.
 
 Before, every body was read whole before any admission check: 24 concurrent 30 MB JSON uploads took a
 service to 2 GB. A real uvicorn process; one client holds a large body half-sent while another arrives.
@@ -17,7 +17,7 @@ for _module in ("fastapi", "uvicorn", "multipart", "prometheus_client", "httpx")
 
 import httpx  # noqa: E402
 
-from test_serve import Server  # noqa: E402
+from support import Server  # noqa: E402
 
 BODY = 1_000_000  # under --max-body-mb 1 (1,048,576 bytes); two of them exceed --body-budget-mb 1.5
 

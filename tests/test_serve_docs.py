@@ -14,7 +14,7 @@ for _module in ("fastapi", "uvicorn", "multipart", "prometheus_client", "httpx",
 
 import httpx  # noqa: E402
 
-from test_serve import Server  # noqa: E402
+from support import Server  # noqa: E402
 
 
 @pytest.fixture(scope="module")

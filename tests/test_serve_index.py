@@ -21,7 +21,7 @@ for _module in ("fastapi", "uvicorn", "multipart", "prometheus_client", "httpx",
 
 import httpx  # noqa: E402
 
-from test_serve import Server, image_bytes, run_cli  # noqa: E402
+from support import Server, image_bytes, run_cli  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import free_port  # noqa: E402
 
 SERVE_EXTRA = ("fastapi", "uvicorn", "multipart", "prometheus_client")
 BROWSERS = ("chromium", "chromium-browser")
@@ -52,13 +52,6 @@ pytestmark = pytest.mark.skipif(_missing() is not None, reason=_missing() or "")
 
 def vggsim(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "vggsim", *args], capture_output=True, text=True, timeout=timeout)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="module")

@@ -27,15 +27,16 @@ from fastapi import FastAPI  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
 from vggsim.images.budget import MemoryBudget  # noqa: E402
+from vggsim.store import StoreWriter  # noqa: E402
 from vggsim.collection import StoreReader  # noqa: E402
 from vggsim.serve.page import add_page_routes  # noqa: E402
 from vggsim.serve.problems import install_handlers  # noqa: E402
-from vggsim.store import Record, Store, StoreIdentity  # noqa: E402
+from vggsim.store import Record, StoreIdentity  # noqa: E402, StoreWriter
 
 
 def write_store(root: Path, files: list[Path], failed: Path | None = None) -> None:
     rng = np.random.default_rng(0)
-    with Store.open_for_writing(root, StoreIdentity("m" * 64, {}, 4)) as writer:
+    with StoreWriter.open(root, StoreIdentity("m" * 64, {}, 4)) as writer:
         for path in files:
             info = path.stat()
             writer.add(Record(str(path), "ok", info.st_size, info.st_mtime_ns), rng.standard_normal(4).astype(np.float32))

@@ -26,14 +26,12 @@ import numpy as np
 import pytest
 
 from vggsim import StoreError
+from vggsim.store import StoreWriter  # noqa: E402
+from support import run_cli
 
 pytest.importorskip("pyarrow")
 
 DIM = 512
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "vggsim", *args], capture_output=True, text=True, timeout=600)
 
 
 def read_everything(root: Path) -> tuple[Any, np.ndarray]:
@@ -118,7 +116,7 @@ def test_record_paths_and_errors_round_trip_through_journal_and_shard(tmp_path: 
     from vggsim.store import Record, Store, StoreIdentity
 
     names = [os.fsdecode(b"/x/\xff\xfe.jpg"), "/x/\u00e9t\u00e9.jpg", "/x/tab\tnew\nline.jpg"]
-    with Store.open_for_writing(tmp_path / "s", StoreIdentity("m", {}, 4)) as writer:
+    with StoreWriter.open(tmp_path / "s", StoreIdentity("m", {}, 4)) as writer:
         for n, name in enumerate(names):
             writer.add(Record(name, "ok", size=n), np.full(4, n, np.float32))
         writer.add(Record("/x/bad.jpg", "error", error_kind="truncated", error=f"{names[0]}: cut short"))
@@ -235,7 +233,7 @@ def test_format_1_store_is_refused_with_a_way_out(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="format-1 .*Re-create it"):
         Store.open(tmp_path / "old")
     with pytest.raises(StoreError, match="format-1 .*Re-create it"):
-        Store.open_for_writing(tmp_path / "old", StoreIdentity("m", {}, 4))
+        StoreWriter.open(tmp_path / "old", StoreIdentity("m", {}, 4))
 
 
 # ---- 3. any .npy layout ----------------------------------------------------------------------
@@ -306,23 +304,23 @@ def test_identity_mismatch_names_the_field(tmp_path: Path) -> None:
     from vggsim.store import Store, StoreIdentity
 
     made = StoreIdentity("a" * 64, {"resample": "bicubic", "exif_transpose": False}, 4)
-    Store.open_for_writing(tmp_path / "s", made).close()
+    StoreWriter.open(tmp_path / "s", made).close()
     other = StoreIdentity("a" * 64, {"resample": "bicubic", "exif_transpose": True}, 4)
     with pytest.raises(StoreError, match="different preprocess .*exif_transpose"):
-        Store.open_for_writing(tmp_path / "s", other)
+        StoreWriter.open(tmp_path / "s", other)
     with pytest.raises(StoreError, match="different dim"):
         Store.open(tmp_path / "s").require_compatible(StoreIdentity("a" * 64, made.preprocess, 8))
     Store.open(tmp_path / "s").require_compatible(StoreIdentity("a" * 64, made.preprocess, 4, "float16"))
 
 
 def test_garbled_journal_lines_are_dropped_not_fatal(tmp_path: Path) -> None:
-    from vggsim.store import Record, Store, StoreIdentity
+    from vggsim.store import Record, StoreIdentity
 
     identity = StoreIdentity("m", {}, 4)
     script = (
         "import os, sys, numpy as np\n"
         "from vggsim.store import Record, Store, StoreIdentity\n"
-        "w = Store.open_for_writing(sys.argv[1], StoreIdentity('m', {}, 4))\n"
+        "w = StoreWriter.open(sys.argv[1], StoreIdentity('m', {}, 4))\n"
         "for n in range(4):\n"
         "    w.add(Record(f'/x/{n}.jpg', 'ok'), np.full(4, n, np.float32))\n"
         "w.flush()\n"
@@ -337,7 +335,7 @@ def test_garbled_journal_lines_are_dropped_not_fatal(tmp_path: Path) -> None:
     data[2 * 16] ^= 0xFF  # record 2's vector damaged: its checksum fails
     vec.write_bytes(bytes(data))
     with pytest.warns(RuntimeWarning, match="2 damaged journal records dropped"):
-        writer = Store.open_for_writing(tmp_path / "s", identity)
+        writer = StoreWriter.open(tmp_path / "s", identity)
     assert any("garbled" in note for note in writer.recovery_notes)
     writer.add(Record("/x/new.jpg", "ok"), np.full(4, 9, np.float32))
     store = writer.close()
@@ -349,7 +347,7 @@ WRITER = """
 import sys, time
 import numpy as np
 from vggsim.store import Record, Store, StoreIdentity
-w = Store.open_for_writing(sys.argv[1], StoreIdentity('m', {}, 64))
+w = StoreWriter.open(sys.argv[1], StoreIdentity('m', {}, 64))
 start = int(sys.argv[2])
 for n in range(start, start + 400):
     w.add(Record(f'/x/{n:05d}.jpg', 'ok', size=n), np.full(64, n, np.float32))
@@ -376,7 +374,7 @@ def test_kill_9_at_random_moments_loses_at_most_the_batch_and_duplicates_nothing
         process.send_signal(signal.SIGKILL)
         flushed = [int(line) for line in (first + process.stdout.read()).split()]
         process.wait()
-        writer = Store.open_for_writing(tmp_path / "s", Store.open(tmp_path / "s").identity)
+        writer = StoreWriter.open(tmp_path / "s", Store.open(tmp_path / "s").identity)
         store = writer.close()
         records = store.records()
         numbers = [int(Path(r.path).stem) for r in records]
@@ -400,7 +398,7 @@ def test_disk_full_while_committing_loses_nothing_committed(tmp_path: Path, monk
     from vggsim.store import Record, Store, StoreIdentity
 
     identity = StoreIdentity("m", {}, 4)
-    writer = Store.open_for_writing(tmp_path / "s", identity)
+    writer = StoreWriter.open(tmp_path / "s", identity)
     writer.add(Record("/x/kept.jpg", "ok"), np.ones(4, np.float32))
     writer.commit()
     writer.add(Record("/x/pending.jpg", "ok"), np.full(4, 2, np.float32))
@@ -418,7 +416,7 @@ def test_disk_full_while_committing_loses_nothing_committed(tmp_path: Path, monk
     monkeypatch.undo()
     assert Store.open(tmp_path / "s").paths() == ["/x/kept.jpg"]
     assert not list((tmp_path / "s").rglob("*.tmp"))  # tmp files removed: the disk is no fuller
-    store = Store.open_for_writing(tmp_path / "s", identity).close()  # space is back: the journal is recovered
+    store = StoreWriter.open(tmp_path / "s", identity).close()  # space is back: the journal is recovered
     assert store.paths() == ["/x/kept.jpg", "/x/pending.jpg"]
 
 
@@ -465,7 +463,7 @@ def test_full_disk_gives_a_clear_error_and_keeps_what_was_committed(tiny_disk: P
 def test_commit_publishes_while_writing_and_readers_see_snapshots(tmp_path: Path) -> None:
     from vggsim.store import Record, Store, StoreIdentity
 
-    writer = Store.open_for_writing(tmp_path / "s", StoreIdentity("m", {}, 4))
+    writer = StoreWriter.open(tmp_path / "s", StoreIdentity("m", {}, 4))
     early = Store.open(tmp_path / "s")
     for n in range(3):
         writer.add(Record(f"/x/{n}.jpg", "ok"), np.full(4, n, np.float32))
@@ -486,7 +484,7 @@ def test_commit_publishes_while_writing_and_readers_see_snapshots(tmp_path: Path
 def test_one_store_is_safe_to_read_from_many_threads(tmp_path: Path) -> None:
     from vggsim.store import Record, Store, StoreIdentity
 
-    with Store.open_for_writing(tmp_path / "s", StoreIdentity("m", {}, 8)) as writer:
+    with StoreWriter.open(tmp_path / "s", StoreIdentity("m", {}, 8)) as writer:
         for n in range(300):
             writer.add(Record(f"/x/{n}.jpg", "ok"), np.full(8, n, np.float32))
             if n % 70 == 0:

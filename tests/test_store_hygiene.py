@@ -4,35 +4,31 @@ only provably committed shards, and verify of a missing folder says so."""
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from vggsim import StoreError
+from vggsim.store import StoreWriter  # noqa: E402
+from support import run_cli  # noqa: E402
 
 pytest.importorskip("pyarrow")
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "vggsim", *args], capture_output=True, text=True, timeout=600)
-
-
 def test_store_option_on_a_non_store_folder_is_refused(tmp_path: Path) -> None:
-    from vggsim.store import Store, StoreIdentity
+    from vggsim.store import StoreIdentity, StoreWriter
 
     photos = tmp_path / "photos"
     photos.mkdir()
     (photos / "a.jpg").write_bytes(b"not really")
     with pytest.raises(StoreError, match="photos exists and is not a vggsim store .*choose a new or empty folder"):
-        Store.open_for_writing(photos, StoreIdentity("m", {}, 4))
+        StoreWriter.open(photos, StoreIdentity("m", {}, 4))
     assert sorted(p.name for p in photos.iterdir()) == ["a.jpg"]  # nothing written into it
     empty = tmp_path / "empty"
     empty.mkdir()
-    Store.open_for_writing(empty, StoreIdentity("m", {}, 4)).close()  # an empty folder becomes a store
-    Store.open_for_writing(empty, StoreIdentity("m", {}, 4)).close()  # and reopens
+    StoreWriter.open(empty, StoreIdentity("m", {}, 4)).close()  # an empty folder becomes a store
+    StoreWriter.open(empty, StoreIdentity("m", {}, 4)).close()  # and reopens
 
 
 def test_store_option_on_a_non_store_folder_is_one_line_in_the_cli(tmp_path: Path, model_dir: Path,
@@ -57,9 +53,9 @@ def test_verify_of_a_missing_folder_says_no_store_not_damaged(tmp_path: Path) ->
 
 
 def _store_of_one_shard(root: Path) -> Path:
-    from vggsim.store import Record, Store, StoreIdentity
+    from vggsim.store import Record, StoreIdentity
 
-    with Store.open_for_writing(root, StoreIdentity("m", {}, 4)) as writer:
+    with StoreWriter.open(root, StoreIdentity("m", {}, 4)) as writer:
         for n in range(3):
             writer.add(Record(f"/x/{n}.jpg", "ok", size=n), np.full(4, n + 1, np.float32))
     return root
@@ -84,7 +80,7 @@ def test_repair_after_a_lost_commit_json_refuses_mismatched_vectors_and_meta(tmp
     from vggsim.store import Record, Store, repair
 
     root = _store_of_one_shard(tmp_path / "s")
-    with Store.open_for_writing(root, Store.open(root).identity) as writer:  # a second, genuine shard
+    with StoreWriter.open(root, Store.open(root).identity) as writer:  # a second, genuine shard
         writer.add(Record("/x/9.jpg", "ok", size=9), np.full(4, 9, np.float32))
     other = np.load(root / "vectors" / "000002.npy")
     np.save(root / "vectors" / "000002.npy", other * 2)  # same shape, other vectors: not what meta names

@@ -9,8 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -19,12 +17,9 @@ import numpy as np
 import pytest
 
 from vggsim import StoreError
+from support import run_cli  # noqa: E402
 
 pytest.importorskip("pyarrow")
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "vggsim", *args], capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture(scope="module")

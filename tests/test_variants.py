@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import needs_tensorflow
+from support import needs_tensorflow
 from vggsim import Embedder
 from vggsim.tools.bench import VGG16_GFLOP
 from vggsim.model.manifest import read_manifest

@@ -3,43 +3,18 @@
 from __future__ import annotations
 
 import os
-import time
-from collections import Counter
 from typing import Any
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 from vggsim.errors import require_list, short_name
 from vggsim.ingest.pipeline import EmbedResult, iter_embeddings
 from vggsim.ingest.sources import iter_inputs
 from vggsim import validate
-from vggsim.store import Record, Store, StoreIdentity, StoreWriter
-from vggsim.collection.incremental import latest_by_path, plan
-from vggsim.collection.results import EmbedProgress, EmbedSummary, Failure
+from vggsim.store import Record, StoreIdentity
+from vggsim.collection.incremental import plan
+from vggsim.collection.run import EmbedRun, ProgressCallback
+from vggsim.collection.results import EmbedSummary, Failure
 
-ProgressCallback = Callable[[EmbedProgress], None]
-
-
-class _Committer:
-    """Flush every batch (a kill loses at most one), commit every N rows or T seconds (a long
-    embed becomes searchable as it goes: each commit is a new snapshot readers pick up)."""
-
-    def __init__(self, writer: StoreWriter, flush_rows: int, commit_rows: int, commit_seconds: float) -> None:
-        self.writer, self.flush_rows = writer, flush_rows
-        self.commit_rows, self.commit_seconds = commit_rows, commit_seconds
-        self.unflushed = self.uncommitted = 0
-        self.last_commit = time.monotonic()
-
-    def add(self, record: Record, vector: Any = None) -> None:
-        self.writer.add(record, vector)
-        self.unflushed += 1
-        self.uncommitted += 1
-        if self.uncommitted >= self.commit_rows or time.monotonic() - self.last_commit >= self.commit_seconds:
-            self.writer.commit()
-            self.unflushed = self.uncommitted = 0
-            self.last_commit = time.monotonic()
-        elif self.unflushed >= self.flush_rows:
-            self.writer.flush()
-            self.unflushed = 0
 
 
 def _record(result: EmbedResult) -> Record:
@@ -52,15 +27,6 @@ def _record(result: EmbedResult) -> Record:
     size = getattr(info, "size", None) if info is not None else None
     mtime_ns = getattr(info, "mtime_ns", None) if info is not None else None
     return Record(result.path, "error", size, mtime_ns, None, None, None, result.error.kind, result.error.reason)
-
-
-def _prune(committer: _Committer, paths: Iterable[str]) -> int:
-    pruned = 0
-    for path in paths:
-        if not os.path.lexists(path):
-            committer.add(Record(path, "deleted"))
-            pruned += 1
-    return pruned
 
 
 def _path_inputs(inputs: Iterable[Any], failures: list[Failure]) -> Iterator[str]:
@@ -128,58 +94,29 @@ def embed_into_store(
         workers = validate.positive_int("workers", workers)
     if memory_budget is not None:
         memory_budget = validate.positive_int("memory_budget", memory_budget)
-    started = time.perf_counter()
     identity = StoreIdentity.of(embedder, "float16" if float16 else "float32")
-    writer = Store.open_for_writing(store, identity)
-    notes = list(getattr(writer, "recovery_notes", []))
-    if float16 and writer.store.identity.dtype != "float16":  # the dtype is chosen once, when the store is made
-        notes.append(f"float16 applies to new stores only: this store keeps {writer.store.identity.dtype} "
-                     "vectors (chosen when it was made); re-create it to store float16")
+    run = EmbedRun(store, identity, flush_rows=batch_size, commit_rows=commit_rows, commit_seconds=commit_seconds,
+                   progress=progress)
+    if float16 and run.writer.store.identity.dtype != "float16":  # the dtype is chosen once, when the store is made
+        run.notes.append(f"float16 applies to new stores only: this store keeps {run.writer.store.identity.dtype} "
+                         "vectors (chosen when it was made); re-create it to store float16")
     failures: list[Failure] = []
-    embedded = pruned = 0
     try:
-        known = latest_by_path(writer.store.records())
         listed = plan(iter_inputs(list(_path_inputs(inputs, failures)), list_file, all_files, skip=[store]),
-                      known, retry_errors)
-        seen = listed.seen + len(failures)  # items that are not paths count as seen and failed
-        committer = _Committer(writer, batch_size, commit_rows, commit_seconds)
+                      run.known, retry_errors)
+        for failure in failures:  # items that are not paths count as seen and failed
+            run.fail(failure)
         if prune:
-            pruned = _prune(committer, list(known))
+            run.prune()
         options: dict[str, Any] = {"batch_size": batch_size, "workers": workers, "decode_timeout": decode_timeout}
         if memory_budget is not None:
             options["memory_budget"] = memory_budget
-        report = _Reporter(progress, seen, listed.unchanged)
-        report.update(0, 0)
+        run.begin(listed.seen + len(failures), listed.unchanged)
         for result in iter_embeddings(embedder, listed.todo, **options):
-            committer.add(_record(result), result.vector if result.error is None else None)
-            if result.error is None:
-                embedded += 1
-            else:
-                failures.append(Failure(result.path, result.error.kind, result.error.reason))
-            report.update(embedded, len(failures))
+            run.add(_record(result), result.vector)
     finally:
-        final = writer.close()
-    return EmbedSummary(
-        store=os.fspath(store), seen=seen, embedded=embedded, unchanged=listed.unchanged,
-        failed=len(failures), pruned=pruned, still_failing=listed.still_failing, failures=failures,
-        failed_by_kind=dict(Counter(f.kind for f in failures)), seconds=round(time.perf_counter() - started, 2),
-        provider=str(embedder.provider), random_weights=bool(embedder.manifest.random_weights),
-        generation=final.generation, notes=notes)
+        run.close()
+    return run.summary(seen=listed.seen + len(failures), unchanged=listed.unchanged,
+                       still_failing=listed.still_failing, provider=str(embedder.provider),
+                       random_weights=bool(embedder.manifest.random_weights))
 
-
-class _Reporter:
-    """Builds :class:`EmbedProgress`; the rate counts only files actually processed this run."""
-
-    def __init__(self, callback: ProgressCallback | None, total: int, unchanged: int) -> None:
-        self.callback, self.total, self.unchanged = callback, total, unchanged
-        self.started = time.monotonic()
-
-    def update(self, embedded: int, failed: int) -> None:
-        if self.callback is None:
-            return
-        processed = embedded + failed
-        elapsed = time.monotonic() - self.started
-        remaining = self.total - self.unchanged - processed
-        eta = remaining * elapsed / processed if processed else None
-        self.callback(EmbedProgress(self.unchanged + processed, self.total, embedded, failed, self.unchanged,
-                                    round(elapsed, 3), None if eta is None else round(eta, 3)))

@@ -22,7 +22,7 @@ from vggsim.images.preprocess import RESAMPLE_FILTERS, PreprocessSpec
 
 #: Default memory budget of the decoders, in bytes (512 MiB): about one 81-megapixel RGBA
 #: image at a time, or eight 12-megapixel photos. Not the process's whole footprint: the model,
-#: the inference batch and the store come on top (see benchmarks/test_memory.py).
+#: the inference batch and the store come on top (see benchmarks/suites/test_bench_memory.py).
 DEFAULT_MEMORY_BUDGET = 512 * 1024 * 1024
 
 # Decoders written in Python (BLP) build the pixels in Python buffers, and a BLP's embedded

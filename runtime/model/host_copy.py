@@ -3,7 +3,7 @@ into a page-locked staging buffer with the check done on each row while it is st
 
 Why: on the H200 machine (16 cores) ``Embedder.run`` of a 64-image array spent more time on
 the host than on the GPU: one thread checked 38 MB for NaN and another pass copied it into
-pinned memory, 19.3 ms a batch against 6.3 ms for the copy and the model (issue 11, run 1).
+pinned memory, 19.3 ms a batch against 6.3 ms for the copy and the model.
 NumPy's ufuncs and copies release the GIL, so rows split over a few threads run in parallel;
 small batches stay on the calling thread (a thread hop costs more than it saves there).
 """

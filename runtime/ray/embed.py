@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
-from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -35,9 +33,9 @@ from typing import Any
 import numpy as np
 
 from vggsim import validate
-from vggsim.collection.embed import ProgressCallback, _Committer, _prune, _Reporter
-from vggsim.collection.incremental import latest_by_path, plan
-from vggsim.collection.results import EmbedSummary, Failure
+from vggsim.collection.incremental import plan
+from vggsim.collection.results import EmbedSummary
+from vggsim.collection.run import EmbedRun, ProgressCallback
 from vggsim.images.decode import DEFAULT_MAX_PIXELS
 from vggsim.errors import require
 from vggsim.model.manifest import read_manifest
@@ -45,7 +43,7 @@ from vggsim.images.preprocess import PreprocessSpec
 from vggsim.ray.stages import EmbedActor, decode_batch
 from vggsim.ingest.reading import DEFAULT_MAX_BYTES
 from vggsim.ingest.sources import iter_inputs
-from vggsim.store import Record, Store, StoreIdentity
+from vggsim.store import Record, StoreIdentity
 
 
 @dataclass(frozen=True)
@@ -137,27 +135,24 @@ def embed_dataset(
     if not ray.is_initialized():
         ray.init(address=address, **({"logging_level": "WARNING", "log_to_driver": False} | (ray_init or {})))
         started_ray = True
-    started = time.perf_counter()
-    writer = Store.open_for_writing(store, StoreIdentity.of(info, "float16" if float16 else "float32"))  # type: ignore[arg-type]
-    failures: list[Failure] = []
-    embedded = pruned = duplicates = 0
+    identity = StoreIdentity.of(info, "float16" if float16 else "float32")  # type: ignore[arg-type]
+    run = EmbedRun(store, identity, flush_rows=batch_size, commit_rows=commit_rows, commit_seconds=commit_seconds,
+                   progress=progress)
+    duplicates = 0
     try:
-        known = latest_by_path(writer.store.records())
         from_bytes = _is_dataset(ray, source) and "bytes" in source.columns()
         if from_bytes:
             dataset, listed = source, None
         else:
             paths: Iterable[str | os.PathLike[str]] = (_paths_of(source) if _is_dataset(ray, source)
                                     else iter_inputs([os.fspath(i) for i in source], list_file, all_files))
-            listed = plan(paths, known, retry_errors)
+            listed = plan(paths, run.known, retry_errors)
             dataset = ray.data.from_items([{"path": os.fsencode(p)} for p in listed.todo]) if listed.todo else None
-        committer = _Committer(writer, batch_size, commit_rows, commit_seconds)
         if prune:
-            pruned = _prune(committer, list(known))
+            run.prune()
         seen = listed.seen if listed else 0
         unchanged = listed.unchanged if listed else 0
-        report = _Reporter(progress, seen, unchanged)
-        report.update(0, 0)
+        run.begin(seen, unchanged)
         done: set[str] = set()
         if dataset is not None:
             gpus = _cluster_gpus(ray)
@@ -181,34 +176,22 @@ def embed_dataset(
                         duplicates += 1
                         continue
                     done.add(path)
-                    record, vector = _record(batch, i, path)
-                    committer.add(record, vector)
-                    if vector is not None:
-                        embedded += 1
-                    else:
-                        failures.append(Failure(path, record.error_kind or "internal", record.error or ""))
-                    report.update(embedded, len(failures))
+                    run.add(*_record(batch, i, path))
         if from_bytes:
             seen = len(done)
         elif listed is not None:
             for path in listed.todo:  # not expected: Ray delivers every row or raises; never drop one silently
                 if path not in done:
                     reason = "Ray returned no result for this file; a later embed retries it"
-                    committer.add(Record(path, "error", None, None, None, None, None, "internal", reason))
-                    failures.append(Failure(path, "internal", reason))
+                    run.add(Record(path, "error", None, None, None, None, None, "internal", reason))
     finally:
-        final = writer.close()
+        run.close()
         if started_ray:
             ray.shutdown()
-    notes = list(getattr(writer, "recovery_notes", []))
     if duplicates:
-        notes.append(f"{duplicates} duplicate results from Ray retries were dropped")
-    return EmbedSummary(
-        store=os.fspath(store), seen=seen, embedded=embedded, unchanged=unchanged,
-        failed=len(failures), pruned=pruned, still_failing=listed.still_failing if listed else 0, failures=failures,
-        failed_by_kind=dict(Counter(f.kind for f in failures)), seconds=round(time.perf_counter() - started, 2),
-        provider=f"ray:{providers}", random_weights=bool(manifest.random_weights),
-        generation=final.generation, notes=notes)
+        run.notes.append(f"{duplicates} duplicate results from Ray retries were dropped")
+    return run.summary(seen=seen, unchanged=unchanged, still_failing=listed.still_failing if listed else 0,
+                       provider=f"ray:{providers}", random_weights=bool(manifest.random_weights))
 
 
 def _is_dataset(ray: Any, source: Any) -> bool:

@@ -48,7 +48,8 @@ from __future__ import annotations
 
 from vggsim.store.format import Block, Record, StoreIdentity
 from vggsim.store.snapshot import Store
-from vggsim.store.repair import RepairReport, VerifyReport, repair, verify_store
+from vggsim.store.repair import RepairReport, repair, verify_store
+from vggsim.store.verify import VerifyReport
 from vggsim.store.writer import StoreWriter
 
 __all__ = ["Block", "Record", "RepairReport", "Store", "StoreIdentity", "StoreWriter", "VerifyReport",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
 import re
 import warnings
 from pathlib import Path
@@ -15,7 +16,8 @@ from vggsim.errors import StoreError
 from vggsim.store.format import (IDENTITY, STORE_FORMAT, CommitRecord, Record, Shard, StoreIdentity,
                            atomic_write, check_shard_cheaply, write_commit, writing)
 from vggsim.store.journal import JournalWriter, check_vector, journal_ids, seal
-from vggsim.store.snapshot import Store, commit_stamp, has_data, read_commit, read_identity
+from vggsim.store.layout import commit_stamp, has_data, read_commit, read_identity
+from vggsim.store.snapshot import Store
 
 SHARD_FILE = re.compile(r"^(\d{6})\.(npy|parquet)$")
 
@@ -131,6 +133,11 @@ class StoreWriter:
     After any failed write (a full disk...) the writer refuses further work: what it had
     flushed stays in its journal and is recovered by the next writer.
     """
+
+    @classmethod
+    def open(cls, root: str | os.PathLike[str], identity: StoreIdentity) -> StoreWriter:
+        """Create or reopen the store at ``root`` for ``identity`` and take its exclusive lock."""
+        return open_writer(Path(root), identity)
 
     def __init__(self, store: Store, lock: IO[str], recovery_notes: list[str]) -> None:
         self.store = store

@@ -3,8 +3,8 @@ that never move (what the ``cuda-graph`` and ``cuda-overlap`` settings need).
 
 Why a fixed shape: a captured CUDA graph replays the exact kernels and addresses it was
 captured with, so one session serves one batch shape; and on an H200 a session reused
-across shapes ran later shapes at a seventh of the speed a fresh one gives
-(benchmarks/results/2026-11-27-h200). Padding a short batch costs the padded images'
+across shapes ran later shapes at a seventh of the speed a fresh one gives (docs: GPU
+benchmarks). Padding a short batch costs the padded images'
 compute, never correctness: VGG16 computes each image on its own, so the rows that come back
 are the same whatever the padding rows hold. The staging buffer is page-locked (pinned) on
 CUDA, so the host-to-device copy runs at full bus speed instead of through a pageable bounce.

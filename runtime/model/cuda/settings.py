@@ -50,7 +50,7 @@ CUDA_SETTINGS: dict[str, CudaSetting] = {s.name: s for s in (
     CudaSetting("cuda", CUDA_DEFAULT[1], note="exact float32: TF32 off, cuDNN's exhaustive search"),
     # Also the fp16 model's setting: on an H200 (onnxruntime-gpu 1.31.1) the fp16 model in
     # NHWC ran batch 64 at 11,620 images/s with use_tf32=1 and 1,357 with use_tf32=0, with
-    # the same optimised graph (benchmarks/results/2026-11-27-h200-run3).
+    # the same optimised graph (docs: GPU benchmarks).
     CudaSetting("cuda-tf32", CUDA_TF32[1], note="TF32 convolutions in NHWC layout; for fp16 models, fp16 tensor cores"),
     CudaSetting("cuda-graph", {**_FAST, "enable_cuda_graph": "1"}, cuda_graph=True,
                 note="cuda-tf32 replayed as one CUDA graph per fixed batch shape, I/O bound to device buffers"),

@@ -1,8 +1,7 @@
-"""Defects found by a fault-injection pass (fi3) and a new user's trial against ``vggsim serve``.
-
-Each test failed on main at 2ac7fbf and passes once the defect it names is fixed (the F numbers
-are the fault-injection report's). The app runs in FastAPI's test client (its lifespan warms the
-model up once per module); no test here needs more than one inference, and none needs a GPU.
+"""Malformed and unusual requests to ``vggsim serve`` are answered with a status and a JSON error, never a 500:
+deep JSON, huge numbers, odd k and thresholds, odd methods and names, tokens in UTF-8, thumbnails of other
+generations. The app runs in FastAPI's test client (its lifespan warms the model up once per module); no
+test here needs more than one inference, and none needs a GPU.
 """
 
 from __future__ import annotations
@@ -22,9 +21,10 @@ pytest.importorskip("httpx", reason="FastAPI's test client needs httpx")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from vggsim import Embedder  # noqa: E402
+from vggsim.store import StoreWriter  # noqa: E402
 from vggsim.serve.app import create_app  # noqa: E402
 from vggsim.serve.config import ServeConfig  # noqa: E402
-from vggsim.store import Record, Store, StoreIdentity  # noqa: E402
+from vggsim.store import Record, StoreIdentity  # noqa: E402, StoreWriter
 
 DIM = 512
 
@@ -37,7 +37,7 @@ def _png(path: Path, seed: int) -> Path:
 
 def _add(store: Path, embedder: Embedder, files: list[Path], seed: int) -> None:
     rng = np.random.default_rng(seed)
-    with Store.open_for_writing(store, StoreIdentity.of(embedder)) as writer:
+    with StoreWriter.open(store, StoreIdentity.of(embedder)) as writer:
         for path in files:
             info = path.stat()
             writer.add(Record(str(path), "ok", info.st_size, info.st_mtime_ns),
@@ -46,7 +46,7 @@ def _add(store: Path, embedder: Embedder, files: list[Path], seed: int) -> None:
 
 @pytest.fixture(scope="module")
 def served(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, Path, Embedder]]:
-    root = tmp_path_factory.mktemp("fi3")
+    root = tmp_path_factory.mktemp("requests")
     (root / "photos").mkdir()
     files = [_png(root / "photos" / f"{i}.png", i) for i in range(4)]
     embedder = Embedder(model_dir, providers="cpu")
@@ -63,7 +63,7 @@ def _is_error(response: Any, status: int, kind: str | None = None) -> bool:
             and (kind is None or body["error"]["kind"] == kind))
 
 
-# F1: a deeply nested JSON body is a 500 (RecursionError escapes inputs._from_json).
+# a deeply nested JSON body is a 500 (RecursionError escapes inputs._from_json).
 @pytest.mark.parametrize("route", ["/v1/embed", "/v1/similarity", "/v1/search", "/v1/duplicates"])
 def test_deeply_nested_json_is_bad_json_not_500(served: tuple[TestClient, Path, Embedder], route: str) -> None:
     client = served[0]
@@ -72,7 +72,7 @@ def test_deeply_nested_json_is_bad_json_not_500(served: tuple[TestClient, Path, 
     assert _is_error(response, 400, "bad_json"), (response.status_code, response.text[:300])
 
 
-# F2: an integer too large for float64 inside "vector" is a 500 (OverflowError in np.asarray).
+# an integer too large for float64 inside "vector" is a 500 (OverflowError in np.asarray).
 @pytest.mark.parametrize("route", ["/v1/search", "/v1/duplicates"])
 def test_huge_integer_in_vector_is_bad_vector_not_500(served: tuple[TestClient, Path, Embedder], route: str) -> None:
     client = served[0]
@@ -81,7 +81,7 @@ def test_huge_integer_in_vector_is_bad_vector_not_500(served: tuple[TestClient, 
     assert _is_error(response, 400, "bad_vector"), (response.status_code, response.text[:300])
 
 
-# F3: k given as a string that str.isdigit() accepts but int() refuses is a 500 (routes._k).
+# k given as a string that str.isdigit() accepts but int() refuses is a 500 (routes._k).
 @pytest.mark.parametrize("k", ["\u00b2", "9" * 5000])
 def test_k_that_int_cannot_parse_is_400_not_500(served: tuple[TestClient, Path, Embedder], k: str) -> None:
     client = served[0]
@@ -91,7 +91,7 @@ def test_k_that_int_cannot_parse_is_400_not_500(served: tuple[TestClient, Path, 
     assert response.status_code == 200
 
 
-# F4: a threshold integer too large for float is a 500 (math.isfinite raises OverflowError).
+# a threshold integer too large for float is a 500 (math.isfinite raises OverflowError).
 def test_huge_integer_threshold_is_400_not_500(served: tuple[TestClient, Path, Embedder]) -> None:
     client = served[0]
     body = '{"vector": ' + str([0.1] * DIM) + ', "threshold": 1' + "0" * 400 + "}"
@@ -99,7 +99,7 @@ def test_huge_integer_threshold_is_400_not_500(served: tuple[TestClient, Path, E
     assert _is_error(response, 400, "bad_request"), (response.status_code, response.text[:300])
 
 
-# F5: an unexpected exception is answered 500 "see the service log" but nothing is logged:
+# an unexpected exception is answered 500 "see the service log" but nothing is logged:
 # _RequestMetrics catches it before Starlette's ServerErrorMiddleware could call the handler.
 def test_an_internal_error_is_logged(served: tuple[TestClient, Path, Embedder], caplog: pytest.LogCaptureFixture,
                                      monkeypatch: pytest.MonkeyPatch) -> None:
@@ -107,17 +107,17 @@ def test_an_internal_error_is_logged(served: tuple[TestClient, Path, Embedder], 
     import vggsim.serve.routes as routes
 
     def boom(*_: Any) -> None:
-        raise RuntimeError("fi3 injected failure")
+        raise RuntimeError("injected failure")
 
     monkeypatch.setattr(routes, "_query_vector", boom)
     with caplog.at_level(logging.ERROR):
         response = client.post("/v1/search", json={"vector": [0.1] * DIM})
     assert _is_error(response, 500, "internal")
-    assert any("fi3 injected failure" in r.getMessage() or "RuntimeError" in r.getMessage() for r in caplog.records), \
+    assert any("injected failure" in r.getMessage() or "RuntimeError" in r.getMessage() for r in caplog.records), \
         "a 500 says 'see the service log' but the service logged nothing"
 
 
-# F6: a large-magnitude (but float32-finite, accepted) query vector gives every match score 0:
+# a large-magnitude (but float32-finite, accepted) query vector gives every match score 0:
 # the float32 norm overflows to inf in similarity.l2_normalize. Cosine is scale-free.
 def test_scaled_query_vector_gives_the_same_matches(served: tuple[TestClient, Path, Embedder]) -> None:
     client = served[0]
@@ -132,7 +132,7 @@ def test_scaled_query_vector_gives_the_same_matches(served: tuple[TestClient, Pa
     assert [round(m["score"], 5) for m in big.json()["matches"]] == scores, big.text[:400]
 
 
-# F7: the thumbnail of a match is refused (410) once one commit lands after the search,
+# the thumbnail of a match is refused (410) once one commit lands after the search,
 # though thumbnails.SNAPSHOTS_KEPT exists "so thumbnails of a search still resolve after a commit lands".
 def test_thumbnail_of_a_search_resolves_after_one_commit(model_dir: Path, tmp_path: Path) -> None:
     photos = tmp_path / "photos"
@@ -157,7 +157,7 @@ def test_fixture_sanity(served: tuple[TestClient, Path, Embedder]) -> None:
     assert found.status_code == 200 and len(found.json()["matches"]) == 2
 
 
-# F10: a multipart file name with a bare LF is echoed into the error message, which is then two lines
+# a multipart file name with a bare LF is echoed into the error message, which is then two lines
 # (errors are documented as one line; the CLI escapes control characters, the service does not).
 def test_error_message_stays_one_line_whatever_the_file_name(served: tuple[TestClient, Path, Embedder]) -> None:
     client = served[0]
@@ -169,7 +169,7 @@ def test_error_message_stays_one_line_whatever_the_file_name(served: tuple[TestC
     assert "\n" not in message and "\r" not in message, repr(message)
 
 
-# F8: every distinct HTTP method a client invents becomes a new, never-freed metrics series
+# every distinct HTTP method a client invents becomes a new, never-freed metrics series
 # (unauthenticated; memory and /metrics grow without bound).
 def test_metrics_labels_stay_bounded_whatever_the_method(served: tuple[TestClient, Path, Embedder]) -> None:
     client = served[0]
@@ -179,7 +179,7 @@ def test_metrics_labels_stay_bounded_whatever_the_method(served: tuple[TestClien
     assert sum("FI3METHOD" in line for line in text.splitlines()) == 0, "client-chosen methods became label values"
 
 
-# Found alongside the fi3 pass (see its report, F13 and F14) and by the new-user trial.
+# Protocol corners: methods, ranges, HEAD, the schema, generations, tokens, admission, ports.
 def test_out_of_range_k_and_threshold_are_400_wherever_they_are_sent(served: tuple[TestClient, Path, Embedder]) -> None:
     client = served[0]
     vector = {"vector": [0.1] * DIM}
@@ -239,7 +239,7 @@ def test_a_port_in_use_is_one_line_and_exit_1_before_the_model_loads(model_dir: 
 
 
 def test_a_vector_of_subnormal_values_is_searched_by_its_direction(served: tuple[TestClient, Path, Embedder]) -> None:
-    """Its float64 norm underflowed to 0 and it was refused as all zeros (review rev3, R9)."""
+    """Its float64 norm underflowed to 0 and it was refused as all zeros."""
     client = served[0]
     tiny = [0.0] * DIM
     tiny[3] = 5e-324

@@ -1,6 +1,6 @@
 """Parity and speed of vggsim against the Keras recipe, measured side by side in one run.
 
-Run: bash scripts/bench.sh   (or: .venv/bin/pytest benchmarks/test_core.py)
+Run: bash scripts/bench.sh   (or: .venv/bin/pytest benchmarks/suites/test_bench_core.py)
 Targets: warm batch-1 latency <= 0.75 x Keras model.predict; cold start <= 1/5 of Keras;
 peak resident memory <= 1/2 of Keras.
 """

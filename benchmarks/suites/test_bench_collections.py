@@ -1,6 +1,6 @@
 """Collections at scale: folder throughput against model-only, search and dedup time and memory.
 
-Run: bash scripts/bench.sh benchmarks/test_collections.py
+Run: bash scripts/bench.sh benchmarks/suites/test_bench_collections.py
 Targets: end-to-end folder throughput >= 90% of model-only throughput on the same images;
 exact search of a 1,000,000 x 512 store under 1 GB resident.
 """
@@ -22,7 +22,7 @@ from conftest import RESULTS
 from vggsim import Embedder, sample_photos
 from vggsim.ingest.pipeline import iter_embeddings
 
-WORKLOAD = Path(__file__).with_name("collection_workload.py")
+WORKLOAD = Path(__file__).resolve().parents[1] / "collection_workload.py"
 
 
 def test_folder_throughput_against_model_only(models: dict[str, Path], tmp_path: Path) -> None:

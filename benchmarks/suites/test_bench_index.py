@@ -1,6 +1,6 @@
 """The on-disk IVF index at scale: build time, size and memory; recall@10, latency and memory of search.
 
-Run: bash scripts/bench.sh benchmarks/test_index.py   (300k and 1M: about 15 min on 2 shared cores)
+Run: bash scripts/bench.sh benchmarks/suites/test_bench_index.py   (300k and 1M: about 15 min on 2 shared cores)
 The full table (300k, 1M, 3M measured, 10M derived) is one command:
     cd benchmarks && python index_workload.py scale /tmp/DIR 300000 1000000 3000000
 Targets at 1,000,000 x 512 synthetic vectors (collection_workload.py's generator): recall@10

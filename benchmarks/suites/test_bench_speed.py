@@ -1,6 +1,6 @@
 """Speed work side by side in one run: efficiency, int8 against fp32, large JPEGs against Keras.
 
-Run: bash scripts/bench.sh benchmarks/test_speed.py
+Run: bash scripts/bench.sh benchmarks/suites/test_bench_speed.py
 Targets (CPU): fp32 at batch 1 and 8 >= 85% of the measured matrix-multiply peak; int8
 latency <= 0.55 x fp32 with min cosine >= 0.99; 12-megapixel JPEGs end to end with int8 and
 the JPEG draft decode >= 3x the Keras recipe's images per second, min cosine >= 0.99

@@ -1,7 +1,7 @@
 """Ray embedding against the local pipeline on the same cores, and the driver's store write rate.
 
-Run: .venv/bin/python -m pytest benchmarks/test_ray.py -q -s -p no:cacheprovider
-(with VGGSIM_TEST_MODEL set, or the benchmark models exported by benchmarks/conftest.py).
+Run: .venv/bin/python -m pytest benchmarks/suites/test_bench_ray.py -q -s -p no:cacheprovider
+(with VGGSIM_TEST_MODEL set, or the benchmark models exported by benchmarks/suites/conftest.py).
 Targets: Ray throughput >= 0.8 x the local pipeline's on the same CPUs (a local Ray with
 ``num_cpus`` = this process's CPUs: one inference actor, decode tasks on the rest); the
 overhead per image is (Ray seconds - local seconds) / images. The driver's write rate says
@@ -24,7 +24,7 @@ from conftest import RESULTS
 from vggsim import Embedder, sample_photos
 from vggsim.collection import embed_into_store
 from vggsim.model.session import usable_cpus
-from vggsim.store import Record, Store, StoreIdentity
+from vggsim.store import Record, Store, StoreIdentity, StoreWriter
 
 pytest.importorskip("ray", reason="needs the ray extra: pip install 'vggsim[ray]'")
 IMAGES = 96
@@ -81,7 +81,7 @@ def test_driver_store_write_rate(tmp_path: Path) -> None:
     rows = 20_000
     vectors = np.random.default_rng(0).standard_normal((rows, 512)).astype(np.float32)
     start = time.perf_counter()
-    with Store.open_for_writing(tmp_path / "store", identity) as writer:
+    with StoreWriter.open(tmp_path / "store", identity) as writer:
         for i in range(rows):
             writer.add(Record(f"/photos/{i:08d}.jpg", "ok", 100_000, 1_700_000_000_000_000_000 + i, "ab" * 32, 640, 480),
                        vectors[i])

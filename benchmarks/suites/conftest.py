@@ -7,12 +7,16 @@ random weights written to an .h5 file (speed does not depend on the weights' val
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+# the suites call the benchmark commands beside this folder (index_scale, collection_workload, ...)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 RESULTS: dict[str, Any] = {}
 

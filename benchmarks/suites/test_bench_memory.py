@@ -1,6 +1,7 @@
 """Peak resident memory of ``vggsim embed``: bounded by the decode memory budget, not by workers.
 
-Run: VGGSIM_TEST_MODEL=/path/to/model .venv/bin/python -m pytest -p no:cacheprovider -q -rA -s benchmarks/test_memory.py
+Run: VGGSIM_TEST_MODEL=/path/to/model .venv/bin/python -m pytest -p no:cacheprovider -q -rA -s \
+     benchmarks/suites/test_bench_memory.py
 (without VGGSIM_TEST_MODEL a random-weight model is exported, which needs TensorFlow).
 Targets: 8 legal ~81 MP images (RGBA PNG and 16-bit TIFF) peak under 1.5 GB with default
 settings; the Pillow test corpus (../shared/corpus/pillow-test-images) under 1 GB; the peak
@@ -23,7 +24,7 @@ from PIL import Image
 
 from conftest import RESULTS
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("VGGSIM_BENCH_CACHE", REPO / ".cache" / "bench-memory"))
 CORPUS = REPO.parent / "shared" / "corpus" / "pillow-test-images"
 SIDE = 9000  # 81 MP, under the default 89.5 MP pixel limit

@@ -1,0 +1,124 @@
+"""One run that embeds into a store, whoever does the decoding and inference.
+
+The local pipeline (:func:`vggsim.collection.embed_into_store`) and Ray
+(:func:`vggsim.ray.embed.embed_dataset`) differ only in where images are decoded and embedded;
+everything around that is this class, once: opening the store for writing, the latest record per
+path (for the incremental rules), a flush per batch and a commit every N rows or T seconds,
+pruning, counting, progress, and the summary.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from vggsim.collection.incremental import latest_by_path
+from vggsim.collection.results import EmbedProgress, EmbedSummary, Failure
+from vggsim.store import Record, Store, StoreIdentity, StoreWriter
+
+ProgressCallback = Callable[[EmbedProgress], None]
+
+
+class Committer:
+    """Flush every batch (a kill loses at most one), commit every N rows or T seconds (a long
+    embed becomes searchable as it goes: each commit is a new snapshot readers pick up)."""
+
+    def __init__(self, writer: StoreWriter, flush_rows: int, commit_rows: int, commit_seconds: float) -> None:
+        self.writer, self.flush_rows = writer, flush_rows
+        self.commit_rows, self.commit_seconds = commit_rows, commit_seconds
+        self.unflushed = self.uncommitted = 0
+        self.last_commit = time.monotonic()
+
+    def add(self, record: Record, vector: Any = None) -> None:
+        self.writer.add(record, vector)
+        self.unflushed += 1
+        self.uncommitted += 1
+        if self.uncommitted >= self.commit_rows or time.monotonic() - self.last_commit >= self.commit_seconds:
+            self.writer.commit()
+            self.unflushed = self.uncommitted = 0
+            self.last_commit = time.monotonic()
+        elif self.unflushed >= self.flush_rows:
+            self.writer.flush()
+            self.unflushed = 0
+
+
+class Reporter:
+    """Builds :class:`EmbedProgress`; the rate counts only files actually processed this run."""
+
+    def __init__(self, callback: ProgressCallback | None, total: int, unchanged: int) -> None:
+        self.callback, self.total, self.unchanged = callback, total, unchanged
+        self.started = time.monotonic()
+
+    def update(self, embedded: int, failed: int) -> None:
+        if self.callback is None:
+            return
+        processed = embedded + failed
+        elapsed = time.monotonic() - self.started
+        remaining = self.total - self.unchanged - processed
+        eta = remaining * elapsed / processed if processed else None
+        self.callback(EmbedProgress(self.unchanged + processed, self.total, embedded, failed, self.unchanged,
+                                    round(elapsed, 3), None if eta is None else round(eta, 3)))
+
+
+class EmbedRun:
+    """The store side of one embedding run: ``add`` each result, ``close`` once, then ``summary``."""
+
+    def __init__(self, store: str | os.PathLike[str], identity: StoreIdentity, *, flush_rows: int,
+                 commit_rows: int, commit_seconds: float, progress: ProgressCallback | None) -> None:
+        self.store = os.fspath(store)
+        self.started = time.perf_counter()
+        self.writer = StoreWriter.open(store, identity)
+        self.notes: list[str] = list(getattr(self.writer, "recovery_notes", []))
+        #: the store's latest record per path when the run began (what the incremental rules compare with)
+        self.known: dict[str, Record] = latest_by_path(self.writer.store.records())
+        self.failures: list[Failure] = []
+        self.embedded = self.pruned = 0
+        self._committer = Committer(self.writer, flush_rows, commit_rows, commit_seconds)
+        self._progress = progress
+        self._reporter = Reporter(None, 0, 0)
+        self._final: Store | None = None
+
+    def begin(self, total: int, unchanged: int) -> None:
+        """Start reporting progress: ``total`` inputs seen, ``unchanged`` of them skipped."""
+        self._reporter = Reporter(self._progress, total, unchanged)
+        self._reporter.update(0, 0)
+
+    def prune(self, paths: Iterable[str] | None = None) -> int:
+        """Mark stored files that no longer exist as deleted (default: every path the store knows)."""
+        for path in list(self.known) if paths is None else paths:
+            if not os.path.lexists(path):
+                self._committer.add(Record(path, "deleted"))
+                self.pruned += 1
+        return self.pruned
+
+    def add(self, record: Record, vector: Any = None) -> None:
+        """Write one file's result: an ok record with its vector, or an error record (a failure of the run)."""
+        self._committer.add(record, vector if record.status == "ok" else None)
+        if record.status == "ok":
+            self.embedded += 1
+        else:
+            self.failures.append(Failure(record.path, record.error_kind or "internal", record.error or ""))
+        self._reporter.update(self.embedded, len(self.failures))
+
+    def fail(self, failure: Failure) -> None:
+        """A failure with no file to record (an input that is not a path at all)."""
+        self.failures.append(failure)
+
+    def close(self) -> Store:
+        """Commit what is left and release the store's lock; the final snapshot."""
+        if self._final is None:
+            self._final = self.writer.close()
+        return self._final
+
+    def summary(self, *, seen: int, unchanged: int, still_failing: int, provider: str,
+                random_weights: bool) -> EmbedSummary:
+        final = self.close()
+        return EmbedSummary(
+            store=self.store, seen=seen, embedded=self.embedded, unchanged=unchanged,
+            failed=len(self.failures), pruned=self.pruned, still_failing=still_failing, failures=self.failures,
+            failed_by_kind=dict(Counter(f.kind for f in self.failures)),
+            seconds=round(time.perf_counter() - self.started, 2), provider=provider,
+            random_weights=random_weights, generation=final.generation, notes=self.notes)

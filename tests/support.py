@@ -1,0 +1,125 @@
+"""Helpers the test files share: a real `vggsim serve` process, the CLI as a child process, made-up
+images and stores. One module, so test files never import each other."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import os
+import socket
+import signal
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from vggsim import Embedder
+from vggsim.store import Record, Store, StoreIdentity, StoreWriter
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+TOKEN = "s3cret-token"
+
+
+def image_bytes(seed: int, fmt: str = "PNG", size: tuple[int, int] = (96, 72)) -> bytes:
+    """A smooth random image (different per seed), encoded."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
+    image = Image.fromarray(small).resize(size, Image.Resampling.BILINEAR)
+    buffer = io.BytesIO()
+    image.save(buffer, fmt)
+    return buffer.getvalue()
+
+
+class Server:
+    """`python -m vggsim serve ...` in a child process, ready when /health/ready says so."""
+
+    def __init__(self, model: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = open(f"/tmp/serve-test-{self.port}.log", "w+b")  # noqa: SIM115 (closed in stop)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "vggsim", "serve", "--model", str(model), "--port", str(self.port),
+             "--log-level", "warning", *args], stdout=self.log, stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})})
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"server exited {self.process.returncode}: {self.output()}")
+            try:
+                if httpx.get(self.url + "/health/ready", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise AssertionError(f"server not ready in 60 s: {self.output()}")
+
+    def output(self) -> str:
+        if self.log.closed:
+            return Path(self.log.name).read_text(errors="replace")[-3000:]
+        self.log.flush()
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")[-3000:]
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        self.log.close()
+        return self.process.returncode
+
+
+def run_cli(*args: str, timeout: float = 600, **kw: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "vggsim", *args], capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def png_header_claiming(width: int, height: int) -> bytes:
+    """A PNG whose IHDR declares a huge size, with (almost) no pixel data behind it."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = lambda kind, data: struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))  # noqa: E731
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b"")
+
+
+def synthetic_store(root: Path, embedder: Embedder, vectors: np.ndarray) -> Store:
+    """A store of made-up vectors under the embedder's identity (no model runs)."""
+    with StoreWriter.open(root, StoreIdentity.of(embedder)) as writer:
+        for n, vector in enumerate(vectors):
+            writer.add(Record(f"/synthetic/{n}.jpg", "ok", 1, 1), vector)
+    return Store.open(root)
+
+
+def make_store(root: Path, vectors: np.ndarray, identity: StoreIdentity | None = None, per_commit: int = 700) -> Store:
+    """A store of made-up vectors, several shards (one per commit)."""
+    with StoreWriter.open(root, identity or StoreIdentity("synthetic", {}, vectors.shape[1])) as writer:
+        for n, vector in enumerate(vectors):
+            writer.add(Record(f"/synthetic/{n:05d}.jpg", "ok", 1, 1), vector)
+            if n % per_commit == per_commit - 1:
+                writer.commit()
+    return Store.open(root)
+
+
+HAS_TENSORFLOW = importlib.util.find_spec("tensorflow") is not None
+
+
+needs_tensorflow = pytest.mark.skipif(not HAS_TENSORFLOW, reason="needs the export extra")
+
+
+CORPUS = Path(os.environ.get("VGGSIM_CORPUS", Path(__file__).resolve().parents[2] / "shared/corpus/pillow-test-images"))
