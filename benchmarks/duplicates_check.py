@@ -33,7 +33,7 @@ def main() -> int:
     args = parser.parse_args()
 
     from vggsim.collection import StoreReader
-    from vggsim.collection.duplicates import duplicates_of
+    from vggsim.collection.queries import duplicates_of
     from vggsim.serve import searching
 
     reader = StoreReader(args.store)

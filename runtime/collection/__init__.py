@@ -6,8 +6,8 @@ store goes through these functions, which return typed, JSON-ready results.
 
 from __future__ import annotations
 
-from vggsim.collection.duplicates import (DEDUP_BLOCK_ROWS, dedup_threshold, duplicates_of, find_duplicates,
-                         require_threshold_model)
+from vggsim.collection.duplicates import DEDUP_BLOCK_ROWS, dedup_threshold, find_duplicates, require_threshold_model
+from vggsim.collection.queries import duplicates_of
 from vggsim.collection.embed import embed_into_store
 from vggsim.collection.reader import StoreReader
 from vggsim.collection.results import (

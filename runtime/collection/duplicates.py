@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -11,11 +11,8 @@ from vggsim.errors import VggsimError
 from vggsim.similarity import l2_normalize
 from vggsim import validate
 from vggsim.store import Store, StoreIdentity
-from vggsim.collection.results import DuplicateGroup, DuplicateMember, Match
-from vggsim.collection.search import as_store, query_matrix
-
-if TYPE_CHECKING:
-    from vggsim.collection.reader import StoreReader
+from vggsim.collection.results import DuplicateGroup, DuplicateMember
+from vggsim.collection.reader import StoreReader, as_store
 
 DEDUP_BLOCK_ROWS = 4096  # a 4096 x 4096 float32 score block is 64 MB
 #: Preprocessing fields chosen when embedding (``--exif-transpose``), not fixed at export:
@@ -92,27 +89,3 @@ def find_duplicates(store: Store | StoreReader | str, threshold: float, *, embed
         members = [DuplicateMember(records[i].path, round(float(np.dot(first, vectors[i])), 6), i) for i in group]
         result.append(DuplicateGroup(number, members))
     return result
-
-
-def duplicate_scores(vectors: np.ndarray, normalized_query: np.ndarray) -> np.ndarray:
-    """Cosines of stored ``vectors`` (rows, any norm) to a unit-length query, float32: the one formula of
-    :func:`duplicates_of` and of the service's index path, so both decide a threshold alike to the bit."""
-    scores: np.ndarray = l2_normalize(vectors, np.float32) @ normalized_query
-    return scores
-
-
-def duplicates_of(store: Store, vector: Any, threshold: float) -> list[Match]:
-    """Stored vectors with cosine >= ``threshold`` to ``vector``, best first: the check a server
-    makes before ingesting an image. One streaming pass; memory is one block."""
-    threshold = validate.threshold(threshold)
-    query = l2_normalize(query_matrix(vector, store.identity.dim), np.float32)
-    if len(query) != 1:
-        raise validate.ArgumentError(f"duplicates_of takes one vector, got {len(query)}")
-    records = store.records()
-    found: list[Match] = []
-    for block in store.blocks():
-        scores = duplicate_scores(block.vectors, query[0])
-        for position in np.flatnonzero(scores >= threshold):
-            identifier = int(block.ids[position])
-            found.append(Match(records[identifier].path, float(scores[position]), identifier))
-    return sorted(found, key=lambda m: (-m.score, m.id))

@@ -14,13 +14,13 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from vggsim import validate
 from vggsim.errors import ArgumentError
 from vggsim.search.exact import AnnIndex
 from vggsim.search import hnsw_cache as ann_cache
 from vggsim.store import Store
-from vggsim.collection.duplicates import duplicates_of
 from vggsim.collection.results import DuplicateCheck, SearchResult
-from vggsim.collection.search import search_snapshot
+from vggsim.collection.queries import duplicates_of, search_snapshot
 
 
 class StoreReader:
@@ -62,3 +62,13 @@ class StoreReader:
         """Is ``vector`` a near-duplicate (cosine >= ``threshold``) of anything stored?"""
         store = self.snapshot()
         return DuplicateCheck(store.generation, float(threshold), duplicates_of(store, vector, threshold))
+
+
+def as_store(store: Any) -> Store | StoreReader:
+    """``store`` as a snapshot or a reader: a folder path (str, bytes, PathLike) is opened."""
+    if isinstance(store, (Store, StoreReader)):
+        return store
+    if isinstance(store, (str, bytes, os.PathLike)):
+        return Store.open(os.fsdecode(store))
+    raise validate.ArgumentError(f"store must be a Store, a StoreReader or a store folder path, "
+                                 f"got {type(store).__name__}")

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from vggsim.collection import Match, StoreReader
-from vggsim.collection.duplicates import duplicate_scores, duplicates_of
+from vggsim.collection.queries import duplicate_scores, duplicates_of
 from vggsim.similarity import l2_normalize
 from vggsim.errors import StoreError
 from vggsim.store import Store
