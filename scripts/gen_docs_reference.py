@@ -82,8 +82,27 @@ def http_page(schema: dict[str, Any]) -> str:
             if responses:
                 out += ["| status | meaning |", "|---|---|"]
                 for code, r in responses.items():
-                    out.append(f"| {code} | {' '.join(str(r.get('description', '')).split())} |")
+                    ref = next((c.get("schema", {}).get("$ref", "") for c in r.get("content", {}).values()), "")
+                    name = ref.rsplit("/", 1)[-1]
+                    shape = f" ([`{name}`](#{name.lower()}))" if name else ""
+                    out.append(f"| {code} | {' '.join(str(r.get('description', '')).split())}{shape} |")
                 out.append("")
+    schemas = schema.get("components", {}).get("schemas", {})
+    if schemas:
+        out += ["## Schemas", ""]
+    for name, body in schemas.items():
+        out += [f"### {name}", ""]
+        if body.get("description"):
+            out += [" ".join(body["description"].split()), ""]
+        props = body.get("properties", {})
+        if props:
+            out += ["| field | type | description |", "|---|---|---|"]
+            for field, spec in props.items():
+                typ = spec.get("type") or spec.get("$ref", "").rsplit("/", 1)[-1] or " or ".join(
+                    str(a.get("type") or a.get("$ref", "").rsplit("/", 1)[-1]) for a in spec.get("anyOf", []))
+                desc = " ".join(str(spec.get("description", "")).split()).replace("|", "\\|")
+                out.append(f"| `{field}` | {typ} | {desc} |")
+            out.append("")
     return "\n".join(out)
 
 
