@@ -42,16 +42,20 @@ def code_lines(text: str) -> list[tuple[int, str]]:
     """(line number, line) of every line inside a shell code block, continuations joined."""
     out: list[tuple[int, str]] = []
     fence: str | None = None  # the open fence's language ("" for none)
-    previous_blank = True
+    previous_blank, indented = True, False  # an indented code block starts after a blank line
     pending: tuple[int, str] | None = None
     for number, line in enumerate(text.splitlines(), 1):
         stripped = line.strip()
         if stripped.startswith("```"):
             fence = None if fence is not None else stripped[3:].strip().lower()
             continue
-        in_shell = (fence in SHELL_LANGS) or (fence is None and line.startswith("    ") and previous_blank is not None)
-        if fence is None and not line.startswith("    "):
+        if fence is None:
+            if line.startswith("    "):
+                indented = indented or previous_blank
+            elif stripped:
+                indented = False
             previous_blank = not stripped
+        in_shell = fence in SHELL_LANGS or (fence is None and indented and line.startswith("    "))
         if not in_shell:
             pending = None
             continue
