@@ -177,7 +177,7 @@ def test_torn_journal_keeps_complete_records(tmp_path: Path) -> None:
     identity = StoreIdentity("m" * 64, {"size": [224, 224]}, 512)
     script = (
         "import os, sys, numpy as np\n"
-        "from vggsim.store import Record, Store, StoreIdentity\n"
+        "from vggsim.store import Record, StoreIdentity, StoreWriter\n"
         "writer = StoreWriter.open(sys.argv[1], StoreIdentity('m' * 64, {'size': [224, 224]}, 512))\n"
         "for n in range(3):\n"
         "    writer.add(Record(f'/x/{n}.jpg', 'ok'), np.full(512, n, np.float32))\n"

@@ -319,7 +319,7 @@ def test_garbled_journal_lines_are_dropped_not_fatal(tmp_path: Path) -> None:
     identity = StoreIdentity("m", {}, 4)
     script = (
         "import os, sys, numpy as np\n"
-        "from vggsim.store import Record, Store, StoreIdentity\n"
+        "from vggsim.store import Record, StoreIdentity, StoreWriter\n"
         "w = StoreWriter.open(sys.argv[1], StoreIdentity('m', {}, 4))\n"
         "for n in range(4):\n"
         "    w.add(Record(f'/x/{n}.jpg', 'ok'), np.full(4, n, np.float32))\n"
@@ -346,7 +346,7 @@ def test_garbled_journal_lines_are_dropped_not_fatal(tmp_path: Path) -> None:
 WRITER = """
 import sys, time
 import numpy as np
-from vggsim.store import Record, Store, StoreIdentity
+from vggsim.store import Record, Store, StoreIdentity, StoreWriter
 w = StoreWriter.open(sys.argv[1], StoreIdentity('m', {}, 64))
 start = int(sys.argv[2])
 for n in range(start, start + 400):
