@@ -80,6 +80,10 @@ def test_wheel_holds_vggsim_and_vggsim_export_only(tmp_path: Path) -> None:
     assert packages == {"vggsim"}
     assert any(n.startswith("vggsim/export/") for n in names)
     assert "vggsim/py.typed" in names
+    # every subpackage of runtime/ is in the wheel (pyproject lists them: a new one must be added there)
+    wanted = {"vggsim/" + init.relative_to(ROOT / "runtime").as_posix() for init in (ROOT / "runtime").rglob("__init__.py")}
+    assert wanted - set(names) == set()
+    assert any(n.startswith("vggsim/serve/static/") for n in names)
     assert not any(part in n for n in names for part in ("tests/", "models/", "benchmarks/"))
     # the only ONNX file is the tiny matmul graph `vggsim bench` times; no exported model
     assert [n for n in names if n.endswith(".onnx")] == ["vggsim/tools/bench_matmul.onnx"]

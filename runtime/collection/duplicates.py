@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
 
 import numpy as np
 
@@ -10,6 +9,8 @@ from vggsim.search.pairs import group_pairs, similar_pairs
 from vggsim.errors import VggsimError
 from vggsim.similarity import l2_normalize
 from vggsim import validate
+from vggsim.model.manifest import Manifest
+from vggsim.model.embedder import Embedder
 from vggsim.store import Store, StoreIdentity
 from vggsim.collection.results import DuplicateGroup, DuplicateMember
 from vggsim.collection.reader import StoreReader, as_store
@@ -20,7 +21,7 @@ DEDUP_BLOCK_ROWS = 4096  # a 4096 x 4096 float32 score block is 64 MB
 EMBED_TIME_FIELDS = ("exif_transpose",)
 
 
-def require_threshold_model(identity: StoreIdentity, manifest: Any, where: str) -> str | None:
+def require_threshold_model(identity: StoreIdentity, manifest: Manifest, where: str) -> str | None:
     """Check that ``manifest`` describes the model that made a store of ``identity`` (sha256,
     preprocessing, dim) before its calibrated threshold is applied to the store's vectors.
 
@@ -42,7 +43,7 @@ def require_threshold_model(identity: StoreIdentity, manifest: Any, where: str) 
             f"with {model_side}: it may not fit these vectors (pass --threshold T to choose one)")
 
 
-def dedup_threshold(manifest: Any) -> float:
+def dedup_threshold(manifest: Manifest) -> float:
     """The near-duplicate threshold calibrated for this model at export.
 
     Raises :class:`VggsimError` (pass a threshold instead) when the manifest has none or
@@ -62,7 +63,8 @@ def dedup_threshold(manifest: Any) -> float:
                           f"{value!r}: pass --threshold T, e.g. 0.95.") from None
 
 
-def find_duplicates(store: Store | StoreReader | str, threshold: float, *, embedder: Any = None) -> list[DuplicateGroup]:
+def find_duplicates(store: Store | StoreReader | str, threshold: float, *,
+                    embedder: Embedder | None = None) -> list[DuplicateGroup]:
     """Groups of stored files whose vectors are connected by pairs with cosine >= ``threshold``.
 
     ``threshold`` must be finite and in (0, 1]. Memory stays at two blocks of

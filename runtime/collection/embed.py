@@ -10,6 +10,7 @@ from vggsim.errors import require_list, short_name
 from vggsim.ingest.pipeline import EmbedResult, iter_embeddings
 from vggsim.ingest.sources import iter_inputs
 from vggsim import validate
+from vggsim.model.embedder import Embedder
 from vggsim.store import Record, StoreIdentity
 from vggsim.collection.incremental import plan
 from vggsim.collection.run import EmbedRun, ProgressCallback
@@ -44,7 +45,7 @@ def _path_inputs(inputs: Iterable[Any], failures: list[Failure]) -> Iterator[str
 
 
 def embed_into_store(
-    embedder: Any,
+    embedder: Embedder,
     inputs: Iterable[str | bytes | os.PathLike[str]],
     store: str | os.PathLike[str],
     *,

@@ -10,6 +10,7 @@ import numpy as np
 
 from vggsim.errors import require_list
 from vggsim import validate
+from vggsim.model.embedder import Embedder
 from vggsim.store import Store, StoreIdentity
 from vggsim.collection.results import Match
 from vggsim.collection.queries import search_snapshot
@@ -40,7 +41,7 @@ def search_store(store: StoreLike, queries: Any, k: int = 10, ann: bool = False,
     return search_snapshot(store, queries, k, ann)
 
 
-def search_images(embedder: Any, store: StoreLike, images: Iterable[Any], k: int = 10,
+def search_images(embedder: Embedder, store: StoreLike, images: Iterable[Any], k: int = 10,
                   ann: bool = False, *, index: bool = False, rebuild_index: bool = False) -> list[list[Match]]:
     """Embed ``images`` and search the store with them, after checking that the embedder's
     model, effective preprocessing and dim are the ones the store was made with: a store made

@@ -135,7 +135,7 @@ def embed_dataset(
     if not ray.is_initialized():
         ray.init(address=address, **({"logging_level": "WARNING", "log_to_driver": False} | (ray_init or {})))
         started_ray = True
-    identity = StoreIdentity.of(info, "float16" if float16 else "float32")  # type: ignore[arg-type]
+    identity = StoreIdentity.of(info, "float16" if float16 else "float32")
     run = EmbedRun(store, identity, flush_rows=batch_size, commit_rows=commit_rows, commit_seconds=commit_seconds,
                    progress=progress)
     duplicates = 0

@@ -15,15 +15,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any, Protocol
 
 import numpy as np
 
 from vggsim.errors import StoreError, display_name, require
 from vggsim.store.npyio import load_npy
 
-if TYPE_CHECKING:
-    from vggsim.model.embedder import Embedder
+from vggsim.images.preprocess import PreprocessSpec
 
 STORE_FORMAT = 2
 STATUSES = ("ok", "error", "deleted")
@@ -57,6 +56,18 @@ def shard_name(shard: int, kind: str) -> str:
     return f"vectors/{shard:06d}.npy" if kind == "vectors" else f"meta/{shard:06d}.parquet"
 
 
+class ModelIdentity(Protocol):
+    """What makes a model's vectors comparable: an Embedder has it, and so has a manifest read without
+    loading the model (a Ray driver)."""
+
+    @property
+    def model_sha256(self) -> str: ...
+    @property
+    def spec(self) -> PreprocessSpec: ...
+    @property
+    def dim(self) -> int: ...
+
+
 @dataclass(frozen=True)
 class StoreIdentity:
     """What makes two embeddings comparable: the model, its effective preprocessing, the width.
@@ -70,9 +81,10 @@ class StoreIdentity:
     dtype: str = "float32"
 
     @classmethod
-    def of(cls, embedder: Embedder, dtype: str = "float32") -> StoreIdentity:
-        return cls.from_dict({"model_sha256": embedder.model_sha256, "preprocess": embedder.spec.to_dict(),
-                              "dim": embedder.dim, "dtype": dtype})
+    def of(cls, model: ModelIdentity, dtype: str = "float32") -> StoreIdentity:
+        """The identity of the vectors ``model`` (an Embedder, or what a manifest says) makes."""
+        return cls.from_dict({"model_sha256": model.model_sha256, "preprocess": model.spec.to_dict(),
+                              "dim": model.dim, "dtype": dtype})
 
     def to_dict(self) -> dict[str, Any]:
         return {"model_sha256": self.model_sha256, "preprocess": self.preprocess, "dim": self.dim, "dtype": self.dtype}
