@@ -19,7 +19,7 @@ EXTRAS=export,test,ann,fp16,serve,ray,edge-bench,store,docs
 T0=$SECONDS
 NAMES=() RESULTS=() FAILED=0 PASSED=0 SETUP_OK=0
 
-want() { [ -z "${VGGSIM_STAGES:-}" ] || [[ " $VGGSIM_STAGES " == *" $1 "* ]]; }
+want() { [ "$1" = setup ] || [ -z "${VGGSIM_STAGES:-}" ] || [[ " $VGGSIM_STAGES " == *" $1 "* ]]; }
 
 stage() {  # stage NAME FUNCTION: run it, record "passed"/"FAILED (exit N)" and its time
   local name=$1 fn=$2 t0=$SECONDS rc
