@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import unicodedata
 
 #: Names longer than this are shortened in messages (a 10 MB line of a --from list must not
 #: become a 10 MB error message); results and the store keep the exact name.
@@ -20,8 +21,34 @@ def display_name(text: str) -> str:
         return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+_NAMED_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def one_line(text: str) -> str:
+    """``text`` with control, format and line-separator characters escaped (``\\n``, ``\\x1b``,
+    ``\\u202e``...): a name echoed in a message cannot split it into lines, move a terminal's cursor
+    or reorder what it shows."""
+    out = []
+    for c in text:
+        if c in _NAMED_ESCAPES:
+            out.append(_NAMED_ESCAPES[c])
+        elif unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp"):
+            out.append(f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
+        else:
+            out.append(c)
+    return "".join(out)
+
+
+def shown_name(name: str) -> str:
+    """The one rule for showing a file name in text (CLI output, error messages, the service's errors):
+    :func:`display_name`'s ``\\xNN`` for bytes that are not UTF-8, then :func:`one_line`. Results
+    and the store keep the exact name."""
+    return one_line(display_name(name)) if name else name
+
+
 def short_name(name: str) -> str:
-    """``name`` for a message: its first 150 and last 50 characters when it is very long."""
+    """``name`` shown (:func:`shown_name`) for a message: its first 150 and last 50 characters when it is very long."""
+    name = shown_name(name)
     if len(name) <= SHORT_NAME_LIMIT:
         return name
     return f"{name[:150]}\u2026{name[-50:]} ({len(name):,} characters)"

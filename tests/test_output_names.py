@@ -32,6 +32,22 @@ def test_text_output_escapes_control_characters_in_names() -> None:
     assert display_path("/x/caf\u00e9.jpg") == "/x/caf\u00e9.jpg"
 
 
+def test_one_rule_shows_a_name_in_the_cli_in_errors_and_in_the_service() -> None:
+    """The CLI's text output, an ImageError's message and the service's JSON error show a name alike:
+    bytes that are not UTF-8 as \\xNN, control and bidi characters escaped, one line."""
+    pytest.importorskip("fastapi")
+    from vggsim.errors import ImageError, shown_name
+    from vggsim.serve.problems import error_response
+
+    name = os.fsdecode(b"/x/a\nb\x1b\xff") + "\u202e.jpg"
+    shown = "/x/a\\nb\\x1b\\xff\\u202e.jpg"
+    assert shown_name(name) == display_path(name) == shown
+    error = ImageError(name, "not_an_image", "not an image")
+    assert str(error) == f"{shown}: not an image" and error.source == name  # the exact name stays on the error
+    body = json.loads(bytes(error_response(422, "not_an_image", str(error)).body))
+    assert body["error"]["message"] == str(error)
+
+
 def test_search_output_round_trips_non_utf8_and_newline_names(tmp_path: Path, model_dir: Path,
                                                               photos: list[Path]) -> None:
     pytest.importorskip("pyarrow")

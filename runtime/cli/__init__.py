@@ -16,7 +16,7 @@ from typing import Any
 from vggsim import config
 from vggsim.version import __version__
 from vggsim.validate import ArgumentError
-from vggsim.errors import MissingExtraError, VggsimError
+from vggsim.errors import MissingExtraError, VggsimError, one_line
 from vggsim.cli import bench, compare, dedup, doctor, embed, export, index, search, serve, store
 from vggsim.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, HelpFormatter, UsageError
 
@@ -97,10 +97,10 @@ def _main(argv: Sequence[str] | None) -> int:
     try:
         return handler(args)
     except (MissingExtraError, UsageError, ArgumentError) as exc:  # ArgumentError: the library refused a value
-        print(f"vggsim: {exc}", file=sys.stderr)
+        print(f"vggsim: {one_line(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except VggsimError as exc:
-        print(f"vggsim: error: {exc}", file=sys.stderr)
+        print(f"vggsim: error: {one_line(str(exc))}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         print("vggsim: interrupted", file=sys.stderr)

@@ -12,13 +12,12 @@ import dataclasses
 import json
 import math
 import os
-import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from vggsim.errors import VggsimError, display_name
+from vggsim.errors import VggsimError, display_name, shown_name
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -215,8 +214,6 @@ def plot_title(title: str, random_weights: bool | None) -> str:
 
 # -- names in output: the one place that decides how a file name is printed ----------------------
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_NAMED = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
 
 
 def _is_utf8(text: str) -> bool:
@@ -228,13 +225,9 @@ def _is_utf8(text: str) -> bool:
 
 
 def display_path(path: str) -> str:
-    """A name for text output, on one line: bytes that are not valid UTF-8 shown as ``\\xNN``
-    (as the store's display column) and control characters escaped (``\\n``, ``\\t``,
-    ``\\x1b``...), so a name holding a newline cannot split a line or move the cursor."""
-    if not path:
-        return path
-    text = display_name(path)
-    return _CONTROL.sub(lambda m: _NAMED.get(m.group(), f"\\x{ord(m.group()):02x}"), text)
+    """A name for text output, on one line: :func:`vggsim.errors.shown_name`, the rule the service's
+    messages and every error message follow too."""
+    return shown_name(path)
 
 
 def _name_bytes(text: str) -> bytes:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import unicodedata
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -17,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
-from vggsim.errors import ImageError, StoreError, VggsimError
+from vggsim.errors import one_line, ImageError, StoreError, VggsimError
 
 log = logging.getLogger("vggsim.serve")
 
@@ -35,12 +34,6 @@ class ApiError(Exception):
     def __init__(self, status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status, self.kind, self.message, self.headers = status, kind, message, headers or {}
-
-
-def one_line(text: str) -> str:
-    """``text`` with control and format characters (newlines, NUL, U+202E...) written as escapes: a client's
-    file name echoed in a message must not split it into lines or reorder what a terminal shows."""
-    return "".join(f"\\u{ord(c):04x}" if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") else c for c in text)
 
 
 def error_response(status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> Response:
