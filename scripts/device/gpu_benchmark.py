@@ -1,12 +1,12 @@
 # ruff: noqa: E501, B023  (report strings and table rows read best on one line; loop lambdas are timed at once)
-"""Issue 11 on a lent GPU, in one bounded run: every CUDA setting side by side at batch 1, 8,
+"""The GPU benchmark on a lent GPU, in one bounded run: every CUDA setting side by side at batch 1, 8,
 64 and 256, each from GPU memory, from host memory (pageable, pinned, and pinned with the
 copy of batch N+1 overlapped with batch N), with p50/p99, the fraction of the fp16 peak and
 min cosine against exact fp32 on the CPU; the CUDA-optimised graphs' Cast/Transpose counts;
 and JPEG decode on the machine's cores feeding the GPU against model-only throughput.
 
-    python scripts/device/issue11.py main FP32 FP16 FP16_UNPADDED OUT_DIR [--dry-run]
-    python scripts/device/issue11.py keras OUT_DIR [--dry-run]   # Keras 3 on JAX, same weights
+    python scripts/device/gpu_benchmark.py main FP32 FP16 FP16_UNPADDED OUT_DIR [--dry-run]
+    python scripts/device/gpu_benchmark.py keras OUT_DIR [--dry-run]   # Keras 3 on JAX, same weights
 
 ``--dry-run`` runs everything on the CPU provider with tiny rounds (a check that the script
 works before it spends device time). Every loop is bounded in rounds and seconds, and the
@@ -223,7 +223,7 @@ def run_settings(models: dict[str, str], report: dict[str, Any], work: Path) -> 
                     continue
                 # A session per batch shape: one captured graph per session, and on the first
                 # H200 run an fp16 NHWC session reused across shapes ran batch 8 and 64 at a
-                # seventh of the speed a fresh session gives (benchmarks/results/2026-11-27-h200-run1).
+                # seventh of the speed a fresh session gives (an early H200 run).
                 if batch != batches[0]:
                     session = make_session(models[key], setting)
                 start = time.perf_counter()
@@ -428,7 +428,7 @@ def main(fp32: str, fp16: str, fp16_unpadded: str, out: Path) -> None:
     import onnxruntime as ort
 
     out.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="issue11-"))
+    work = Path(tempfile.mkdtemp(prefix="gpu_benchmark-"))
     models = {"fp32": fp32, "fp16": fp16, "fp16old": fp16_unpadded}
     report: dict[str, Any] = {
         "gpu": None if ARGS["dry"] else gpu_name(),
@@ -469,7 +469,7 @@ def main(fp32: str, fp16: str, fp16_unpadded: str, out: Path) -> None:
 def save(report: dict[str, Any], out: Path) -> None:
     report["seconds"] = round(time.perf_counter() - START, 1)
     public = {k: v for k, v in report.items() if not k.startswith("_")}
-    (out / "issue11.json").write_text(json.dumps(public, indent=2) + "\n")
+    (out / "gpu_benchmark.json").write_text(json.dumps(public, indent=2) + "\n")
 
 
 def _cpu_session(model: str) -> Any:
@@ -595,7 +595,7 @@ def save_reference(fp32: str, out: Path) -> None:
 
 def print_summary(out: Path) -> None:
     keras = json.loads((out / "keras.json").read_text()) if (out / "keras.json").exists() else None
-    lines = summary(json.loads((out / "issue11.json").read_text()), keras) if (out / "issue11.json").exists() else []
+    lines = summary(json.loads((out / "gpu_benchmark.json").read_text()), keras) if (out / "gpu_benchmark.json").exists() else []
     if (out / "embedder.json").exists():
         from embedder_path import summary as embedder_summary  # scripts/device/, beside this script
 

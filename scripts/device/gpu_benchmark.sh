@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
-# Issue 11 on a lent GPU, in one call: CUDA tests (must pass), then scripts/device/issue11.py
+# The GPU benchmark on a lent GPU, in one call: CUDA tests (must pass), then scripts/device/gpu_benchmark.py
 # (every setting at batch 1, 8, 64, 256 from GPU and host memory, optimised-graph Cast and
 # Transpose counts, JPEG decode feeding the GPU) and Keras 3 on JAX on the same GPU.
 # Runs over a copy of this tree plus .devgpu/ (scripts/device/pack.sh); writes under $OUT:
-# issue11.log, test_cuda.log, issue11.json, embedder.json, keras.json, serve_cuda.json, summary.md,
+# gpu_benchmark.log, test_cuda.log, gpu_benchmark.json, embedder.json, keras.json, serve_cuda.json, summary.md,
 # fp16-manifest.json.
-#   DRY_RUN=1 bash scripts/device/issue11.sh   checks it here on the CPU, tiny rounds, no install
+#   DRY_RUN=1 bash scripts/device/gpu_benchmark.sh   checks it here on the CPU, tiny rounds, no install
 set -uo pipefail
 export PYTHONUNBUFFERED=1 KERAS_BACKEND=jax XLA_PYTHON_CLIENT_PREALLOCATE=false TF_CPP_MIN_LOG_LEVEL=3
 OUT=${OUT:-/tmp/vggsim-gpu}; mkdir -p "$OUT"
-exec > >(tee -a "$OUT/issue11.log") 2>&1
+exec > >(tee -a "$OUT/gpu_benchmark.log") 2>&1
 DRY=${DRY_RUN:-0}; FLAG=""; [ "$DRY" = 1 ] && FLAG=--dry-run && export KERAS_BACKEND=${DRY_KERAS_BACKEND:-tensorflow}
 PY=${PYTHON:-python3}
 . "$(dirname "$0")/start_cuda.sh"
@@ -66,15 +66,15 @@ else
 fi
 
 step "every setting side by side, graphs, pipeline"
-[ -n "${SKIP_MAIN:-}" ] || timeout ${MAIN_TIMEOUT:-300} $PY -W ignore scripts/device/issue11.py main "$MODELS/fp32" "$MODELS/fp16" "$MODELS/fp16old" "$OUT" \
+[ -n "${SKIP_MAIN:-}" ] || timeout ${MAIN_TIMEOUT:-300} $PY -W ignore scripts/device/gpu_benchmark.py main "$MODELS/fp32" "$MODELS/fp16" "$MODELS/fp16old" "$OUT" \
   --budget-s=${BUDGET_S:-240} $FLAG ${ONLY:+"--only=$ONLY"} ${NO_PIPELINE:+--no-pipeline} 2>&1 | grep --line-buffered -v cudnn_fe
 
 step "the library's own path: Embedder.run and embed with the fixed-batch feed"
 [ -n "${SKIP_EMBEDDER:-}" ] || timeout ${EMBEDDER_TIMEOUT:-150} $PY -W ignore scripts/device/embedder_path.py "$MODELS/fp32" "$MODELS/fp16" "$OUT" $FLAG 2>&1 | grep --line-buffered -v cudnn_fe
 
 step "Keras 3 on JAX, same weights, same GPU"
-[ -n "${SKIP_KERAS:-}" ] || timeout 60 $PY -W ignore scripts/device/issue11.py reference "$MODELS/fp32" "$OUT" $FLAG
-[ -n "${SKIP_KERAS:-}" ] || timeout ${KERAS_TIMEOUT:-70} $PY -W ignore scripts/device/issue11.py keras "$OUT" --budget-s=50 $FLAG 2>&1 | grep --line-buffered -v "^WARNING\|cudnn_fe"
+[ -n "${SKIP_KERAS:-}" ] || timeout 60 $PY -W ignore scripts/device/gpu_benchmark.py reference "$MODELS/fp32" "$OUT" $FLAG
+[ -n "${SKIP_KERAS:-}" ] || timeout ${KERAS_TIMEOUT:-70} $PY -W ignore scripts/device/gpu_benchmark.py keras "$OUT" --budget-s=50 $FLAG 2>&1 | grep --line-buffered -v "^WARNING\|cudnn_fe"
 rm -f "$OUT/reference.npy"
 
 step "issue 8: vggsim serve under load on CUDA (fp16, cuda-tf32), against Embedder.embed in the same run"
@@ -83,6 +83,6 @@ step "issue 8: vggsim serve under load on CUDA (fp16, cuda-tf32), against Embedd
   --out "$OUT/serve_cuda.json" 2>&1 | grep --line-buffered -v cudnn_fe
 
 step "summary"
-$PY scripts/device/issue11.py summary "$OUT"
+$PY scripts/device/gpu_benchmark.py summary "$OUT"
 rm -rf "$MODELS"
 step "done"
