@@ -77,7 +77,7 @@ step "Keras 3 on JAX, same weights, same GPU"
 [ -n "${SKIP_KERAS:-}" ] || timeout ${KERAS_TIMEOUT:-70} $PY -W ignore scripts/device/gpu_benchmark.py keras "$OUT" --budget-s=50 $FLAG 2>&1 | grep --line-buffered -v "^WARNING\|cudnn_fe"
 rm -f "$OUT/reference.npy"
 
-step "issue 8: vggsim serve under load on CUDA (fp16, cuda-tf32), against Embedder.embed in the same run"
+step "vggsim serve under load on CUDA (fp16, cuda-tf32), against Embedder.embed in the same run"
 [ -n "${SKIP_SERVE:-}" ] || [ "$DRY" = 1 ] || timeout ${SERVE_TIMEOUT:-170} $PY -W ignore benchmarks/serve_load.py --model "$MODELS/fp16" \
   --providers cuda-tf32 --seconds ${SERVE_SECONDS:-10} --overload-seconds ${SERVE_OVERLOAD_SECONDS:-20} --max-batch 32 --queue-size 128 \
   --out "$OUT/serve_cuda.json" 2>&1 | grep --line-buffered -v cudnn_fe
