@@ -10,7 +10,7 @@ memory-mapped weights file count too). Rows: default, edge on its first start (i
 optimises and saves the graph), edge (the saved graph: every later start), and edge with
 one setting undone at a time, so each setting's share is measured, not assumed. Every
 row's vector is compared with the default's, bit for bit. Writes JSON (default
-benchmarks/results/edge-memory.json) and prints a table. Targets (issue 9, x86-64):
+benchmarks/results/edge-memory.json) and prints a table. Targets (x86-64):
 edge peak <= 180 MB for fp32 and <= 120 MB for int8.
 """
 

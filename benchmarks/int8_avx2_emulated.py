@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=1200, help="seconds for the whole emulated run; what "
                         "finished before is reported")
     parser.add_argument("--out", type=Path, default=None, help="JSON file (default "
-                        "benchmarks/results/int8-avx2-emulated-DATE.json)")
+                        "benchmarks/results/int8-avx2-emulated.json)")
     parser.add_argument("--worker", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--execute", choices=tuple(INSTRUCTIONS), default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
             report["fp32_emulated_vs_native"] = {"photos": k, "max_rel_error": float(
                 np.abs(np.concatenate(fp32_emulated) - reference[:k]).max() / np.abs(reference[:k]).max())}
     report["load_average_end"] = load()
-    out = args.out or ROOT / "benchmarks" / "results" / f"int8-avx2-emulated-{time.strftime('%Y-%m-%d')}.json"
+    out = args.out or ROOT / "benchmarks" / "results" / "int8-avx2-emulated.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1) + "\n")
     print(table(report))

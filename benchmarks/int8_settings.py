@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5, help="timed runs at batch 1 per model")
     parser.add_argument("--batch8-repeats", type=int, default=2, help="timed runs at batch 8 per model")
     parser.add_argument("--only", default="", help="comma-separated candidate names (default: all)")
-    parser.add_argument("--out", type=Path, default=None, help="JSON file (default benchmarks/results/int8-settings-DATE.json)")
+    parser.add_argument("--out", type=Path, default=None, help="JSON file (default benchmarks/results/int8-settings-ISA.json)")
     args = parser.parse_args(argv)
 
     from onnxruntime.quantization import quant_pre_process
@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
                         "picked": pick(report["candidates"], TARGET_COSINE),
                         "table_has": SETTINGS_BY_ISA[isa].settings.name, "table_measured": SETTINGS_BY_ISA[isa].measured}
     report["load_average_end"] = load()
-    out = args.out or ROOT / "benchmarks" / "results" / f"int8-settings-{time.strftime('%Y-%m-%d')}-{isa}.json"
+    out = args.out or ROOT / "benchmarks" / "results" / f"int8-settings-{isa}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1) + "\n")
     print(table(report))

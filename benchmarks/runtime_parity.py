@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch8-repeats", type=int, default=2, help="timed runs at batch 8")
     parser.add_argument("--photos", type=int, default=0, help="use only the first N real photos (default all)")
     parser.add_argument("--runtimes", default=",".join(LOADERS), help=f"comma-separated, from {', '.join(LOADERS)}")
-    parser.add_argument("--out", type=Path, default=None, help="JSON file (default benchmarks/results/runtime-parity-DATE.json)")
+    parser.add_argument("--out", type=Path, default=None, help="JSON file (default benchmarks/results/runtime-parity.json)")
     args = parser.parse_args(argv)
 
     from vggsim.export.variants import export_variant, split_photos
@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
                   "fp32_model": {"sha256": fp32.model_sha256, "random_weights": fp32.weights.random},
                   "int8_model": {"sha256": int8.model_sha256, "quantization": dict(int8.quantization or {})},
                   "rows": rows}
-    out = args.out or ROOT / "benchmarks" / "results" / f"runtime-parity-{time.strftime('%Y-%m-%d')}.json"
+    out = args.out or ROOT / "benchmarks" / "results" / "runtime-parity.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1, default=str) + "\n")
     print(table(report))

@@ -152,6 +152,14 @@ def recall(exact: list[list[int]], approx: list[list[int]], k: int) -> float | N
     return round(float(np.mean([len(set(e[:k]) & set(a[:k])) / max(1, len(e[:k])) for e, a in pairs])), 4)
 
 
+
+def default_name(args: argparse.Namespace) -> str:
+    """The current result file this run replaces: serve-search-100k.json, serve-duplicates-1m-t0.99.json."""
+    n = args.n
+    size = f"{n // 1_000_000}m" if n % 1_000_000 == 0 else f"{n // 1000}k" if n % 1000 == 0 else str(n)
+    suffix = f"-t{args.threshold:g}" if args.route == "duplicates" else ""
+    return f"serve-{args.route}-{size}{suffix}.json"
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=os.environ.get("VGGSIM_TEST_MODEL") or os.environ.get("VGGSIM_MODEL"))
@@ -165,7 +173,7 @@ def main() -> int:
     parser.add_argument("--keep", metavar="DIR", help="build the store here and keep it (reused by the next run)")
     parser.add_argument("--route", choices=("search", "duplicates"), default="search")
     parser.add_argument("--threshold", type=float, default=0.95, help="with --route duplicates (default 0.95)")
-    parser.add_argument("--out", help="JSON file (default: benchmarks/results/serve-search-<n>-<date>.json)")
+    parser.add_argument("--out", help="JSON file (default: benchmarks/results/serve-ROUTE-SIZE.json)")
     args = parser.parse_args()
     if not args.model:
         parser.error("--model (or $VGGSIM_TEST_MODEL) is required")
@@ -211,8 +219,7 @@ def main() -> int:
             shutil.rmtree(work, ignore_errors=True)
     report["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     text = json.dumps(report, indent=2)
-    out = Path(args.out) if args.out else (Path(__file__).resolve().parent / "results" /
-                                           f"serve-{args.route}-{args.n}-{time.strftime('%Y-%m-%d')}.json")
+    out = Path(args.out) if args.out else Path(__file__).resolve().parent / "results" / default_name(args)
     out.write_text(text + "\n")
     print(text)
     asked = f"k={args.k}" if args.route == "search" else f"threshold={args.threshold}"

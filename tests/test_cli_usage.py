@@ -26,7 +26,7 @@ def test_unrecognized_option_shows_the_subcommand_usage(argv: list[str], usage: 
 def test_export_isa_passes_the_instruction_set_to_the_int8_export(monkeypatch: pytest.MonkeyPatch,
                                                                   tmp_path: object,
                                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    # The int8 settings are chosen per instruction set (issue 9); --isa picks a row other than
+    # The int8 settings are chosen per instruction set; --isa picks a row other than
     # this CPU's, and an unknown one is a usage error.
     import vggsim.export.variants as variants
 

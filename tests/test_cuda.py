@@ -120,7 +120,7 @@ def test_fp16_on_cuda_against_fp32(cuda_embedder: Embedder, model_dir: Path, pho
 
     folder = export_variant(model_dir, tmp_path / "fp16", "fp16")
     reference = Embedder(model_dir, providers="cpu").embed(photos)
-    for setting in ("cuda", "cuda-tf32"):  # NCHW and NHWC: issue 11 asks >= 0.999 against exact fp32
+    for setting in ("cuda", "cuda-tf32"):  # NCHW and NHWC: the GPU target is >= 0.999 against exact fp32
         fp16 = Embedder(folder, providers=setting, strict=True)
         assert _cosines(reference, fp16.embed(photos)).min() >= 0.999, setting
     # cuda-graph: one captured graph, fed through fixed device buffers; every replay must
@@ -171,7 +171,7 @@ def test_fixed_batch_still_refuses_non_finite_arrays(model_dir: Path) -> None:
 @needs_cuda
 @pytest.mark.parametrize("setting", ["cuda-graph", "cuda-overlap", "cuda-graph-overlap"])
 def test_embedder_runs_every_fixed_buffer_setting(model_dir: Path, photos: list[Path], setting: str) -> None:
-    # Issue 11: Embedder itself used neither pinned buffers nor CUDA graphs (cuda-graph was
+    # Embedder itself used neither pinned buffers nor CUDA graphs (cuda-graph was
     # refused); now it feeds them through fixed buffers. A stale graph input would repeat
     # the first batch's embeddings, so batches of different images are compared one by one.
     reference = Embedder(model_dir, providers="cpu").embed(photos)

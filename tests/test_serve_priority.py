@@ -1,6 +1,6 @@
 """Decode threads of the service are not niced (niced, they starved), and GPU sessions do not
 spin-wait: on an H200 machine, niced decodes behind spinning onnxruntime
-threads held 8 clients at 0.5 s a request (benchmarks/results/2026-11-27-h200-b)."""
+threads held 8 clients at 0.5 s a request (the GPU benchmark's service load run)."""
 
 from __future__ import annotations
 

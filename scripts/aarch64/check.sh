@@ -112,11 +112,11 @@ for precision in fp32 int8; do
 done
 
 phase "aarch64 site-packages"
-"$HOST_PY" scripts/aarch64/size.py "$SITE" --label aarch64 --json "$RESULTS/aarch64_site_packages.json" \
+"$HOST_PY" scripts/aarch64/size.py "$SITE" --label aarch64 --json "$RESULTS/aarch64-site-packages.json" \
   --meta "requirements=$ORT_REQ numpy pillow" --meta "python=$PYVER"
 phase "parity"
 rc=0
-"$HOST_PY" scripts/aarch64/compare.py --work "$WORK" --json "$RESULTS/aarch64_check.json" \
+"$HOST_PY" scripts/aarch64/compare.py --work "$WORK" --json "$RESULTS/aarch64-check.json" \
   --meta "qemu=$("$QEMU" --version | head -1)" --meta "qemu_cpu=$CPU" --meta "model_sha256=$SHA" \
   --meta "wall_s=$(( $(date +%s) - t0 ))" --meta "load_average=$(cut -d' ' -f1-3 /proc/loadavg)" \
   --meta "host_cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores" || rc=$?

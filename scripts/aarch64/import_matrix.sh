@@ -3,7 +3,7 @@
 # qemu 7.2 shows the guest) and with an ARM one (what every aarch64 kernel writes). Run
 # scripts/aarch64/check.sh once first: this reuses its cached rootfs and NumPy.
 #   bash scripts/aarch64/import_matrix.sh [VERSION ...]   (default: 1.19.2 1.26.0 1.27.0 1.28.0 1.32.0)
-# Writes benchmarks/results/aarch64_ort_import.json.
+# Writes benchmarks/results/aarch64-ort-import.json.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 CACHE=${VGGSIM_CACHE:-$HOME/.cache/vggsim-aarch64}
@@ -36,4 +36,4 @@ for v in "${VERSIONS[@]}"; do
 done
 mkdir -p benchmarks/results
 { echo "{\"qemu\": \"$(qemu-aarch64-static --version | head -1)\", \"qemu_cpu\": \"neoverse-n1\", \"import\": {"
-  (IFS=,; echo "${rows[*]}"); echo "}}"; } | "$HOST_PY" -m json.tool > benchmarks/results/aarch64_ort_import.json
+  (IFS=,; echo "${rows[*]}"); echo "}}"; } | "$HOST_PY" -m json.tool > benchmarks/results/aarch64-ort-import.json

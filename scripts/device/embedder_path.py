@@ -1,12 +1,12 @@
 # ruff: noqa: E501  (report strings and table rows read best on one line)
-"""Issue 11, the library's own path: what ``Embedder.run`` gives from a caller's host array
+"""GPU benchmark, the library's own path: what ``Embedder.run`` gives from a caller's host array
 (pageable memory, as a user has it) for the settings people pick, at batch 1, 8 and 64, with
 and without the fixed-batch feed (pinned staging, fixed device buffers, CUDA graphs), and
 ``Embedder.embed`` over many batches of preprocessed arrays (the copy overlap).
 
     python scripts/device/embedder_path.py FP32_DIR FP16_DIR OUT_DIR [--dry-run]
 
-Writes OUT_DIR/embedder.json; issue11.py's summary prints it. Every loop is bounded in
+Writes OUT_DIR/embedder.json; gpu_benchmark.py's summary prints it. Every loop is bounded in
 rounds and seconds. ``--dry-run`` runs on the CPU provider with tiny rounds.
 """
 

@@ -9,7 +9,7 @@ PLATFORMS=(--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --p
 rm -rf .devgpu && mkdir -p .devgpu/work
 pip() { python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp "${PLATFORMS[@]}" "$@"; }
 # Keras (run on JAX there), onnxconverter-common (the fp16 variant) and the `serve` extra
-# (the CUDA load run of issue 8) that the device image lacks; the rest is on the device image.
+# (the service's CUDA load run) that the device image lacks; the rest is on the device image.
 # Installed here for the device's Python and packed as one xz tarball: 3.9 MB against 6.1 MB
 # of wheels, which keeps the call under its 64 MiB.
 pip -d .devgpu/work/whl keras namex optree onnxconverter-common \

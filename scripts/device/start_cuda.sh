@@ -1,4 +1,4 @@
-# Sourced by gpu_check.sh and issue11.sh (needs $PY and $NVIDIA): start_cuda MODEL_DIR starts a
+# Sourced by gpu_check.sh and gpu_benchmark.sh (needs $PY and $NVIDIA): start_cuda MODEL_DIR starts a
 # strict CUDA Embedder through vggsim's own library preload and, when that fails, once more with
 # LD_LIBRARY_PATH set to the nvidia wheels' library folders (exported for the rest of the script).
 start_cuda() {
