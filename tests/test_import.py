@@ -87,3 +87,24 @@ def test_wheel_holds_vggsim_and_vggsim_export_only(tmp_path: Path) -> None:
     assert not any(part in n for n in names for part in ("tests/", "models/", "benchmarks/"))
     # the only ONNX file is the tiny matmul graph `vggsim bench` times; no exported model
     assert [n for n in names if n.endswith(".onnx")] == ["vggsim/tools/bench_matmul.onnx"]
+
+
+def test_wheel_build_prints_no_package_would_be_ignored_warning_and_ships_the_data_files(tmp_path: Path) -> None:
+    """setuptools warned "Package would be ignored" for vggsim/serve/static on every install; the
+    warning text only shows in pip's verbose output, so the build runs with -v."""
+    import shutil
+
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    for folder in ("runtime", "export"):
+        shutil.copytree(ROOT / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    out = subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation",
+                          "-v", "-w", str(tmp_path / "dist")], check=True, capture_output=True, text=True)
+    log = out.stdout + out.stderr
+    assert "Successfully built vggsim" in log  # the verbose log is the build's, not an early exit
+    assert "would be ignored" not in log.lower()
+    names = zipfile.ZipFile(next((tmp_path / "dist").glob("vggsim-*.whl"))).namelist()
+    assert "vggsim/serve/static/index.html" in names
+    assert "vggsim/tools/bench_matmul.onnx" in names
