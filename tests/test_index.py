@@ -153,8 +153,21 @@ def test_cli_index_build_and_search_index(embedder: Any, model_dir: Path, photos
     assert main(["search", str(photos[0]), "--store", str(root), "--index", "--rebuild", *model]) == 0
     rebuilt = capsys.readouterr()
     assert "rebuilding the index" in rebuilt.err and "late.jpg" in rebuilt.out
-    assert main(["index", "info", "--store", str(root)]) == 0
+    assert main(["index", "info", "--store", str(root), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["vectors"] == 401
+
+
+def test_cli_index_info_speaks_text_by_default_and_json_with_the_flag(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "store"
+    build_index(make_store(root, np.random.default_rng(1).standard_normal((300, DIM)).astype(np.float32)))
+    capsys.readouterr()
+    assert main(["index", "info", "--store", str(root)]) == 0
+    text = capsys.readouterr().out
+    assert "current" in text and "300 vectors" in text and "IVF" in text and not text.lstrip().startswith("{")
+    assert main(["index", "info", "--store", str(root), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["current"] is True and info["vectors"] == 300 and info["store"] == str(root)
 
 
 def test_cli_index_build_refusals(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -36,6 +36,7 @@ def register(sub: Any) -> None:
     build.set_defaults(handler=run_build)
     info = add_parser(actions, "info", help="say whether the store's index is current, and its shape")
     info.add_argument("--store", required=True, metavar="STORE", help="store folder made by `vggsim embed`")
+    info.add_argument("--json", action="store_true", help="print the index record as JSON on stdout")
     info.set_defaults(handler=run_info)
 
 
@@ -68,5 +69,12 @@ def run_info(args: argparse.Namespace) -> int:
     store = Store.open(args.store)
     folder = current_folder(store)  # StoreError (exit 1) when missing or stale, naming the rebuild command
     info = read_info(folder, store.root)
-    print_json({"store": args.store, "folder": str(folder), "current": True, **info})
+    if args.json:
+        print_json({"store": args.store, "folder": str(folder), "current": True, **info})
+        return 0
+    params = info.get("params", {})
+    size = sum(info["files"].values())
+    print(f"{folder}: current (generation {info.get('generation')}), {params.get('factory', '?')}, "
+          f"{info.get('vectors', 0):,} vectors, {size / 1e6:.1f} MB, nprobe {params.get('nprobe', '?')}, "
+          f"built in {info.get('built_seconds', 0):.1f} s")
     return 0
