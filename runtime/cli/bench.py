@@ -8,7 +8,7 @@ from typing import Any
 
 from vggsim import config
 from vggsim.errors import VggsimError
-from vggsim.cli.common import add_parser, add_profile_arg, int_list, int_range, log, output_path, print_json, write_output
+from vggsim.cli.common import add_parser, add_profile_arg, caveat, int_list, int_range, log, output_path, print_json, write_output
 from vggsim.cli.export import photos_in
 
 
@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     threads = args.threads or sorted({1, usable_cpus()})
     models = args.model or [str(config.model_dir())]
     report = run_bench(models, photos, args.batch_sizes, threads, args.rounds, args.keras, args.providers, args.profile)
+    report.update(caveat(report["random_weights"]))  # the note every --json output carries for such a model
     if out is not None:
         write_output(out, lambda p: Path(p).write_text(json.dumps(report, indent=2) + "\n"), "--out")
     if plot is not None:

@@ -15,6 +15,7 @@ import statistics
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 from collections.abc import Callable, Sequence
@@ -22,6 +23,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from PIL import Image
 
+from vggsim.errors import RandomWeightsWarning
 from vggsim.model.embedder import Embedder
 from vggsim.model.timing import timed, timed_within
 from vggsim.images.preprocess import prepare
@@ -138,7 +140,9 @@ def bench_model(model: str, photos: Sequence[Path], batch_sizes: Sequence[int], 
                               "gflops": round(size * VGG16_GFLOP / median, 1)}
     sweep = {}
     for count in threads:
-        single = Embedder(model, providers=providers, threads=count, profile=profile)
+        with warnings.catch_warnings():  # the first Embedder above said it: once per model, not once per session
+            warnings.simplefilter("ignore", RandomWeightsWarning)
+            single = Embedder(model, providers=providers, threads=count, profile=profile)
         sweep[str(count)] = round(statistics.median(timed(lambda: single.run(arrays[:1]), max(3, rounds // 2))) * 1000, 2)  # noqa: B023
     from vggsim.ingest.pipeline import iter_embeddings
 
@@ -148,7 +152,7 @@ def bench_model(model: str, photos: Sequence[Path], batch_sizes: Sequence[int], 
     end_to_end = done / (time.perf_counter() - start)
     return {
         "model": model, "precision": embedder.manifest.precision, "provider": embedder.provider,
-        "profile": embedder.profile,
+        "profile": embedder.profile, "random_weights": bool(embedder.manifest.random_weights),
         "model_sha256": embedder.model_sha256, "stages_ms": {k: percentiles(v) for k, v in stages.items()},
         "batch": batches, "threads_batch1_ms": sweep,
         "end_to_end_batch8_images_per_s": round(end_to_end, 2),
@@ -171,6 +175,7 @@ def run_bench(models: Sequence[str], photos: Sequence[Path], batch_sizes: Sequen
             pass
     report: dict[str, Any] = {"hardware": hardware(), "versions": versions, "vgg16_gflop_per_image": round(VGG16_GFLOP, 2)}
     report["models"] = [bench_model(m, photos, batch_sizes, threads, rounds, providers, profile) for m in models]
+    report["random_weights"] = any(entry["random_weights"] for entry in report["models"])
     # The peak is measured where the models ran: cuBLAS for a CUDA run, MLAS on the CPU.
     on_gpu = report["models"][0]["provider"] == "CUDAExecutionProvider"
     report["matmul_peak"] = matmul_peak(providers="cuda" if on_gpu else "cpu")
