@@ -64,14 +64,9 @@ def run(args: argparse.Namespace) -> int:
     if csv_out is not None:
         write_output(csv_out, lambda p: _write_csv(p, rows), "--csv")
     if plot is not None:
-        from vggsim.tools.plot import contact_sheet
+        from vggsim.tools.plot import contact_sheet, duplicate_rows
 
-        by_group: dict[int, list[dict[str, Any]]] = {}
-        for row in rows:
-            by_group.setdefault(row["group"], []).append(row)
-        largest = sorted(by_group.values(), key=len, reverse=True)[:8]
-        sheet = [[(r["path"], f"group {r['group']}  {r['score']:.4f}\n{Path(r['path']).name}") for r in g[:6]]
-                 for g in largest]
+        sheet = duplicate_rows(groups)
         title = plot_title(f"near-duplicate groups at threshold {choice.threshold}", choice.random_weights)
         write_output(plot, lambda p: contact_sheet(sheet, p, title=title), "--plot")
     if choice.note:

@@ -70,8 +70,9 @@ def find_duplicates(store: Store | StoreReader | str, threshold: float, *,
     ``threshold`` must be finite and in (0, 1]. Memory stays at two blocks of
     ``DEDUP_BLOCK_ROWS`` vectors plus the pairs found. When ``embedder`` is given, the store
     must have been made by its model and preprocessing (a threshold calibrated for one model
-    means nothing for another's vectors). Members are sorted by id; each member's ``score``
-    is its cosine to the group's first member.
+    means nothing for another's vectors). Groups are numbered from 1 largest first, ties by
+    their first member's id; members are sorted by id; each member's ``score`` is its cosine
+    to the group's first member.
     """
     threshold = validate.threshold(threshold)
     store = as_store(store)
@@ -86,7 +87,7 @@ def find_duplicates(store: Store | StoreReader | str, threshold: float, *,
     wanted = sorted({i for g in groups for i in g})
     vectors = dict(zip(wanted, l2_normalize(store.vectors(wanted), np.float32)))
     result = []
-    for number, group in enumerate(groups, 1):
+    for number, group in enumerate(sorted(groups, key=lambda g: (-len(g), g[0])), 1):
         first = vectors[group[0]]
         members = [DuplicateMember(records[i].path, round(float(np.dot(first, vectors[i])), 6), i) for i in group]
         result.append(DuplicateGroup(number, members))
