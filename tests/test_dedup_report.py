@@ -72,3 +72,22 @@ def test_compare_plot_title_is_wrapped_to_the_sheet_width(tmp_path: Path, photos
     untitled = tmp_path / "untitled.png"
     contact_sheet([[(photos[0], "a"), (photos[1], "b")]], untitled)
     assert Image.open(out).height - Image.open(untitled).height >= 20 * len(lines)  # room for every line
+
+
+def test_dedup_says_groups_link_through_chains_below_the_threshold(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from vggsim.cli import main
+
+    angles = np.radians([0.0, 20.0, 40.0, 90.0])  # 0-20 and 20-40 are pairs at cos 0.94; 0-40 is only 0.77
+    vectors = np.zeros((4, DIM), np.float32)
+    vectors[:, 0], vectors[:, 1] = np.cos(angles), np.sin(angles)
+    root = tmp_path / "store"
+    make_store(root, vectors)
+    assert main(["dedup", "--store", str(root), "--threshold", "0.9", "--json"]) == 0
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert [row["path"][-7:] for row in report["groups"]] == ["000.jpg", "001.jpg", "002.jpg"]
+    assert report["chained"] == 1 and "chain of pairs" in report["linkage"]
+    assert "1 image scored below the threshold" in captured.err and "chain of pairs" in captured.err

@@ -24,9 +24,15 @@ from vggsim.cli.common import (
 )
 
 
+LINKAGE_NOTE = ("linked: members join a group through a chain of pairs at or above the threshold, so two members "
+                "of one group may score below it")
+
+
 def register(sub: Any) -> None:
     p = add_parser(sub, "dedup", help="groups of near-duplicate images in a store",
-                   description="Group stored images whose cosine similarity reaches the threshold. The default "
+                   description="Group stored images whose cosine similarity reaches the threshold; a group links "
+                   "images through chains of such pairs (single linkage), so two members of a group may score "
+                   "below it. The default "
                    "threshold is the one calibrated for the store's model at export (`vggsim doctor` shows it); "
                    "the model named by --model must be the one that made the store.")
     p.add_argument("--store", required=True, metavar="STORE", help="store folder made by `vggsim embed`")
@@ -55,8 +61,11 @@ def run(args: argparse.Namespace) -> int:
     groups = find_duplicates(store, choice.threshold)
     rows: list[dict[str, Any]] = [{"group": g.number, "path": m.path, "score": round(float(m.score), 6)}
                                   for g in groups for m in g.members]
+    # Union-find links a group through any chain of pairs at or above the threshold (single linkage),
+    # so a member may score below it against the group's first member: counted and said.
+    chained = sum(row["score"] < choice.threshold for row in rows)
     report = {"store": args.store, "threshold": choice.threshold, "threshold_source": choice.source,
-              **caveat(choice.random_weights), "groups": rows}
+              **caveat(choice.random_weights), "linkage": LINKAGE_NOTE, "chained": chained, "groups": rows}
     if out is not None:
         import json
 
@@ -72,6 +81,9 @@ def run(args: argparse.Namespace) -> int:
     if choice.note:
         log(f"warning: {choice.note}")
     log(f"{len(groups)} groups, {len(rows)} images at threshold {choice.threshold} ({choice.source})")
+    if chained:
+        images = f"{chained} image{'' if chained == 1 else 's'}"
+        log(f"note: {images} scored below the threshold against their group's first member; {LINKAGE_NOTE}")
     if choice.random_weights:
         log(f"warning: {RANDOM_WEIGHTS_NOTE}")
     elif choice.random_weights is None:
