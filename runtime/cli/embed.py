@@ -62,7 +62,8 @@ def register(sub: Any) -> None:
     p.add_argument("--ray-actors", type=int_range(1, 4096), default=None, metavar="N",
                    help="with --ray: inference actors, one Embedder each (default: one per GPU, else 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout (no progress bar)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout (the progress bar "
+                   "stays on stderr; --quiet drops it)")
     add_model_args(p)
     p.set_defaults(handler=run)
 
@@ -82,7 +83,9 @@ class ProgressBar:
             bar.total = progress.total
             bar.initial = bar.n = bar.last_print_n = progress.unchanged
             bar.start_t = bar.last_print_t = bar._time()
-        bar.set_postfix(failed=progress.failed, refresh=False)
+        # Files that failed before and are skipped as unchanged still fail: the bar counts them
+        # from the start, as the summary does, instead of saying failed=0 until then.
+        bar.set_postfix(failed=progress.failed + progress.still_failing, refresh=False)
         bar.update(progress.done - bar.n)
 
     def close(self) -> None:
@@ -100,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         from vggsim.ray.embed import import_ray
 
         import_ray()  # a missing extra: one line naming the pip command, exit 2, before any work
-    bar = None if args.quiet or args.json else ProgressBar()
+    bar = None if args.quiet else ProgressBar()  # on stderr: --json's stdout stays the JSON alone
     if args.ray is not None:
         return _finish(args, _run_on_ray(args, bar))
     embedder = build_embedder(args, max_pixels=args.max_pixels)

@@ -112,7 +112,7 @@ def embed_into_store(
         options: dict[str, Any] = {"batch_size": batch_size, "workers": workers, "decode_timeout": decode_timeout}
         if memory_budget is not None:
             options["memory_budget"] = memory_budget
-        run.begin(listed.seen + len(failures), listed.unchanged)
+        run.begin(listed.seen + len(failures), listed.unchanged, listed.still_failing)
         for result in iter_embeddings(embedder, listed.todo, **options):
             run.add(_record(result), result.vector)
     finally:

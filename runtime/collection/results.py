@@ -25,6 +25,8 @@ class EmbedProgress:
 
     ``total`` counts every listed file, unchanged ones included, so ``done`` starts at
     ``unchanged``. ``eta_s`` is None until the first file is embedded or failed.
+    ``still_failing`` counts unchanged files skipped because they failed before and still
+    would (the summary's ``still_failing``), known from the start.
     """
 
     done: int
@@ -34,6 +36,7 @@ class EmbedProgress:
     unchanged: int
     elapsed_s: float
     eta_s: float | None
+    still_failing: int = 0
 
 
 @dataclass(frozen=True)

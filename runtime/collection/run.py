@@ -48,8 +48,8 @@ class Committer:
 class Reporter:
     """Builds :class:`EmbedProgress`; the rate counts only files actually processed this run."""
 
-    def __init__(self, callback: ProgressCallback | None, total: int, unchanged: int) -> None:
-        self.callback, self.total, self.unchanged = callback, total, unchanged
+    def __init__(self, callback: ProgressCallback | None, total: int, unchanged: int, still_failing: int = 0) -> None:
+        self.callback, self.total, self.unchanged, self.still_failing = callback, total, unchanged, still_failing
         self.started = time.monotonic()
 
     def update(self, embedded: int, failed: int) -> None:
@@ -60,7 +60,7 @@ class Reporter:
         remaining = self.total - self.unchanged - processed
         eta = remaining * elapsed / processed if processed else None
         self.callback(EmbedProgress(self.unchanged + processed, self.total, embedded, failed, self.unchanged,
-                                    round(elapsed, 3), None if eta is None else round(eta, 3)))
+                                    round(elapsed, 3), None if eta is None else round(eta, 3), self.still_failing))
 
 
 class EmbedRun:
@@ -81,9 +81,10 @@ class EmbedRun:
         self._reporter = Reporter(None, 0, 0)
         self._final: Store | None = None
 
-    def begin(self, total: int, unchanged: int) -> None:
-        """Start reporting progress: ``total`` inputs seen, ``unchanged`` of them skipped."""
-        self._reporter = Reporter(self._progress, total, unchanged)
+    def begin(self, total: int, unchanged: int, still_failing: int = 0) -> None:
+        """Start reporting progress: ``total`` inputs seen, ``unchanged`` of them skipped, ``still_failing``
+        of those skipped because they failed before and would again (the bar counts them as failed)."""
+        self._reporter = Reporter(self._progress, total, unchanged, still_failing)
         self._reporter.update(0, 0)
 
     def prune(self, paths: Iterable[str] | None = None) -> int:

@@ -152,7 +152,7 @@ def embed_dataset(
             run.prune()
         seen = listed.seen if listed else 0
         unchanged = listed.unchanged if listed else 0
-        run.begin(seen, unchanged)
+        run.begin(seen, unchanged, listed.still_failing if listed else 0)
         done: set[str] = set()
         if dataset is not None:
             gpus = _cluster_gpus(ray)
