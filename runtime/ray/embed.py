@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -131,6 +132,7 @@ def embed_dataset(
     commit_seconds = validate.positive_float("commit_seconds", commit_seconds)
     manifest = read_manifest(model, verify=True)
     info = _ModelInfo(manifest.model_sha256, spec or manifest.preprocess, manifest.embedding_dim)
+    started = time.perf_counter()  # the summary's seconds include starting (and stopping) a local Ray, as wall time does
     started_ray = False
     if not ray.is_initialized():
         ray.init(address=address, **({"logging_level": "WARNING", "log_to_driver": False} | (ray_init or {})))
@@ -138,6 +140,7 @@ def embed_dataset(
     identity = StoreIdentity.of(info, "float16" if float16 else "float32")
     run = EmbedRun(store, identity, flush_rows=batch_size, commit_rows=commit_rows, commit_seconds=commit_seconds,
                    progress=progress)
+    run.started = started  # the summary's seconds count from before ray.init, as the user's wall clock does
     duplicates = 0
     try:
         from_bytes = _is_dataset(ray, source) and "bytes" in source.columns()
