@@ -294,3 +294,15 @@ def test_float16_store_is_reranked_from_its_float16_rows(tmp_path: Path, vectors
     ids, scores = OnDiskIndex.open(store).search(queries, 3)
     assert np.array_equal(ids, exact_ids)
     np.testing.assert_allclose(scores, exact_scores, atol=1e-5)
+
+
+def test_index_build_on_a_small_store_says_faiss_clustering_warning_once_in_vggsim_words(
+        tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "store"
+    make_store(root, np.random.default_rng(2).standard_normal((100, DIM)).astype(np.float32))
+    capfd.readouterr()
+    assert main(["index", "build", "--store", str(root), "--nlist", "8", "--json"]) == 0  # 8 lists want 312 vectors
+    captured = capfd.readouterr()
+    assert json.loads(captured.out)["vectors"] == 100
+    assert "WARNING clustering" not in captured.err, captured.err  # faiss's own line, from C
+    assert captured.err.count("vggsim: warning: the index trained 8 centroids on only 100 vectors") == 1, captured.err

@@ -14,9 +14,12 @@ Disk: the parts and the merged lists (about twice the index size) until the part
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +37,7 @@ from vggsim.search.ivf.files import (
     LISTS,
     LOCATIONS,
     PATHS,
+    captured_stderr,
     coverage,
     index_key,
     quiet_stdout,
@@ -53,8 +57,26 @@ class BuildSummary:
     seconds: float
 
 
+FAISS_CLUSTERING = re.compile(r"WARNING clustering (\d+) points to (\d+) centroids: please provide at least (\d+)")
+
+
 def _faiss() -> Any:
     return require("faiss", "ann", "The on-disk index")
+
+
+def _say_faiss_lines(lines: list[str]) -> None:
+    """faiss warns "WARNING clustering N points to K centroids: please provide at least M training points"
+    from C, once per k-means (per PQ sub-space too): said once, in vggsim's words; other lines passed on."""
+    found = [m for m in (FAISS_CLUSTERING.match(line) for line in lines) if m]
+    if found:
+        points, centroids, wanted = (int(v) for v in found[0].groups())
+        warnings.warn(f"the index trained {centroids} centroids on only {points:,} vectors (faiss asks for at least "
+                      f"{wanted:,}): it works, but its lists are rough; pass a larger --sample, a smaller --nlist "
+                      "or --sq8 instead of --pq, or search a store this small exactly (without --index)",
+                      UserWarning, stacklevel=3)
+    for line in lines:
+        if not FAISS_CLUSTERING.match(line):
+            print(line, file=sys.stderr)
 
 
 def training_sample(store: Store, size: int, seed: int = 0) -> np.ndarray:
@@ -73,8 +95,9 @@ def build_index(store: Store, params: IndexParams | None = None, *, part_rows: i
     say(f"training {params.factory} on {params.sample:,} of {n:,} vectors")
     sample = training_sample(store, params.sample)
     trained = faiss.index_factory(dim, params.factory, faiss.METRIC_INNER_PRODUCT)
-    with quiet_stdout():
+    with quiet_stdout(), captured_stderr() as said:
         trained.train(sample)
+    _say_faiss_lines(said)
     del sample
     template = faiss.serialize_index(trained)
     part_rows = part_rows or max(10_000, PART_BYTES // (params.code_size(dim) + 8))

@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -105,3 +106,21 @@ def quiet_stdout() -> Iterator[None]:
         ctypes.CDLL(None).fflush(None)  # what faiss printed is still in C's buffer: drop it here
         os.dup2(saved, 1)
         os.close(saved)
+
+
+@contextmanager
+def captured_stderr() -> Iterator[list[str]]:
+    """Catch what C code (faiss's k-means) writes to stderr; the list holds it, line by line, after the block."""
+    lines: list[str] = []
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            ctypes.CDLL(None).fflush(None)
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            lines.extend(sink.read().decode("utf-8", "replace").splitlines())
