@@ -24,10 +24,12 @@ NORMALIZATIONS = ("caffe", "none")
 
 def import_keras() -> Any:
     """Import TensorFlow's Keras, or raise MissingExtraError with the pip command."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from vggsim.export.tf_logs import quiet_tensorflow_start
+
     for module in ("tensorflow", "tf2onnx", "onnx"):
         try:
-            __import__(module)
+            with quiet_tensorflow_start():  # TensorFlow's C++ start-up lines, which TF_CPP_MIN_LOG_LEVEL misses
+                __import__(module)
         except ImportError as exc:
             raise MissingExtraError("export", "vggsim export", module) from exc
     import keras
