@@ -9,19 +9,13 @@ import pytest
 
 from vggsim.collection import find_duplicates
 from vggsim.collection.results import DuplicateGroup, DuplicateMember
-from vggsim.store import Record, Store, StoreIdentity
+
+from support import make_store
 
 pytest.importorskip("pyarrow")
 pytest.importorskip("PIL")
 
 DIM = 16
-
-
-def make_store(root: Path, vectors: np.ndarray) -> Store:
-    with Store.open_for_writing(root, StoreIdentity("synthetic", {}, vectors.shape[1])) as writer:
-        for n, vector in enumerate(vectors):
-            writer.add(Record(f"/synthetic/{n:03d}.jpg", "ok", 1, 1), vector)
-    return Store.open(root)
 
 
 def copies(base: np.ndarray, n: int, rng: np.random.Generator) -> list[np.ndarray]:
