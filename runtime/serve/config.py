@@ -35,6 +35,8 @@ class ServeConfig:
     index: str = "auto"            # on-disk index: auto (when current, else exact), off, require
     token: str | None = None       # bearer token; None: no auth
     drain_s: float = 30.0          # graceful shutdown: how long in-flight requests may take
+    allowed_hosts: tuple[str, ...] = ()  # Host names answered besides the bound one and loopback (vggsim.serve.hosts)
+    cors_origins: tuple[str, ...] = ()   # origins other than the service's own allowed to call it
 
     @staticmethod
     def token_from_env() -> str | None:
