@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import sys
 import time
@@ -152,13 +153,15 @@ def _query_vector(raw: Any, dim: int) -> np.ndarray:
     return vector.astype(np.float32)
 
 
-async def _query(request: Request, state: ServiceState) -> tuple[np.ndarray, dict[str, Any]]:
+async def _query(request: Request, state: ServiceState) -> tuple[np.ndarray, dict[str, Any], str | None]:
+    """The query vector, the body's other fields, and the image's content sha256 (None for a vector)."""
     body = await parse_images(request, state.config.max_body_bytes, 1)
     if "vector" in body.fields and not body.uploads:
-        return _query_vector(body.fields["vector"], state.embedder.dim), body.fields
+        return _query_vector(body.fields["vector"], state.embedder.dim), body.fields, None
     if len(body.uploads) != 1:
         raise ApiError(400, "no_image", 'send one image (or JSON {"vector": [...]})')
-    return (await embed_uploads(state, body.uploads))[0], body.fields
+    digest = hashlib.sha256(body.uploads[0].data).hexdigest()
+    return (await embed_uploads(state, body.uploads))[0], body.fields, digest
 
 
 def add_routes(app: FastAPI) -> None:
@@ -198,7 +201,7 @@ def add_routes(app: FastAPI) -> None:
         """The k stored images most similar to an image (or a vector); reports the store generation searched."""
         state = state_of(request)
         snapshot = _reader(state)
-        query, fields = await _query(request, state)
+        query, fields, _ = await _query(request, state)
         k = _k(fields.get("k", k), state)
         started = time.perf_counter()
         assert state.search is not None
@@ -217,7 +220,7 @@ def add_routes(app: FastAPI) -> None:
         """Is this image a near-duplicate of something in the store?"""
         state = state_of(request)
         snapshot = _reader(state)
-        query, fields = await _query(request, state)
+        query, fields, digest = await _query(request, state)
         value = fields.get("threshold", threshold)
         if value is None:
             value = dedup_threshold(state.embedder.manifest)
@@ -233,7 +236,7 @@ def add_routes(app: FastAPI) -> None:
         assert state.store is not None
         started = time.perf_counter()
         assert state.search is not None
-        matches, used = await asyncio.to_thread(state.search.duplicates, snapshot, query, value)
+        matches, used = await asyncio.to_thread(state.search.duplicates, snapshot, query, value, digest)
         fallback = None if used.used or used.state in ("off", "empty") else used.state
         state.metrics.searched("index" if used.used else "exact", time.perf_counter() - started, fallback)
         return AsciiJSONResponse({**facts(state), "generation": snapshot.generation, "threshold": value,
