@@ -63,17 +63,28 @@ pytest.importorskip("fastapi", reason="the service test needs the serve extra")
 pytest.importorskip("httpx", reason="the service test needs httpx")
 
 import httpx  # noqa: E402
-from test_serve import Server, image_bytes  # noqa: E402
+from test_serve import Server, image_bytes, run_cli  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def served(model_dir: Path, embedder: Embedder, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
-        tuple[Server, bytes]]:
+@pytest.fixture(scope="module", params=["exact", "index"])
+def served(request: pytest.FixtureRequest, model_dir: Path, embedder: Embedder,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, bytes]]:
+    """A service over a store holding a copy of the upload (its vector a little off) and unrelated vectors;
+    searched exactly, or through a current on-disk index (--index require)."""
     upload = image_bytes(7)
     vector = embedder.embed([upload])[0]
+    rng = np.random.default_rng(5)
+    others = [(f"other-{i}.png", f"{i:064x}", rng.standard_normal(DIM) * float(np.abs(vector).mean()))
+              for i in range(40)]
     store = _write(tmp_path_factory.mktemp("identical") / "store", embedder, [
-        ("stored-copy.png", hashlib.sha256(upload).hexdigest(), _near(vector, 4))])
-    server = Server(model_dir, "--store", str(store))
+        ("stored-copy.png", hashlib.sha256(upload).hexdigest(), _near(vector, 4)), *others])
+    flags = ["--index", "off"]
+    if request.param == "index":
+        pytest.importorskip("faiss", reason="the index path needs the ann extra")
+        built = run_cli("index", "build", "--store", str(store))
+        assert built.returncode == 0, built.stderr
+        flags = ["--index", "require"]
+    server = Server(model_dir, "--store", str(store), *flags)
     yield server, upload
     server.stop()
 
@@ -86,3 +97,4 @@ def test_service_duplicates_at_threshold_one_finds_the_stored_copy(served: tuple
     body = answer.json()
     assert body["is_duplicate"] is True
     assert [(m["path"], m["score"]) for m in body["matches"]] == [("stored-copy.png", 1.0)]
+    assert body["index"]["used"] is (body["index"]["mode"] == "require"), body["index"]
