@@ -38,7 +38,7 @@ def test_a_foreign_host_header_is_refused_without_a_token(server: Server) -> Non
     assert error_of(httpx.get(server.url + "/v1/info", headers={"host": "rebind.attacker.test"}), 403)
     assert error_of(httpx.get(server.url + "/v1/info", headers={"host": f"other.test:{port}"}), 403)  # wrong port
     assert error_of(httpx.get(server.url + "/v1/info", headers={"host": f"localhost:{port + 1}"}), 403)
-    for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"LOCALHOST:{port}", f"[::1]:{port}",
+    for host in ("127.0.0.1", f"127.0.0.1:{port}", f"localhost:{port}", f"LOCALHOST:{port}", f"[::1]:{port}",
                  f"photos.test:{port}", "photos.test:443", "other.test:9"):
         assert httpx.get(server.url + "/v1/info", headers={"host": host}).status_code == 200, host
     assert _embed(server).status_code == 200
@@ -60,6 +60,6 @@ def test_a_cross_origin_request_is_refused_unless_allowed(server: Server) -> Non
 
 
 def test_own_hosts_names_the_bound_address_and_loopback_with_the_port() -> None:
-    assert own_hosts("0.0.0.0", 8000) == {"127.0.0.1:8000", "localhost:8000", "[::1]:8000"}
+    assert own_hosts("0.0.0.0", 8000) == {"127.0.0.1:8000", "localhost:8000", "[::1]:8000",
+                                          "127.0.0.1", "localhost", "[::1]"}
     assert "[fe80::1]:81" in own_hosts("fe80::1", 81)
-    assert "localhost" in own_hosts("127.0.0.1", 80)  # a browser leaves the default port out

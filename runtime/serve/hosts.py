@@ -25,9 +25,10 @@ _WILDCARDS = ("0.0.0.0", "::", "")
 
 def own_hosts(host: str, port: int, extra: tuple[str, ...] = ()) -> frozenset[str]:
     """The Host header values the service answers: its bound address and the loopback names, each with
-    ``port`` (and without it when the port is 80), and ``extra`` as given (``name`` or ``name:port``)."""
+    ``port`` or without a port (as HTTP/1.0-style clients send it; the name is what rebinding forges), and
+    ``extra`` as given (``name`` or ``name:port``)."""
     names = {f"[{host}]" if ":" in host else host, *LOOPBACK_NAMES} - {f"[{w}]" if ":" in w else w for w in _WILDCARDS}
-    hosts = {f"{name}:{port}" for name in names} | ({*names} if port == 80 else set())
+    hosts = {f"{name}:{port}" for name in names} | names
     # an extra name without a port allows every port: kept as "name:*"
     hosts |= {h if h == "*" or _has_port(h) else f"{h}:*" for h in extra}
     return frozenset(h.lower() for h in hosts)
