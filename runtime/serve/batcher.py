@@ -51,6 +51,7 @@ class BatchObserver:
     def batch(self, size: int, seconds: float) -> None: ...
     def waited(self, seconds: float) -> None: ...
     def depth(self, images: int) -> None: ...
+    def dropped(self, images: int) -> None: ...
 
 
 class Batcher:
@@ -132,11 +133,16 @@ class Batcher:
 
     def _take(self) -> list[_Item]:
         batch: list[_Item] = []
+        dropped = 0
         while self._items and len(batch) < self.max_batch:
             item = self._items.popleft()
             if not item.future.done():
                 batch.append(item)
+            else:  # its request gave up (client gone, deadline): never inferred
+                dropped += 1
         self._observer.depth(len(self._items))
+        if dropped:
+            self._observer.dropped(dropped)
         return batch
 
     async def _gather(self) -> list[_Item]:
