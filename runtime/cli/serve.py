@@ -51,6 +51,9 @@ def register(sub: Any) -> None:
     p.add_argument("--queue-size", type=int_range(1, 1_000_000), default=64,
                    help="images in progress (decoding, queued, running) before requests get 429")
     p.add_argument("--decode-workers", type=int_range(1, 256), default=2, help="decode threads")
+    p.add_argument("--decode-timeout", type=positive_float(), default=60.0, metavar="SECONDS",
+                   help="seconds one image may take to decode before it is answered 422 (kind timeout) and its "
+                   "decode thread abandoned, as in `vggsim embed`")
     p.add_argument("--memory-budget", type=positive_float(), default=512.0, metavar="MB",
                    help="memory the decodes may hold together, in MiB")
     p.add_argument("--max-body-mb", type=positive_float(), default=32.0, help="largest request body, in MiB (413 above)")
@@ -96,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
     config = ServeConfig(
         model=args.model, store=args.store, host=args.host, port=sock.getsockname()[1], providers=args.providers,
         threads=args.threads, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, queue_size=args.queue_size,
-        decode_workers=args.decode_workers, memory_budget=int(args.memory_budget * 1024 * 1024),
+        decode_workers=args.decode_workers, decode_timeout_s=args.decode_timeout,
+        memory_budget=int(args.memory_budget * 1024 * 1024),
         max_body_bytes=int(args.max_body_mb * 1024 * 1024), body_budget_bytes=int(args.body_budget_mb * 1024 * 1024),
         max_images=args.max_images, deadline_s=args.deadline, body_timeout_s=args.body_timeout,
         max_k=args.max_k, index=args.index, token=ServeConfig.token_from_env(), drain_s=args.drain_timeout,

@@ -77,16 +77,13 @@ async def _unless_gone(request: Request, work: Coroutine[Any, Any, np.ndarray]) 
 
 
 async def _decode_and_embed(state: ServiceState, uploads: list[Upload]) -> np.ndarray:
-    if len(uploads) == 1 and state.admitted == 1 and state.batcher.idle:  # a lone image: one trip, no queue
-        upload = uploads[0]
-
-        def prepare() -> np.ndarray:
-            started = time.perf_counter()
-            array = state.decoder.decode_sync(upload.data, upload.name)
-            state.metrics.observe_stage("decode", time.perf_counter() - started)
-            return array
-
-        return (await state.batcher.run_alone(prepare))[None]
+    if len(uploads) == 1 and state.admitted == 1 and state.batcher.idle:  # a lone image: no queue
+        # decoded in the decode pool like any other (bounded in time, never in the inference thread:
+        # one pathological image there would hold up every client's inference)
+        started = time.perf_counter()
+        array = await state.decoder.decode(uploads[0].data, uploads[0].name)
+        state.metrics.observe_stage("decode", time.perf_counter() - started)
+        return (await state.batcher.run_alone(lambda: array))[None]
 
     async def one(upload: Upload) -> np.ndarray:
         started = time.perf_counter()
