@@ -63,7 +63,7 @@ pytest.importorskip("fastapi", reason="the service test needs the serve extra")
 pytest.importorskip("httpx", reason="the service test needs httpx")
 
 import httpx  # noqa: E402
-from test_serve import Server, image_bytes, run_cli  # noqa: E402
+from support import Server, image_bytes, run_cli  # noqa: E402
 
 
 @pytest.fixture(scope="module", params=["exact", "index"])
