@@ -27,6 +27,8 @@ from vggsim.serve.config import ServeConfig  # noqa: E402
 from vggsim.store import Record, StoreIdentity  # noqa: E402, StoreWriter
 
 DIM = 512
+#: the service answers its own names only (vggsim.serve.hosts), not the test client's default "testserver"
+LOCAL = "http://127.0.0.1:8000"
 
 
 def _png(path: Path, seed: int) -> Path:
@@ -52,7 +54,7 @@ def served(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     embedder = Embedder(model_dir, providers="cpu")
     _add(root / "store", embedder, files, 0)
     app = create_app(ServeConfig(model=str(model_dir), store=str(root / "store"), providers="cpu"), embedder)
-    with TestClient(app, raise_server_exceptions=False) as client:
+    with TestClient(app, raise_server_exceptions=False, base_url=LOCAL) as client:
         yield client, root, embedder
 
 
@@ -140,7 +142,7 @@ def test_thumbnail_of_a_search_resolves_after_one_commit(model_dir: Path, tmp_pa
     embedder = Embedder(model_dir, providers="cpu")
     _add(tmp_path / "store", embedder, [_png(photos / "a.png", 1), _png(photos / "b.png", 2)], 0)
     app = create_app(ServeConfig(model=str(model_dir), store=str(tmp_path / "store"), providers="cpu"), embedder)
-    with TestClient(app, raise_server_exceptions=False) as client:
+    with TestClient(app, raise_server_exceptions=False, base_url=LOCAL) as client:
         found = client.post("/v1/search", json={"vector": [0.1] * DIM, "k": 1}).json()
         _add(tmp_path / "store", embedder, [_png(photos / "c.png", 3)], 1)  # a running embed commits
         match = found["matches"][0]
@@ -207,7 +209,7 @@ def test_a_thumbnail_of_a_generation_that_does_not_exist_yet_is_404(served: tupl
 def test_a_non_ascii_token_sent_as_utf8_is_accepted(model_dir: Path, tmp_path: Path) -> None:
     embedder = Embedder(model_dir, providers="cpu")
     app = create_app(ServeConfig(model=str(model_dir), providers="cpu", token="t\u00f6k-\u00fc"), embedder)
-    with TestClient(app, raise_server_exceptions=False) as client:
+    with TestClient(app, raise_server_exceptions=False, base_url=LOCAL) as client:
         good = client.get("/v1/info", headers={"Authorization": "Bearer t\u00f6k-\u00fc".encode()})
         assert good.status_code == 200, good.text[:200]
         assert _is_error(client.get("/v1/info", headers={"Authorization": b"Bearer tok-u"}), 401, "unauthorized")
@@ -216,7 +218,7 @@ def test_a_non_ascii_token_sent_as_utf8_is_accepted(model_dir: Path, tmp_path: P
 def test_admission_has_a_time_estimate_before_the_first_request(model_dir: Path) -> None:
     """Without one, a burst right after start was all admitted and then answered 503, not 429 (new-user trial)."""
     app = create_app(ServeConfig(model=str(model_dir), providers="cpu"), Embedder(model_dir, providers="cpu"))
-    with TestClient(app, raise_server_exceptions=False):  # the lifespan has run: ready, no request yet
+    with TestClient(app, raise_server_exceptions=False, base_url=LOCAL):  # the lifespan has run: ready, no request yet
         per_image = app.state.vggsim.metrics.seconds_per_image
         assert per_image is not None and per_image > 0
 

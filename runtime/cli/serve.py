@@ -36,6 +36,14 @@ def register(sub: Any) -> None:
                    "without a current index and answers 409 while it is stale (default: auto)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback by default; "
                    "anything else should have a token and a TLS proxy in front)")
+    p.add_argument("--allowed-hosts", metavar="HOST[,HOST...]", default="",
+                   help="Host header values answered besides the bound address, 127.0.0.1, localhost and [::1] with "
+                   "the port: NAME (any port) or NAME:PORT, comma-separated, * for any. Without a token every other "
+                   "Host is refused (403 bad_host: DNS rebinding); with a token only when this is given (default: none)")
+    p.add_argument("--cors-origins", metavar="ORIGIN[,ORIGIN...]", default="",
+                   help="origins (scheme://host[:port]) other than the service's own that browsers may call it from, "
+                   "comma-separated, * for any; a request with any other Origin header is refused (403 bad_origin) "
+                   "(default: none)")
     p.add_argument("--port", type=int_range(0, 65535), default=8000, help="TCP port")
     p.add_argument("--max-batch", type=int_range(1, MAX_BATCH), default=8, help="most images per inference batch")
     p.add_argument("--max-wait-ms", type=positive_float(10_000), default=5.0,
@@ -43,6 +51,9 @@ def register(sub: Any) -> None:
     p.add_argument("--queue-size", type=int_range(1, 1_000_000), default=64,
                    help="images in progress (decoding, queued, running) before requests get 429")
     p.add_argument("--decode-workers", type=int_range(1, 256), default=2, help="decode threads")
+    p.add_argument("--decode-timeout", type=positive_float(), default=60.0, metavar="SECONDS",
+                   help="seconds one image may take to decode before it is answered 422 (kind timeout) and its "
+                   "decode thread abandoned, as in `vggsim embed`")
     p.add_argument("--memory-budget", type=positive_float(), default=512.0, metavar="MB",
                    help="memory the decodes may hold together, in MiB")
     p.add_argument("--max-body-mb", type=positive_float(), default=32.0, help="largest request body, in MiB (413 above)")
@@ -69,6 +80,10 @@ def _loopback(host: str) -> bool:
         return host == "localhost"
 
 
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
 def run(args: argparse.Namespace) -> int:
     for module in ("fastapi", "uvicorn", "multipart", "prometheus_client"):
         require(module, "serve", "vggsim serve")  # before the model loads: say so at once
@@ -84,10 +99,12 @@ def run(args: argparse.Namespace) -> int:
     config = ServeConfig(
         model=args.model, store=args.store, host=args.host, port=sock.getsockname()[1], providers=args.providers,
         threads=args.threads, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, queue_size=args.queue_size,
-        decode_workers=args.decode_workers, memory_budget=int(args.memory_budget * 1024 * 1024),
+        decode_workers=args.decode_workers, decode_timeout_s=args.decode_timeout,
+        memory_budget=int(args.memory_budget * 1024 * 1024),
         max_body_bytes=int(args.max_body_mb * 1024 * 1024), body_budget_bytes=int(args.body_budget_mb * 1024 * 1024),
         max_images=args.max_images, deadline_s=args.deadline, body_timeout_s=args.body_timeout,
-        max_k=args.max_k, index=args.index, token=ServeConfig.token_from_env(), drain_s=args.drain_timeout)
+        max_k=args.max_k, index=args.index, token=ServeConfig.token_from_env(), drain_s=args.drain_timeout,
+        allowed_hosts=_names(args.allowed_hosts), cors_origins=_names(args.cors_origins))
     if not _loopback(args.host) and config.token is None:
         log(f"warning: listening on {args.host} without a token (set $VGGSIM_SERVE_TOKEN)")
     embedder = with_serving_batch(lambda fixed: build_embedder(args, fixed_batch=fixed), args.providers, args.max_batch)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from itertools import chain
 
 import numpy as np
 
-from vggsim.search.pairs import group_pairs, similar_pairs
+from vggsim.search.pairs import group_pairs, identical_pairs, similar_pairs
 from vggsim.errors import VggsimError
 from vggsim.similarity import l2_normalize
 from vggsim import validate
@@ -72,7 +73,9 @@ def find_duplicates(store: Store | StoreReader | str, threshold: float, *,
     must have been made by its model and preprocessing (a threshold calibrated for one model
     means nothing for another's vectors). Groups are numbered from 1 largest first, ties by
     their first member's id; members are sorted by id; each member's ``score`` is its cosine
-    to the group's first member.
+    to the group's first member, 1.0 for a byte-identical copy of it: files with the same
+    content sha256 are grouped before any cosine is computed, so float rounding cannot hide
+    them even at threshold 1.
     """
     threshold = validate.threshold(threshold)
     store = as_store(store)
@@ -80,15 +83,18 @@ def find_duplicates(store: Store | StoreReader | str, threshold: float, *,
         store = store.snapshot()  # a StoreReader: its current snapshot, used throughout
     if embedder is not None:
         store.require_compatible(StoreIdentity.of(embedder))
-    groups = group_pairs(similar_pairs(lambda: store.blocks(DEDUP_BLOCK_ROWS), threshold))
+    records = store.records()
+    hashes = ((i, r.sha256) for i, r in enumerate(records) if r.status == "ok")
+    groups = group_pairs(chain(identical_pairs(hashes), similar_pairs(lambda: store.blocks(DEDUP_BLOCK_ROWS),
+                                                                       threshold)))
     if not groups:
         return []
-    records = store.records()
     wanted = sorted({i for g in groups for i in g})
     vectors = dict(zip(wanted, l2_normalize(store.vectors(wanted), np.float32)))
     result = []
     for number, group in enumerate(sorted(groups, key=lambda g: (-len(g), g[0])), 1):
-        first = vectors[group[0]]
-        members = [DuplicateMember(records[i].path, round(float(np.dot(first, vectors[i])), 6), i) for i in group]
+        first, digest = vectors[group[0]], records[group[0]].sha256
+        members = [DuplicateMember(records[i].path, 1.0 if digest and records[i].sha256 == digest else
+                                   round(float(np.dot(first, vectors[i])), 6), i) for i in group]
         result.append(DuplicateGroup(number, members))
     return result

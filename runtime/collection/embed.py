@@ -103,21 +103,23 @@ def embed_into_store(
                          "vectors (chosen when it was made); re-create it to store float16")
     failures: list[Failure] = []
     try:
-        listed = plan(iter_inputs(list(_path_inputs(inputs, failures)), list_file, all_files, skip=[store]),
-                      run.known, retry_errors)
+        listed = plan(iter_inputs(list(_path_inputs(inputs, failures)), list_file, all_files, skip=[store],
+                                  on_error=run.unreadable_folder), run.known, retry_errors)
         for failure in failures:  # items that are not paths count as seen and failed
             run.fail(failure)
         if prune:
             run.prune()
+        # not paths, folders that could not be listed, records prune could not check: seen and failed
+        failed_early = len(run.failures)
         options: dict[str, Any] = {"batch_size": batch_size, "workers": workers, "decode_timeout": decode_timeout}
         if memory_budget is not None:
             options["memory_budget"] = memory_budget
-        run.begin(listed.seen + len(failures), listed.unchanged, listed.still_failing)
+        run.begin(listed.seen + failed_early, listed.unchanged, listed.still_failing)
         for result in iter_embeddings(embedder, listed.todo, **options):
             run.add(_record(result), result.vector)
     finally:
         run.close()
-    return run.summary(seen=listed.seen + len(failures), unchanged=listed.unchanged,
+    return run.summary(seen=listed.seen + failed_early, unchanged=listed.unchanged,
                        still_failing=listed.still_failing, provider=str(embedder.provider),
                        random_weights=bool(embedder.manifest.random_weights))
 

@@ -89,18 +89,35 @@ def duplicate_scores(vectors: np.ndarray, normalized_query: np.ndarray) -> np.nd
     return scores
 
 
-def duplicates_of(store: Store, vector: Any, threshold: float) -> list[Match]:
+def identical_ids(store: Store, sha256: str | None) -> np.ndarray:
+    """Ids (as in :meth:`Store.records`) of the stored ok files whose content sha256 is ``sha256``."""
+    if not sha256:
+        return np.zeros(0, np.int64)
+    import pyarrow.compute as pc  # the store extra, which a Store needs anyway
+
+    table = store.table()
+    mask = pc.and_(pc.equal(table.column("sha256"), sha256), pc.equal(table.column("status"), "ok"))
+    return np.flatnonzero(mask.to_numpy(zero_copy_only=False).astype(bool))
+
+
+def duplicates_of(store: Store, vector: Any, threshold: float, *, sha256: str | None = None) -> list[Match]:
     """Stored vectors with cosine >= ``threshold`` to ``vector``, best first: the check a server
-    makes before ingesting an image. One streaming pass; memory is one block."""
+    makes before ingesting an image. One streaming pass; memory is one block.
+
+    ``sha256``, the content hash of the image ``vector`` was made from: stored files with that
+    hash are matches with score 1.0 whatever their cosine (float rounding can leave a
+    byte-identical copy just under a threshold of 1)."""
     threshold = validate.threshold(threshold)
     query = l2_normalize(query_matrix(vector, store.identity.dim), np.float32)
     if len(query) != 1:
         raise validate.ArgumentError(f"duplicates_of takes one vector, got {len(query)}")
     records = store.records()
-    found: list[Match] = []
+    identical = {int(i) for i in identical_ids(store, sha256)}
+    found = [Match(records[i].path, 1.0, i) for i in identical]
     for block in store.blocks():
         scores = duplicate_scores(block.vectors, query[0])
         for position in np.flatnonzero(scores >= threshold):
             identifier = int(block.ids[position])
-            found.append(Match(records[identifier].path, float(scores[position]), identifier))
+            if identifier not in identical:
+                found.append(Match(records[identifier].path, float(scores[position]), identifier))
     return sorted(found, key=lambda m: (-m.score, m.id))

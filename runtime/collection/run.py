@@ -76,6 +76,7 @@ class EmbedRun:
         self.known: dict[str, Record] = latest_by_path(self.writer.store.records())
         self.failures: list[Failure] = []
         self.embedded = self.pruned = 0
+        self.unseen: list[str] = []  # folders a walk could not list: nothing under them is pruned
         self._committer = Committer(self.writer, flush_rows, commit_rows, commit_seconds)
         self._progress = progress
         self._reporter = Reporter(None, 0, 0)
@@ -88,12 +89,34 @@ class EmbedRun:
         self._reporter.update(0, 0)
 
     def prune(self, paths: Iterable[str] | None = None) -> int:
-        """Mark stored files that no longer exist as deleted (default: every path the store knows)."""
+        """Mark stored files that no longer exist as deleted (default: every path the store knows).
+
+        Gone means the OS said so (ENOENT, ENOTDIR). Any other error (permissions, I/O, a name too
+        long, a symlink loop) says nothing about the file: it is a failure of the run, and the
+        record stays. Nothing under a folder in :attr:`unseen` (a walk could not list it) is pruned.
+        """
+        hidden = tuple(os.path.join(folder, "") for folder in map(os.path.abspath, self.unseen))
         for path in list(self.known) if paths is None else paths:
-            if not os.path.lexists(path):
+            if hidden and path.startswith(hidden):
+                continue
+            try:
+                os.lstat(path)
+            except (FileNotFoundError, NotADirectoryError):
                 self._committer.add(Record(path, "deleted"))
                 self.pruned += 1
+            except (OSError, ValueError) as exc:
+                cause = getattr(exc, "strerror", None) or str(exc)
+                self.fail(Failure(path, "unreadable", f"cannot tell whether it still exists ({cause}): not pruned"))
         return self.pruned
+
+    def unreadable_folder(self, folder: str, error: OSError) -> None:
+        """The ``on_error`` of :func:`~vggsim.ingest.sources.iter_inputs`: a folder a walk could not list is a
+        failure of the run (its path and cause), remembered in :attr:`unseen` so that prune leaves it alone."""
+        if folder in self.unseen:  # a glob may try one folder twice ("**" lists it, then "*.png" in it)
+            return
+        self.unseen.append(folder)
+        self.fail(Failure(folder, "unreadable", f"cannot list this folder ({error.strerror or error}); "
+                          "its files were not embedded, and none of them is pruned"))
 
     def add(self, record: Record, vector: Any = None) -> None:
         """Write one file's result: an ok record with its vector, or an error record (a failure of the run)."""

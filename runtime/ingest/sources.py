@@ -9,6 +9,10 @@ Walks and globs never enter a vggsim store folder (one holding ``store.json`` an
 ``commit.json``, or a store named in ``skip``): a store kept inside the photo folder
 (``vggsim embed ~/Pictures --store ~/Pictures/index.vgg --all-files``) must not be embedded
 into itself, recording its own changing files as failures on every run.
+
+A folder that cannot be listed (permissions, an I/O error, a path too long for the OS) is
+never passed over in silence: it goes to the ``on_error`` callback of :func:`iter_inputs` with
+its OSError, so a run reports it, and ``--prune`` leaves alone what it could not see.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import BinaryIO
@@ -27,6 +31,12 @@ from vggsim.images.decode import ALLOWED_FORMATS
 from vggsim.errors import VggsimError, require_list
 
 _MAGIC = re.compile(r"[*?[]")
+#: called with a folder that could not be listed and why
+OnError = Callable[[str, OSError], None]
+
+
+def _ignore(folder: str, error: OSError) -> None:
+    return None
 
 
 class InputError(VggsimError, ValueError):
@@ -46,10 +56,15 @@ def is_store_folder(folder: str | os.PathLike[str], skip: frozenset[str] = froze
         or (bool(skip) and os.path.realpath(folder) in skip)
 
 
-def _walk(folder: Path, all_files: bool, extensions: frozenset[str], skip: frozenset[str] = frozenset()) -> Iterator[Path]:
+def _walk(folder: Path, all_files: bool, extensions: frozenset[str], skip: frozenset[str] = frozenset(),
+          on_error: OnError = _ignore) -> Iterator[Path]:
     if is_store_folder(folder, skip):
         return
-    for root, dirs, files in os.walk(folder, followlinks=False):
+
+    def failed(error: OSError) -> None:
+        on_error(os.fspath(error.filename) if error.filename is not None else os.fspath(folder), error)
+
+    for root, dirs, files in os.walk(folder, followlinks=False, onerror=failed):
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not is_store_folder(os.path.join(root, d), skip))
         for name in sorted(files):
             if name.startswith("."):
@@ -58,39 +73,43 @@ def _walk(folder: Path, all_files: bool, extensions: frozenset[str], skip: froze
                 yield Path(root) / name
 
 
-def _entries(folder: str) -> list[os.DirEntry[str]]:
+def _entries(folder: str, on_error: OnError = _ignore) -> list[os.DirEntry[str]]:
     try:
         with os.scandir(folder or ".") as scan:
             return sorted(scan, key=lambda entry: entry.name)
-    except OSError:  # unreadable or vanished: nothing to match there
+    except (FileNotFoundError, NotADirectoryError):  # vanished, or a file: nothing to match there
+        return []
+    except OSError as exc:  # unreadable: nothing to match, and said
+        on_error(folder or ".", exc)
         return []
 
 
-def _real_dirs(folder: str, skip: frozenset[str]) -> Iterator[str]:
+def _real_dirs(folder: str, skip: frozenset[str], on_error: OnError = _ignore) -> Iterator[str]:
     """``folder`` and every folder under it, never through a directory symlink (as ``**``),
     never into a store folder."""
     if is_store_folder(folder or ".", skip):
         return
     yield folder
-    for entry in _entries(folder):
+    for entry in _entries(folder, on_error):
         if not entry.name.startswith(".") and entry.is_dir(follow_symlinks=False):
-            yield from _real_dirs(os.path.join(folder, entry.name), skip)
+            yield from _real_dirs(os.path.join(folder, entry.name), skip, on_error)
 
 
-def _glob(pattern: str, skip: frozenset[str] = frozenset()) -> Iterator[str]:
+def _glob(pattern: str, skip: frozenset[str] = frozenset(), on_error: OnError = _ignore) -> Iterator[str]:
     """Matches of ``pattern`` in sorted walk order. ``**`` spans folders without following links;
     ``*``, ``?`` and ``[...]`` match within one name and skip hidden names, as glob does.
     Store folders are never entered."""
     anchor, parts = ("/", pattern.lstrip("/").split("/")) if pattern.startswith("/") else ("", pattern.split("/"))
-    yield from _match(anchor, [p for p in parts if p], skip)
+    yield from _match(anchor, [p for p in parts if p], skip, on_error)
 
 
-def _match(folder: str, parts: list[str], skip: frozenset[str]) -> Iterator[str]:
+def _match(folder: str, parts: list[str], skip: frozenset[str], on_error: OnError = _ignore) -> Iterator[str]:
     part, rest = parts[0], parts[1:]
     if part == "**":
-        for sub in _real_dirs(folder, skip):
+        # the first pass reports unreadable folders; the second lists the same ones again
+        for sub in _real_dirs(folder, skip, on_error):
             if rest:
-                yield from _match(sub, rest, skip)
+                yield from _match(sub, rest, skip, on_error)
             elif sub != folder:
                 yield sub
         if not rest:  # "a/**" also matches the files under a
@@ -105,9 +124,9 @@ def _match(folder: str, parts: list[str], skip: frozenset[str]) -> Iterator[str]
             if os.path.lexists(path):
                 yield path
         elif os.path.isdir(path) and not is_store_folder(path, skip):  # a literal name may be a link: a finite step
-            yield from _match(path, rest, skip)
+            yield from _match(path, rest, skip, on_error)
         return
-    for entry in _entries(folder):
+    for entry in _entries(folder, on_error):
         if entry.name.startswith(".") and not part.startswith("."):
             continue
         if fnmatchcase(entry.name, part):
@@ -115,7 +134,7 @@ def _match(folder: str, parts: list[str], skip: frozenset[str]) -> Iterator[str]
             if not rest:
                 yield path
             elif entry.is_dir() and not is_store_folder(path, skip):  # one part is one step, even through a link
-                yield from _match(path, rest, skip)
+                yield from _match(path, rest, skip, on_error)
 
 
 def read_path_list(stream: BinaryIO, source: str = "<list>") -> Iterator[str]:
@@ -147,7 +166,8 @@ def _list_lines(list_file: str) -> Iterator[str]:
 
 
 def iter_inputs(inputs: Iterable[str], list_file: str | None = None,
-                all_files: bool = False, skip: Iterable[str | os.PathLike[str]] = ()) -> Iterator[Path]:
+                all_files: bool = False, skip: Iterable[str | os.PathLike[str]] = (),
+                on_error: OnError = _ignore) -> Iterator[Path]:
     """Every path named by ``inputs`` and ``list_file`` ('-' is stdin), each file once.
 
     A file is yielded as given (and reported later if it is not an image). A folder is
@@ -157,7 +177,9 @@ def iter_inputs(inputs: Iterable[str], list_file: str | None = None,
     is yielded too, so it is reported as missing, and so is a name that cannot be stat'ed
     (too long...): it is reported as unreadable. A bad list file raises :class:`InputError`.
     Walks and globs skip store folders: those holding store.json + commit.json, and ``skip``
-    (the store being written, say); a file named explicitly is still yielded.
+    (the store being written, say); a file named explicitly is still yielded. A folder that a
+    walk or glob cannot list goes to ``on_error(folder, OSError)`` (once per folder), and the
+    listing goes on.
     """
     require_list("inputs", inputs, "paths")
     extensions = image_extensions()
@@ -170,10 +192,10 @@ def iter_inputs(inputs: Iterable[str], list_file: str | None = None,
         # byte, a loop): such a name is yielded as a file, and its read reports it as failed,
         # so one bad line in a list never stops the others.
         if os.path.isdir(item):
-            yield from _walk(path, all_files, extensions, skipped)
+            yield from _walk(path, all_files, extensions, skipped, on_error)
         elif _MAGIC.search(item) and not os.path.lexists(item):
-            for match in _glob(item, skipped):
-                yield from (_walk(Path(match), all_files, extensions, skipped) if os.path.isdir(match)
+            for match in _glob(item, skipped, on_error):
+                yield from (_walk(Path(match), all_files, extensions, skipped, on_error) if os.path.isdir(match)
                             else iter([Path(match)]))
         else:
             yield path

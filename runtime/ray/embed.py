@@ -148,12 +148,13 @@ def embed_dataset(
             dataset, listed = source, None
         else:
             paths: Iterable[str | os.PathLike[str]] = (_paths_of(source) if _is_dataset(ray, source)
-                                    else iter_inputs([os.fspath(i) for i in source], list_file, all_files))
+                                    else iter_inputs([os.fspath(i) for i in source], list_file, all_files,
+                                                     on_error=run.unreadable_folder))
             listed = plan(paths, run.known, retry_errors)
             dataset = ray.data.from_items([{"path": os.fsencode(p)} for p in listed.todo]) if listed.todo else None
         if prune:
             run.prune()
-        seen = listed.seen if listed else 0
+        seen = (listed.seen if listed else 0) + len(run.failures)  # unlistable folders, unprunable records
         unchanged = listed.unchanged if listed else 0
         run.begin(seen, unchanged, listed.still_failing if listed else 0)
         done: set[str] = set()

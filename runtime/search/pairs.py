@@ -37,6 +37,22 @@ def similar_pairs(blocks: Blocks, threshold: float) -> Iterator[tuple[int, int, 
                 yield (min(i, j), max(i, j), float(scores[r, c]))
 
 
+def identical_pairs(hashes: Iterable[tuple[int, str | None]]) -> Iterator[tuple[int, int, float]]:
+    """Pairs (first, other, 1.0) of ids with the same content hash (None: unknown, never paired).
+
+    Byte-identical files are duplicates whatever their vectors say: two embeddings of one file
+    made in different batches or runs can differ in the last bits, and their cosine then falls
+    just under 1, so a threshold of 1 would miss them. Each id is paired with the first id of its hash.
+    """
+    first: dict[str, int] = {}
+    for identifier, digest in hashes:
+        if not digest:
+            continue
+        seen = first.setdefault(digest, identifier)
+        if seen != identifier:
+            yield (min(seen, identifier), max(seen, identifier), 1.0)
+
+
 def group_pairs(pairs: Iterable[tuple[int, int, float]]) -> list[list[int]]:
     """Connected groups of ids (union-find, path halving); each sorted, groups by first id."""
     parent: dict[int, int] = {}

@@ -18,6 +18,7 @@ from vggsim.model.session import CUDA_SETTINGS
 from vggsim.serve.bodies import BodyBudget, BodyBudgetMiddleware
 from vggsim.serve.config import ServeConfig
 from vggsim.serve.docs import add_docs
+from vggsim.serve.hosts import HostOriginMiddleware, own_hosts
 from vggsim.serve.metrics import route_label
 from vggsim.serve.problems import AsciiJSONResponse, error_response, install_handlers
 from vggsim.serve.routes import add_routes
@@ -96,6 +97,13 @@ def create_app(config: ServeConfig, embedder: Embedder | None = None) -> FastAPI
     app.add_middleware(BodyBudgetMiddleware, budget=BodyBudget(max(config.body_budget_bytes, config.max_body_bytes + 1)),
                        max_body=config.max_body_bytes, refused=state.metrics.rejected.labels("body_budget").inc,
                        timeout_s=config.body_timeout_s)
+    if config.cors_origins:  # preflights and Access-Control-* headers for the origins allowed in
+        from starlette.middleware.cors import CORSMiddleware
+        app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"])
+    # outside the body budget: a foreign Host or Origin is refused before its body is read
+    app.add_middleware(HostOriginMiddleware, hosts=own_hosts(config.host, config.port, config.allowed_hosts),
+                       check_host=config.token is None or bool(config.allowed_hosts), origins=config.cors_origins)
     app.add_middleware(_RequestMetrics)  # added last: the outermost, so it counts the body budget's 429s too
     return app
 

@@ -12,9 +12,11 @@ low load a batch runs at once, and under load the batch fills from the decodes i
 and from what queued while the previous batch ran.
 
 A lone image (nothing queued, decoding or running) skips the queue altogether:
-:meth:`Batcher.run_alone` decodes and embeds it in one trip to the inference thread. The
-usual path costs two trips to other threads and back (decode pool, inference); on a busy
-machine each trip waits for a core, and that wait was most of a lone request's overhead.
+:meth:`Batcher.run_alone` embeds it in one trip to the inference thread, without the queue's
+wait for company. It used to decode there too, saving a trip to the decode pool, but a
+pathological image (thousands of progressive JPEG scans) then held the inference thread for
+every client, beyond any decode time limit: the service decodes in its decode pool only
+(vggsim.serve.decoding).
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ class BatchObserver:
     def batch(self, size: int, seconds: float) -> None: ...
     def waited(self, seconds: float) -> None: ...
     def depth(self, images: int) -> None: ...
+    def dropped(self, images: int) -> None: ...
 
 
 class Batcher:
@@ -92,7 +95,8 @@ class Batcher:
         return not self._items and self.in_flight == 0
 
     async def run_alone(self, prepare: Callable[[], np.ndarray]) -> np.ndarray:
-        """``prepare()`` (decode one image) and its embedding as a batch of one, in the inference thread,
+        """``prepare()`` (cheap: the service passes an array decoded already) and its embedding as a batch
+        of one, in the inference thread,
         in one trip there and back (see the module docstring); the same ``run`` on the same array as
         :meth:`submit` would make. For when :attr:`idle`: a batch submitted meanwhile waits its turn."""
         if self._closing or self._wakeup is None:
@@ -132,11 +136,16 @@ class Batcher:
 
     def _take(self) -> list[_Item]:
         batch: list[_Item] = []
+        dropped = 0
         while self._items and len(batch) < self.max_batch:
             item = self._items.popleft()
             if not item.future.done():
                 batch.append(item)
+            else:  # its request gave up (client gone, deadline): never inferred
+                dropped += 1
         self._observer.depth(len(self._items))
+        if dropped:
+            self._observer.dropped(dropped)
         return batch
 
     async def _gather(self) -> list[_Item]:

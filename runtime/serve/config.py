@@ -25,6 +25,7 @@ class ServeConfig:
     max_wait_ms: float = 5.0       # how long the first image of a batch waits for company
     queue_size: int = 64           # images waiting for inference; more -> 429
     decode_workers: int = 2        # decode threads (bounded pool)
+    decode_timeout_s: float = 60.0  # one image's decode past this: 422 timeout, its thread abandoned
     memory_budget: int = DEFAULT_MEMORY_BUDGET  # decode memory budget (vggsim.images.budget)
     max_body_bytes: int = 32 * 1024 * 1024
     body_budget_bytes: int = 128 * 1024 * 1024  # request bodies held at once (vggsim.serve.bodies)
@@ -35,6 +36,8 @@ class ServeConfig:
     index: str = "auto"            # on-disk index: auto (when current, else exact), off, require
     token: str | None = None       # bearer token; None: no auth
     drain_s: float = 30.0          # graceful shutdown: how long in-flight requests may take
+    allowed_hosts: tuple[str, ...] = ()  # Host names answered besides the bound one and loopback (vggsim.serve.hosts)
+    cors_origins: tuple[str, ...] = ()   # origins other than the service's own allowed to call it
 
     @staticmethod
     def token_from_env() -> str | None:

@@ -29,6 +29,9 @@ class Metrics(BatchObserver):
                                     buckets=tuple(float(b) for b in range(1, max_batch + 1)), registry=r)
         self.queue_depth = Gauge("vggsim_queue_depth", "Images waiting for inference", registry=r)
         self.images = Counter("vggsim_images", "Images embedded", registry=r)
+        self.images_dropped = Counter("vggsim_images_dropped", "Queued images dropped before inference because "
+                                      "their request gave up first (its client disconnected, or its deadline passed)",
+                                      registry=r)
         self.seconds_per_image: float | None = None  # moving average of inference time per image
         self.search = Histogram("vggsim_search_seconds", "Store search time per request, by method: index (the "
                                 "on-disk IVF index) or exact", ["method"], buckets=_STAGE_BUCKETS, registry=r)
@@ -52,6 +55,9 @@ class Metrics(BatchObserver):
 
     def depth(self, images: int) -> None:
         self.queue_depth.set(images)
+
+    def dropped(self, images: int) -> None:
+        self.images_dropped.inc(images)
 
     def observe_stage(self, stage: str, seconds: float) -> None:
         self.stage.labels(stage).observe(seconds)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
-import sys
 import time
 from typing import Any
 
@@ -20,8 +20,8 @@ from vggsim.errors import ArgumentError, VggsimError
 from vggsim.similarity import cosine, l2_normalize
 from vggsim.store import StoreIdentity
 from vggsim.serve import schemas
-from vggsim.serve.batcher import ShuttingDown
-from vggsim.serve.inputs import Upload, parse_images
+from vggsim.serve.embedding import embed_uploads
+from vggsim.serve.inputs import parse_images
 from vggsim.serve.problems import ApiError, AsciiJSONResponse
 from vggsim.serve.state import ServiceState
 
@@ -57,48 +57,6 @@ async def check_token(request: Request, _: Any = _BEARER) -> None:
 def facts(state: ServiceState) -> dict[str, Any]:
     e = state.embedder
     return {"model_sha256": e.model_sha256, "provider": e.provider, "random_weights": bool(e.manifest.random_weights)}
-
-
-async def embed_uploads(state: ServiceState, uploads: list[Upload]) -> np.ndarray:
-    """Decode (bounded pool, memory budget) and embed (batched) within the request deadline."""
-    if not uploads:
-        raise ApiError(400, "no_image", "the request holds no image")
-    state.admit(len(uploads))
-    try:
-        if sys.version_info >= (3, 11):  # a timeout scope: wait_for would wrap the work in one more task
-            async with asyncio.timeout(state.config.deadline_s):
-                return await _decode_and_embed(state, uploads)
-        return await asyncio.wait_for(_decode_and_embed(state, uploads), state.config.deadline_s)
-    except asyncio.TimeoutError:
-        state.metrics.rejected.labels("deadline").inc()
-        raise ApiError(503, "deadline", f"the request took longer than the {state.config.deadline_s:g} s deadline",
-                       {"Retry-After": str(state.retry_after())}) from None
-    except ShuttingDown:
-        raise ApiError(503, "shutting_down", "the service is shutting down", {"Retry-After": "1"}) from None
-    finally:
-        state.release(len(uploads))
-
-
-async def _decode_and_embed(state: ServiceState, uploads: list[Upload]) -> np.ndarray:
-    if len(uploads) == 1 and state.admitted == 1 and state.batcher.idle:  # a lone image: one trip, no queue
-        upload = uploads[0]
-
-        def prepare() -> np.ndarray:
-            started = time.perf_counter()
-            array = state.decoder.decode_sync(upload.data, upload.name)
-            state.metrics.observe_stage("decode", time.perf_counter() - started)
-            return array
-
-        return (await state.batcher.run_alone(prepare))[None]
-
-    async def one(upload: Upload) -> np.ndarray:
-        started = time.perf_counter()
-        array = await state.decoder.decode(upload.data, upload.name)
-        state.metrics.observe_stage("decode", time.perf_counter() - started)
-        return array
-
-    arrays = [await one(uploads[0])] if len(uploads) == 1 else list(await asyncio.gather(*(one(u) for u in uploads)))
-    return await state.embed_arrays(arrays)
 
 
 def _flag(value: Any, name: str) -> bool:
@@ -152,13 +110,15 @@ def _query_vector(raw: Any, dim: int) -> np.ndarray:
     return vector.astype(np.float32)
 
 
-async def _query(request: Request, state: ServiceState) -> tuple[np.ndarray, dict[str, Any]]:
+async def _query(request: Request, state: ServiceState) -> tuple[np.ndarray, dict[str, Any], str | None]:
+    """The query vector, the body's other fields, and the image's content sha256 (None for a vector)."""
     body = await parse_images(request, state.config.max_body_bytes, 1)
     if "vector" in body.fields and not body.uploads:
-        return _query_vector(body.fields["vector"], state.embedder.dim), body.fields
+        return _query_vector(body.fields["vector"], state.embedder.dim), body.fields, None
     if len(body.uploads) != 1:
         raise ApiError(400, "no_image", 'send one image (or JSON {"vector": [...]})')
-    return (await embed_uploads(state, body.uploads))[0], body.fields
+    digest = hashlib.sha256(body.uploads[0].data).hexdigest()
+    return (await embed_uploads(state, body.uploads, request))[0], body.fields, digest
 
 
 def add_routes(app: FastAPI) -> None:
@@ -172,7 +132,7 @@ def add_routes(app: FastAPI) -> None:
         state = state_of(request)
         body = await parse_images(request, state.config.max_body_bytes, state.config.max_images)
         normalize = _flag(body.fields.get("normalize", normalize), "normalize")
-        vectors = await embed_uploads(state, body.uploads)
+        vectors = await embed_uploads(state, body.uploads, request)
         if normalize:
             vectors = l2_normalize(vectors, np.float32)
         return AsciiJSONResponse({**facts(state), "dim": int(vectors.shape[1]), "normalized": normalize,
@@ -187,7 +147,7 @@ def add_routes(app: FastAPI) -> None:
         body = await parse_images(request, state.config.max_body_bytes, 2)
         if len(body.uploads) != 2:
             raise ApiError(400, "two_images", f"send exactly two images, got {len(body.uploads)}")
-        vectors = await embed_uploads(state, body.uploads)
+        vectors = await embed_uploads(state, body.uploads, request)
         return AsciiJSONResponse({**facts(state), "score": cosine(vectors[0], vectors[1])})
 
     @v1.post("/search", response_model=None, responses={200: {"model": schemas.SearchResponse}},
@@ -198,7 +158,7 @@ def add_routes(app: FastAPI) -> None:
         """The k stored images most similar to an image (or a vector); reports the store generation searched."""
         state = state_of(request)
         snapshot = _reader(state)
-        query, fields = await _query(request, state)
+        query, fields, _ = await _query(request, state)
         k = _k(fields.get("k", k), state)
         started = time.perf_counter()
         assert state.search is not None
@@ -217,7 +177,7 @@ def add_routes(app: FastAPI) -> None:
         """Is this image a near-duplicate of something in the store?"""
         state = state_of(request)
         snapshot = _reader(state)
-        query, fields = await _query(request, state)
+        query, fields, digest = await _query(request, state)
         value = fields.get("threshold", threshold)
         if value is None:
             value = dedup_threshold(state.embedder.manifest)
@@ -233,7 +193,7 @@ def add_routes(app: FastAPI) -> None:
         assert state.store is not None
         started = time.perf_counter()
         assert state.search is not None
-        matches, used = await asyncio.to_thread(state.search.duplicates, snapshot, query, value)
+        matches, used = await asyncio.to_thread(state.search.duplicates, snapshot, query, value, digest)
         fallback = None if used.used or used.state in ("off", "empty") else used.state
         state.metrics.searched("index" if used.used else "exact", time.perf_counter() - started, fallback)
         return AsciiJSONResponse({**facts(state), "generation": snapshot.generation, "threshold": value,

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from vggsim.collection import Match, StoreReader
-from vggsim.collection.queries import duplicate_scores, duplicates_of
+from vggsim.collection.queries import duplicate_scores, duplicates_of, identical_ids
 from vggsim.similarity import l2_normalize
 from vggsim.errors import StoreError
 from vggsim.store import Store
@@ -152,14 +152,16 @@ class StoreSearch:
         return [Match(name, float(score), int(i)) for name, score, i in
                 zip(names, row_scores[keep], row_ids[keep])], state
 
-    def duplicates(self, store: Store, query: np.ndarray, threshold: float) -> tuple[list[Match], IndexState]:
+    def duplicates(self, store: Store, query: np.ndarray, threshold: float,
+                   sha256: str | None = None) -> tuple[list[Match], IndexState]:
         """Every stored vector with cosine >= ``threshold`` to ``query`` in ``store``, best first, and how
-        they were found (see the module docstring)."""
+        they were found (see the module docstring); stored files whose content is ``sha256`` first of all,
+        with score 1.0 (:func:`vggsim.collection.queries.duplicates_of`)."""
         index, state = self.index_for(store)
         if index is None and self.mode == "require" and state.state not in ("empty",):
             raise ApiError(409, "index", f"--index require: {state.message or 'no current index'}")
         if index is None:
-            return duplicates_of(store, query, threshold), state
+            return duplicates_of(store, query, threshold, sha256=sha256), state
         normalized = l2_normalize(query[None, :], np.float32)[0]
         wanted = DUPLICATE_INDEX_FIRST
         while True:
@@ -175,10 +177,14 @@ class StoreSearch:
             if exhausted or wanted >= DUPLICATE_INDEX_LIMIT:
                 why = ("every vector in the index lists searched reaches the threshold" if exhausted else
                        f"at least {DUPLICATE_INDEX_LIMIT} stored images reach the threshold")
-                return duplicates_of(store, query, threshold), IndexState(
+                return duplicates_of(store, query, threshold, sha256=sha256), IndexState(
                     state.mode, state.state, False, why + ": listed by an exact scan of the store", state.info)
             wanted *= 4
         chosen, values = ids[passing], scores[passing]
+        identical = identical_ids(store, sha256)  # byte-identical copies match whatever their cosine
+        if len(identical):
+            values = np.concatenate([np.ones(len(identical), np.float32), values[~np.isin(chosen, identical)]])
+            chosen = np.concatenate([identical.astype(chosen.dtype), chosen[~np.isin(chosen, identical)]])
         order = np.lexsort((chosen, -values))  # best first, ties by id: as duplicates_of
         chosen, values = chosen[order], values[order]
         return [Match(name, float(score), int(i)) for name, score, i in

@@ -54,7 +54,7 @@ class ServiceState:
 
         batcher = Batcher(embedder.run, config.max_batch, config.max_wait_ms / 1000.0, config.queue_size, metrics,
                           coming)
-        decoder = Decoder(embedder, config.decode_workers, config.memory_budget)
+        decoder = Decoder(embedder, config.decode_workers, config.memory_budget, config.decode_timeout_s)
         holder.append(cls(config, embedder, store, batcher, decoder, metrics, search))
         return holder[0]
 

@@ -1,0 +1,81 @@
+"""`vggsim serve`: one pathological image cannot hold up the service.
+
+The image is a real JPEG that takes long to decode: a progressive 4096 x 4096 gray JPEG with
+tens of thousands of empty scans (libjpeg walks every block of the image once per scan, and
+warns instead of failing). Real uvicorn processes on free 127.0.0.1 ports; every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import io
+import signal
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+for _module in ("fastapi", "uvicorn", "multipart", "prometheus_client", "httpx"):
+    pytest.importorskip(_module, reason=f"vggsim serve tests need the serve extra and httpx ({_module} missing)")
+
+import httpx  # noqa: E402
+from support import Server, image_bytes  # noqa: E402
+from test_serve import error_of  # noqa: E402
+
+PNG = {"content-type": "image/png"}
+
+
+def many_scans_jpeg(scans: int = 40_000, size: int = 4096) -> bytes:
+    """A progressive JPEG whose first scan header is repeated ``scans`` times with no data: seconds to
+    tens of seconds of decoding from a few hundred kilobytes, and within the default pixel limit."""
+    buffer = io.BytesIO()
+    Image.new("L", (size, size), 128).save(buffer, "JPEG", progressive=True, quality=50)
+    data = buffer.getvalue()
+    sos = data.index(b"\xff\xda")
+    header = data[sos:sos + 2 + int.from_bytes(data[sos + 2:sos + 4], "big")]
+    return data[:sos] + header * scans + data[sos:]
+
+
+def _post_in_background(url: str, body: bytes, answers: list[httpx.Response]) -> threading.Thread:
+    thread = threading.Thread(target=lambda: answers.append(
+        httpx.post(url + "/v1/embed", content=body, headers={"content-type": "image/jpeg"}, timeout=300)))
+    thread.start()
+    return thread
+
+
+def test_a_decode_past_the_time_limit_is_a_422_timeout_and_the_service_stays_ready(model_dir: Path) -> None:
+    server = Server(model_dir, "--decode-timeout", "1", "--decode-workers", "1")
+    try:
+        slow = httpx.post(server.url + "/v1/embed", content=many_scans_jpeg(),
+                          headers={"content-type": "image/jpeg"}, timeout=120)
+        error = error_of(slow, 422)
+        assert error["kind"] == "timeout" and "--decode-timeout" in error["message"], error
+        # its thread still decodes (tens of seconds): a new one took its place in the one-thread pool
+        assert httpx.post(server.url + "/v1/embed", content=image_bytes(1), headers=PNG, timeout=120).status_code == 200
+        assert httpx.get(server.url + "/health/ready", timeout=30).status_code == 200
+    finally:
+        assert server.stop() == 0, server.output()
+
+
+def test_a_slow_decode_never_holds_the_inference_thread_or_shutdown(model_dir: Path) -> None:
+    """The slow image comes alone (the lone-image path) with no decode limit to speak of; another client's image
+    is answered while it still decodes, and SIGTERM ends the service within --drain-timeout (plus start-up slack)."""
+    server = Server(model_dir, "--decode-timeout", "600", "--drain-timeout", "1")
+    slow: list[httpx.Response] = []
+    thread = _post_in_background(server.url, many_scans_jpeg(), slow)
+    try:
+        thread.join(1.0)  # the slow decode has begun (its body is a few hundred kB on loopback)
+        other = httpx.post(server.url + "/v1/embed", content=image_bytes(2), headers=PNG, timeout=300)
+        assert other.status_code == 200, other.text
+        assert thread.is_alive() and not slow, "the other client waited for the slow decode to end"
+        assert httpx.get(server.url + "/health/ready", timeout=30).status_code == 200
+        server.process.send_signal(signal.SIGTERM)
+        try:
+            code = server.process.wait(16)  # the slow decode alone would take far longer
+        except subprocess.TimeoutExpired:
+            raise AssertionError("SIGTERM waited for the slow decode") from None
+        assert code == 0, server.output()
+    finally:
+        server.stop()
+        thread.join(300)
