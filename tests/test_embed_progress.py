@@ -40,3 +40,29 @@ def test_embed_rerun_bar_counts_files_that_still_fail(folder: Path, model_dir: P
     assert "1 unchanged file(s) still fail" in err
     bar = [line for line in err.replace("\r", "\n").splitlines() if "embedding" in line]
     assert bar and "failed=1" in bar[-1], err
+
+
+def test_embed_ray_json_keeps_ray_driver_messages_off_stdout(folder: Path, model_dir: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """Ray's driver prints cluster messages ("(raylet) A worker died ...") to sys.stdout from its
+    own thread; with --json that broke the document on stdout (seen on the two-node cluster test)."""
+    import threading
+
+    import vggsim.ray.embed as ray_embed
+    from vggsim.collection import embed_into_store
+    from vggsim.model.embedder import Embedder
+
+    def fake_embed_dataset(inputs: list[str], store: str, **kw: object) -> object:
+        printer = threading.Thread(target=lambda: print("(raylet) A worker died or was killed while executing a task"))
+        printer.start()
+        printer.join()
+        return embed_into_store(Embedder(model_dir, providers="cpu"), inputs, store)
+
+    monkeypatch.setattr(ray_embed, "import_ray", lambda: None)
+    monkeypatch.setattr(ray_embed, "embed_dataset", fake_embed_dataset)
+    assert main(["embed", str(folder), "--store", str(tmp_path / "store"), "--model", str(model_dir), "--json",
+                 "--ray=127.0.0.1:1"]) == 1
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["embedded"] == 1  # stdout is the JSON alone
+    assert "(raylet) A worker died" in captured.err  # still shown, on stderr

@@ -21,7 +21,9 @@ def _decode_thread_nice(provider: str) -> int:
     embedder = SimpleNamespace(provider=provider)
     decoder = Decoder(embedder, 1, 1 << 20)  # type: ignore[arg-type]
     try:
-        return decoder._executor.submit(lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id())).result()
+        threads = [t for t in threading.enumerate() if t.name == "vggsim-decode" and t.native_id is not None]
+        assert threads, "the decoder started no decode thread"
+        return max(os.getpriority(os.PRIO_PROCESS, t.native_id) for t in threads)  # type: ignore[arg-type]
     finally:
         decoder.close()
 

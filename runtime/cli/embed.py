@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from typing import Any
 
@@ -129,13 +130,16 @@ def _run_on_ray(args: argparse.Namespace, bar: Any) -> Any:
     from vggsim.ray.embed import embed_dataset
 
     providers, spec = model_choices(args)
+    # Ray's driver prints cluster messages ("(raylet) A worker died ...") to sys.stdout from a
+    # thread of its own; stdout carries --json's document alone, so they go to stderr.
     try:
-        return embed_dataset(
-            args.inputs, args.store, model=args.model, spec=spec, max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
-            providers=providers, threads=args.threads, address=args.ray or None, actors=args.ray_actors,
-            list_file=args.list_file, all_files=args.all_files, prune=args.prune, retry_errors=args.retry_errors,
-            batch_size=args.batch_size, float16=args.float16, commit_rows=args.commit_rows,
-            commit_seconds=args.commit_seconds, progress=bar)
+        with contextlib.redirect_stdout(sys.stderr):
+            return embed_dataset(
+                args.inputs, args.store, model=args.model, spec=spec, max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
+                providers=providers, threads=args.threads, address=args.ray or None, actors=args.ray_actors,
+                list_file=args.list_file, all_files=args.all_files, prune=args.prune, retry_errors=args.retry_errors,
+                batch_size=args.batch_size, float16=args.float16, commit_rows=args.commit_rows,
+                commit_seconds=args.commit_seconds, progress=bar)
     finally:
         if bar is not None:
             bar.close()
