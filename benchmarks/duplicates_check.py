@@ -5,11 +5,12 @@
                                           [--rerank 1,4,10,100]
 
 For each threshold and each ``--rerank`` (index candidates re-scored per match wanted; the
-service uses ``vggsim.serve.searching.DUPLICATE_RERANK``), ``StoreSearch.duplicates`` (the code
-under ``/v1/duplicates``) is run on ``--queries`` queries (stored vectors plus noise, the
-generator of collection_workload.py) and compared with ``duplicates_of`` (the exact scan):
-the duplicates each missed, whether ids, scores and order are identical, whether the index was
-used, and the time a query. Prints one JSON line per setting.
+service uses ``vggsim.collection.queries.DUPLICATE_RERANK``), ``StoreSearch.duplicates`` (the
+code under ``/v1/duplicates``, which runs the library's ``duplicates_through_index``) is run on
+``--queries`` queries (stored vectors plus noise, the generator of collection_workload.py) and
+compared with ``duplicates_of`` (the exact scan): the duplicates each missed, whether ids, scores
+and order are identical, whether the index was used, and the time a query. Prints one JSON line
+per setting.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def main() -> int:
     parser.add_argument("--rerank", default="", help="comma-separated values to try (default: the service's own)")
     args = parser.parse_args()
 
-    from vggsim.collection import StoreReader
+    from vggsim.collection import StoreReader, queries as library
     from vggsim.collection.queries import duplicates_of
     from vggsim.serve import searching
 
@@ -40,11 +41,11 @@ def main() -> int:
     store = reader.snapshot()
     search = searching.StoreSearch(reader)
     rows = queries(args.store, args.queries)
-    reranks = [int(r) for r in args.rerank.split(",") if r] or [searching.DUPLICATE_RERANK]
+    reranks = [int(r) for r in args.rerank.split(",") if r] or [library.DUPLICATE_RERANK]
     for threshold in (float(t) for t in args.thresholds.split(",")):
         exact = [duplicates_of(store, row, threshold) for row in rows]
         for rerank in reranks:
-            searching.DUPLICATE_RERANK = rerank
+            library.DUPLICATE_RERANK = rerank
             started = time.perf_counter()
             found = [search.duplicates(store, row, threshold) for row in rows]
             seconds = (time.perf_counter() - started) / len(rows)

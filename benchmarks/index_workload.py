@@ -28,12 +28,14 @@ from collection_workload import peak_mb
 def queries(root: Path, n: int = 10) -> np.ndarray:
     """collection_workload.queries (same rows, same noise), its rows read by pread: indexing a memory
     map of the shard would map whole large folios and add up to a shard's size to the search's peak."""
-    from vggsim.search.ivf.query import read_rows
+    from vggsim.store import Store
 
     rng = np.random.default_rng(1)
     path = next((root / "vectors").glob("*.npy"))
-    rows, dim = np.load(path, mmap_mode="r").shape  # the header only
-    picked = read_rows(path, np.sort(rng.choice(rows, n, replace=False)), dim)
+    store = Store.open(root)
+    shard = next(s for s in store.commit_record.shards if s.id == int(path.stem))
+    with store.vector_file(shard.id) as file:  # checked against the commit record, read by pread
+        picked = file.take(np.sort(rng.choice(shard.rows, n, replace=False)))
     return picked + 0.1 * np.abs(rng.standard_normal(picked.shape)).astype(np.float32)
 
 

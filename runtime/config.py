@@ -17,9 +17,12 @@ CACHE_DIR = "VGGSIM_CACHE_DIR"
 TOKEN = "VGGSIM_SERVE_TOKEN"
 #: 1: the CLI prints the traceback of an internal error instead of one line
 DEBUG = "VGGSIM_DEBUG"
+#: seconds a file's verified sha256 is trusted before it is hashed again (vggsim.store.checksum); default 3600
+REVERIFY_S = "VGGSIM_REVERIFY_S"
 
 DEFAULT_MODEL_DIR = Path("models") / "vgg16"
-VARIABLES = (MODEL, CACHE_DIR, TOKEN, DEBUG)
+DEFAULT_REVERIFY_S = 3600.0
+VARIABLES = (MODEL, CACHE_DIR, TOKEN, DEBUG, REVERIFY_S)
 
 
 def model_dir() -> Path:
@@ -40,3 +43,12 @@ def token() -> str | None:
 
 def debug() -> bool:
     return os.environ.get(DEBUG, "") not in ("", "0")
+
+
+def reverify_s() -> float:
+    """$VGGSIM_REVERIFY_S as a number of seconds >= 0; the default when unset or not such a number."""
+    try:
+        value = float(os.environ.get(REVERIFY_S) or DEFAULT_REVERIFY_S)
+    except ValueError:
+        return DEFAULT_REVERIFY_S
+    return value if value >= 0 else DEFAULT_REVERIFY_S

@@ -91,6 +91,7 @@ def test_duplicates_use_a_current_index_and_equal_an_exact_scan(server: Server, 
     """Through the service, then in-process (StoreSearch, the code under the route) with batch limits small
     enough that the index's batches grow and then give way to an exact scan."""
     from vggsim.collection import StoreReader, duplicates_of
+    from vggsim.collection import queries
     from vggsim.serve import searching
 
     query = images[1].read_bytes()
@@ -109,15 +110,15 @@ def test_duplicates_use_a_current_index_and_equal_an_exact_scan(server: Server, 
 
     search = searching.StoreSearch(reader)
     query_vector = np.asarray(vector, np.float32)
-    monkeypatch.setattr(searching, "DUPLICATE_INDEX_FIRST", 1)
-    monkeypatch.setattr(searching, "DUPLICATE_RERANK", 1)
+    monkeypatch.setattr(queries, "DUPLICATE_INDEX_FIRST", 1)  # the library's loop, which the service calls
+    monkeypatch.setattr(queries, "DUPLICATE_RERANK", 1)
     grown, used = search.duplicates(snapshot, query_vector, low)  # batches of 1, then 4 = the whole store
     assert used.used is True and [m.path for m in grown] == [m.path for m in exact]
-    monkeypatch.setattr(searching, "DUPLICATE_INDEX_LIMIT", 1)
+    monkeypatch.setattr(queries, "DUPLICATE_INDEX_LIMIT", 1)
     scanned, used = search.duplicates(snapshot, query_vector, low)
     assert used.used is False and used.state == "current" and "exact scan" in (used.message or "")
     assert [(m.path, m.score) for m in scanned] == [(m.path, m.score) for m in exact]
-    monkeypatch.setattr(searching, "DUPLICATE_INDEX_LIMIT", 16)
+    monkeypatch.setattr(queries, "DUPLICATE_INDEX_LIMIT", 16)
     only, used = search.duplicates(snapshot, query_vector, 1.0 - 1e-6)  # just itself
     assert used.used is True and [m.path for m in only] == [str(images[1])]
 

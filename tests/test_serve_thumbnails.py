@@ -207,3 +207,27 @@ def test_non_utf8_file_name_has_a_thumbnail(photos: list[Path], tmp_path: Path) 
 def test_the_favicon_is_no_content_not_a_404(served: tuple[TestClient, list[Path], Path]) -> None:
     response = served[0].get("/favicon.ico")
     assert response.status_code == 204 and not response.content
+
+
+def test_another_store_at_the_same_generation_never_lends_its_photo(photos: list[Path], tmp_path: Path) -> None:
+    """Snapshots were known by generation alone: a store replaced by another at the same generation answered a
+    thumbnail asked for a search of the first with the second's photo."""
+    images = tmp_path / "images"
+    images.mkdir()
+    first = [Path(shutil.copy(p, images / f"a{i}{p.suffix}")) for i, p in enumerate(photos[:2])]
+    second = [Path(shutil.copy(p, images / f"b{i}{p.suffix}")) for i, p in enumerate(photos[2:4])]
+    root = tmp_path / "store"
+    write_store(root, first)
+    client = make_app(root)
+    before = StoreReader(root).snapshot()
+    shown = client.get("/v1/thumbnail/0", params={"snapshot": before.snapshot_id})
+    assert shown.status_code == 200
+    shutil.rmtree(root)
+    write_store(root, second)
+    after = StoreReader(root).snapshot()
+    assert after.generation == before.generation and after.snapshot_id != before.snapshot_id
+    assert client.get("/v1/thumbnail/0", params={"snapshot": before.snapshot_id}).content == shown.content
+    assert client.get("/v1/thumbnail/0", params={"snapshot": after.snapshot_id}).content != shown.content
+    refused = client.get("/v1/thumbnail/0", params={"generation": before.generation})
+    assert is_json_error(refused, 410) and refused.json()["error"]["kind"] == "store_changed"
+    assert is_json_error(client.get("/v1/thumbnail/0", params={"snapshot": "g1-xyz"}), 400)

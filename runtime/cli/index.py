@@ -34,7 +34,8 @@ def register(sub: Any) -> None:
                        help="lists scanned per query, saved with the index (default: nlist/64, at least 8)")
     build.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     build.set_defaults(handler=run_build)
-    info = add_parser(actions, "info", help="say whether the store's index is current, and its shape")
+    info = add_parser(actions, "info", help="say whether the store's index is current and sound (every file's "
+                      "sha256 checked), and its shape; exit 1 when it is missing, stale or damaged")
     info.add_argument("--store", required=True, metavar="STORE", help="store folder made by `vggsim embed`")
     info.add_argument("--json", action="store_true", help="print the index record as JSON on stdout")
     info.set_defaults(handler=run_info)
@@ -63,18 +64,23 @@ def run_build(args: argparse.Namespace) -> int:
 
 def run_info(args: argparse.Namespace) -> int:
     require("pyarrow", "store", "vggsim index")
-    from vggsim.search.ivf.files import current_folder, read_info
+    from pathlib import Path
+
+    from vggsim.errors import StoreError
+    from vggsim.search.policy import IndexState, check_index
     from vggsim.store import Store
 
     store = Store.open(args.store)
-    folder = current_folder(store)  # StoreError (exit 1) when missing or stale, naming the rebuild command
-    info = read_info(folder, store.root)
+    check = check_index(Path(args.store), store)  # every file hashed again, whatever this process checked before
+    if check.state is not IndexState.CURRENT:  # missing, stale or damaged: exit 1, one line naming the rebuild command
+        raise StoreError(check.message or f"the index is {check.state.value}")
+    info = check.info or {}
     if args.json:
-        print_json({"store": args.store, "folder": str(folder), "current": True, **info})
+        print_json({"store": args.store, "folder": check.folder, "current": True, **info})
         return 0
     params = info.get("params", {})
-    size = sum(info["files"].values())
-    print(f"{folder}: current (generation {info.get('generation')}), {params.get('factory', '?')}, "
+    size = sum(int(entry["size"]) for entry in info.get("files", {}).values())
+    print(f"{check.folder}: current and sound (generation {info.get('generation')}), {params.get('factory', '?')}, "
           f"{info.get('vectors', 0):,} vectors, {size / 1e6:.1f} MB, nprobe {params.get('nprobe', '?')}, "
           f"built in {info.get('built_seconds', 0):.1f} s")
     return 0

@@ -57,15 +57,31 @@ def run(args: argparse.Namespace) -> int:
 
     reader = StoreReader(args.store)
     snapshot = reader.snapshot()  # a damaged or missing store fails before the model loads
-    if args.index and any(shard.rows for shard in snapshot.commit_record.shards):
-        _check_index(snapshot, args.rebuild)  # a missing or stale index too
+    opened = None
+    if args.index:  # a missing, stale or damaged index too (vggsim.search.policy decides, for every front end)
+        from vggsim.search import policy
+
+        opened = policy.open_or_rebuild(snapshot, args.rebuild, progress=log).index
     embedder = build_embedder(args)
     stored = snapshot.count_ok()
     warnings = [] if stored else [f"{display_path(args.store)} holds no embeddings yet"]  # exit 0: an empty answer is an answer
     for warning in warnings:
         log(warning)
     random_weights = embedder.manifest.random_weights
-    found = search_images(embedder, snapshot, args.queries, k=args.k, ann=args.ann, index=args.index)
+    account: dict[str, Any] = {}
+    if opened is not None:
+        from vggsim.collection.queries import search_index
+        from vggsim.store import StoreIdentity
+
+        snapshot.require_compatible(StoreIdentity.of(embedder))
+        through = search_index(snapshot, embedder.embed(list(args.queries)), args.k, index=opened)
+        found = through.matches
+        account = {"index_nprobe": through.nprobe, "index_widened": through.widened}
+        if through.widened:
+            log(f"{through.widened} of {len(args.queries)} queries: the {opened.nprobe} index lists searched held fewer "
+                f"than {args.k} candidates; searched again with {through.nprobe} lists")
+    else:
+        found = search_images(embedder, snapshot, args.queries, k=args.k, ann=args.ann, index=args.index)
     rows = [{"query": query, "matches": [{"path": m.path, "score": float(m.score)} for m in matches]}
             for query, matches in zip(args.queries, found)]
     if plot is not None:
@@ -78,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"store": args.store, "k": args.k, "ann": args.ann, "index": args.index, "generation": snapshot.generation,
                     "provider": embedder.provider, "model_sha256": embedder.model_sha256, **caveat(random_weights),
-                    "embeddings": stored, "warnings": warnings,
+                    "embeddings": stored, "warnings": warnings, **account,
                     "results": rows})
     else:
         for r in rows:
@@ -87,15 +103,3 @@ def run(args: argparse.Namespace) -> int:
                 print(f"  {m['score']:.6f}  {display_path(m['path'])}")
     return 0
 
-
-def _check_index(snapshot: Any, rebuild: bool) -> None:
-    from vggsim.errors import StoreError
-    from vggsim.search.ivf import OnDiskIndex, build_index
-
-    try:
-        OnDiskIndex.open(snapshot)
-    except StoreError as exc:
-        if not rebuild:
-            raise
-        log(f"rebuilding the index: {exc}")
-        build_index(snapshot, progress=log)

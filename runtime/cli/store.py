@@ -14,9 +14,11 @@ def register(sub: Any) -> None:
                    "`vggsim embed`. Exit 0 when the store is sound, 1 when it is damaged.")
     actions = p.add_subparsers(dest="store_command", metavar="ACTION", required=True)
     v = actions.add_parser("verify", formatter_class=HelpFormatter, help="check every committed shard "
-                           "(exists, size, checksum, rows); exit 1 and name each damaged file",
+                           "(exists, size, checksum, rows) and the index's files; exit 1 and name each damaged file",
                            description="Read every shard the store committed and check its size, checksum and "
-                           "rows. Exit 0 when all are sound, 1 when any is damaged (each is named).")
+                           "rows, and every file of the store's on-disk index against the checksums written when "
+                           "it was built. Exit 0 when all are sound, 1 when any is damaged (each is named; a damaged "
+                           "index is rebuilt with `vggsim index build`, not repaired).")
     v.add_argument("store", metavar="STORE", help="store folder")
     v.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     v.set_defaults(handler=verify)
@@ -40,17 +42,27 @@ def _as_dict(report: Any) -> dict[str, Any]:
 
 def verify(args: argparse.Namespace) -> int:
     require("pyarrow", "store", "vggsim store verify")
-    from vggsim.store import verify_store
+    from pathlib import Path
+
+    from vggsim.search.policy import IndexState, check_index
+    from vggsim.store import Store, verify_store
 
     report = verify_store(args.store)  # also reports on a store too damaged to open
+    # the index inside the store: every file hashed against its index.json (a damaged one is rebuilt, not repaired)
+    index = check_index(Path(args.store), Store.open(args.store) if report.ok else None)
+    index_damaged = index.state is IndexState.DAMAGED
     if args.json:
-        print_json({"store": args.store, **_as_dict(report)})
+        print_json({"store": args.store, **_as_dict(report), "index": index.to_dict()})
     else:
-        for problem in report.problems:
+        for problem in report.problems + index.problems:
             print(f"damaged: {display_path(problem)}")
         state = "ok" if report.ok else f"DAMAGED ({len(report.problems)} problem(s)); run `vggsim store repair {args.store}`"
         log(f"{args.store}: {report.shards} shards, {report.rows} sound rows: {state}")
-    return 0 if report.ok else 1
+        if index_damaged:
+            log(f"{args.store}: index DAMAGED ({len(index.problems)} problem(s)): {index.message}")
+        elif index.state is IndexState.STALE:
+            log(f"note: the index is stale: {index.message}")
+    return 0 if report.ok and not index_damaged else 1
 
 
 def repair(args: argparse.Namespace) -> int:

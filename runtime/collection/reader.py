@@ -32,7 +32,7 @@ class StoreReader:
         self.root = Path(os.fsdecode(root))
         self._lock = threading.Lock()
         self._store: Store | None = None
-        self._ann: tuple[int, AnnIndex] | None = None
+        self._ann: tuple[str, AnnIndex] | None = None  # keyed by snapshot id: content, not only generation
         self._ann_lock = threading.Lock()  # one build at a time; searches of other kinds go on
 
     def snapshot(self) -> Store:
@@ -48,8 +48,8 @@ class StoreReader:
 
     def _index(self, store: Store) -> AnnIndex:
         with self._ann_lock:
-            if self._ann is None or self._ann[0] != store.generation:
-                self._ann = (store.generation, ann_cache.load_or_build(store))
+            if self._ann is None or self._ann[0] != store.snapshot_id:
+                self._ann = (store.snapshot_id, ann_cache.load_or_build(store))
             return self._ann[1]
 
     def search(self, queries: Any, k: int = 10, ann: bool = False, *, snapshot: Store | None = None) -> SearchResult:
@@ -58,10 +58,11 @@ class StoreReader:
         index = self._index(store) if ann and store.count_ok() else None
         return SearchResult(store.generation, search_snapshot(store, queries, k, ann, index=index))
 
-    def duplicates_of(self, vector: Any, threshold: float) -> DuplicateCheck:
-        """Is ``vector`` a near-duplicate (cosine >= ``threshold``) of anything stored?"""
+    def duplicates_of(self, vector: Any, threshold: float, *, index: bool = False) -> DuplicateCheck:
+        """Is ``vector`` a near-duplicate (cosine >= ``threshold``) of anything stored? ``index``: through the
+        store's on-disk index (see :func:`~vggsim.collection.queries.duplicates_of`)."""
         store = self.snapshot()
-        return DuplicateCheck(store.generation, float(threshold), duplicates_of(store, vector, threshold))
+        return DuplicateCheck(store.generation, float(threshold), duplicates_of(store, vector, threshold, index=index))
 
 
 def as_store(store: Any) -> Store | StoreReader:

@@ -133,3 +133,28 @@ class DuplicateCheck:
     def to_dict(self) -> dict[str, Any]:
         return {"generation": self.generation, "threshold": self.threshold, "is_duplicate": self.is_duplicate,
                 "matches": [m.to_dict() for m in self.matches]}
+
+
+@dataclass(frozen=True)
+class IndexSearch:
+    """Matches found through the on-disk index, and how: ``nprobe`` the lists searched per query (the
+    widest used), ``widened`` the queries searched again with more lists because the ``nprobe``
+    lists held fewer than k candidates (k matches are returned whenever the store holds k vectors)."""
+
+    matches: list[list[Match]]
+    nprobe: int
+    widened: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"nprobe": self.nprobe, "widened": self.widened,
+                "matches": [[m.to_dict() for m in row] for row in self.matches]}
+
+
+@dataclass(frozen=True)
+class IndexDuplicates:
+    """The duplicates of one vector found through the index: ``used_index`` False when they were listed
+    by an exact scan instead, and ``note`` says why (too many matches for the index's batches)."""
+
+    matches: list[Match]
+    used_index: bool
+    note: str | None = None

@@ -8,8 +8,6 @@ new one is in place. A store folder that is not writable just goes without a cac
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import shutil
 import tempfile
@@ -22,12 +20,10 @@ CACHE_DIR = "ann"
 
 
 def cache_key(store: Store) -> str:
-    """Generation plus a digest of the identity and the committed shards: a new commit, a
-    repaired commit record or a store re-created in the same folder all invalidate it."""
-    commit = getattr(store, "commit_record", None)
-    shards = [[s.id, s.records, s.rows] for s in getattr(commit, "shards", ())]
-    digest = json.dumps([store.identity.to_dict(), shards], sort_keys=True).encode()
-    return f"g{store.generation}-{hashlib.sha256(digest).hexdigest()[:16]}"
+    """The snapshot's id: its generation plus the digest of its identity and committed shards with their
+    files' checksums, so a new commit, a repaired commit record or another store put in the same
+    folder (even at the same generation, with the same shard numbers) all invalidate it."""
+    return store.snapshot_id
 
 
 def load_or_build(store: Store) -> AnnIndex:

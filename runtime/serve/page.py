@@ -2,7 +2,7 @@
 
 The page (``static/index.html``, one self-contained file: no CDN, the service may be
 offline) posts the chosen image to ``/v1/search`` and shows the matches as a grid of
-thumbnails. A thumbnail is named by the match's record id and the store generation the
+thumbnails. A thumbnail is named by the match's record id and the store snapshot the
 search ran on, never by a path: see :mod:`vggsim.serve.thumbnails`.
 """
 
@@ -70,14 +70,15 @@ def add_page_routes(app: FastAPI, state: ServiceState) -> None:
     @app.get("/v1/thumbnail/{record_id}", tags=["page"], response_class=Response, dependencies=[Depends(check_token)],
              responses={**ERRORS, 404: {"model": ErrorResponse}, 410: {"model": ErrorResponse},
                         200: {"content": {"image/jpeg": {}}, "description": "a JPEG thumbnail"}})
-    async def thumbnail(record_id: str, generation: str | None = None) -> Response:
+    async def thumbnail(record_id: str, generation: str | None = None, snapshot: str | None = None) -> Response:
         """A small JPEG of the stored image with this record id (``id`` of a search match).
 
-        ``generation``: the store generation the search reported; without it, the current one.
+        ``snapshot``: the store snapshot the search answer named (``snapshot``: its generation and content);
+        ``generation`` alone: the store generation it reported; without either, the current snapshot.
         404 if there is no such record or its file is gone, 410 if the file (or the store) changed.
         """
         try:
-            data = await run_in_threadpool(thumbnailer.thumbnail, record_id, generation)
+            data = await run_in_threadpool(thumbnailer.thumbnail, record_id, generation, snapshot)
         except ThumbnailError as exc:  # the service's one error shape (problems.py)
             raise ApiError(exc.status, exc.code, exc.message) from None
         return Response(data, media_type="image/jpeg",

@@ -23,6 +23,8 @@ from vggsim.serve import schemas
 from vggsim.serve.embedding import embed_uploads
 from vggsim.serve.inputs import parse_images
 from vggsim.serve.problems import ApiError, AsciiJSONResponse
+from vggsim.search.policy import IndexState
+from vggsim.serve.searching import IndexReport
 from vggsim.serve.state import ServiceState
 
 #: a query vector whose norm is outside this range is searched by its direction (see _query_vector)
@@ -87,6 +89,11 @@ def _reader(state: ServiceState) -> Any:
     for listener in state.snapshot_listeners:
         listener(snapshot)
     return snapshot
+
+
+def _fallback(used: IndexReport) -> str | None:
+    """The state a search answered exactly under (the fallbacks metric's label), None when that was not a fallback."""
+    return None if used.used or used.state in (IndexState.OFF, IndexState.EMPTY) else used.state.value
 
 
 def _query_vector(raw: Any, dim: int) -> np.ndarray:
@@ -163,9 +170,9 @@ def add_routes(app: FastAPI) -> None:
         started = time.perf_counter()
         assert state.search is not None
         matches, used = await asyncio.to_thread(state.search.search, snapshot, query, k)
-        fallback = None if used.used or used.state in ("off", "empty") else used.state
-        state.metrics.searched("index" if used.used else "exact", time.perf_counter() - started, fallback)
-        return AsciiJSONResponse({**facts(state), "generation": snapshot.generation, "k": k,
+        state.metrics.searched("index" if used.used else "exact", time.perf_counter() - started, _fallback(used))
+        return AsciiJSONResponse({**facts(state), "generation": snapshot.generation, "snapshot": snapshot.snapshot_id,
+                                  "k": k,
                                   "index": used.to_dict(), "matches": [m.to_dict() for m in matches]})
 
     @v1.post("/duplicates", response_model=None, responses={200: {"model": schemas.DuplicatesResponse}},
@@ -194,9 +201,9 @@ def add_routes(app: FastAPI) -> None:
         started = time.perf_counter()
         assert state.search is not None
         matches, used = await asyncio.to_thread(state.search.duplicates, snapshot, query, value, digest)
-        fallback = None if used.used or used.state in ("off", "empty") else used.state
-        state.metrics.searched("index" if used.used else "exact", time.perf_counter() - started, fallback)
-        return AsciiJSONResponse({**facts(state), "generation": snapshot.generation, "threshold": value,
+        state.metrics.searched("index" if used.used else "exact", time.perf_counter() - started, _fallback(used))
+        return AsciiJSONResponse({**facts(state), "generation": snapshot.generation, "snapshot": snapshot.snapshot_id,
+                                  "threshold": value,
                                   "is_duplicate": bool(matches), "index": used.to_dict(),
                                   "matches": [m.to_dict() for m in matches]})
 

@@ -42,15 +42,21 @@ class MatchOut(BaseModel):
 class IndexOut(BaseModel):
     mode: str = Field(description="the service's --index: auto, off or require")
     used: bool = Field(description="true: the on-disk index was searched; false: the store was searched exactly")
-    state: str = Field(description="current, missing, stale (or damaged), unavailable (no faiss), empty or off")
-    message: str | None = Field(None, description="why the index was not used, and what to do")
+    state: str = Field(description="current, missing, stale (built for another snapshot), damaged (a file of the "
+                       "index changed or was cut), unavailable (no faiss), empty or off")
+    message: str | None = Field(None, description="why the index was not used, and what to do; or that more lists "
+                                "were searched to find k matches")
     vectors: int | None = None
     nprobe: int | None = None
+    nprobe_used: int | None = Field(None, description="lists searched for this query when its nprobe lists held "
+                                    "fewer than k candidates")
     factory: str | None = None
 
 
 class SearchResponse(ModelFacts):
     generation: int = Field(description="the store commit generation searched")
+    snapshot: str = Field(description="the snapshot searched, by generation and content (name it to "
+                          "/v1/thumbnail): another store in the same folder can reach the same generation")
     k: int
     index: IndexOut
     matches: list[MatchOut]
@@ -58,6 +64,7 @@ class SearchResponse(ModelFacts):
 
 class DuplicatesResponse(ModelFacts):
     generation: int
+    snapshot: str
     threshold: float
     is_duplicate: bool
     index: IndexOut

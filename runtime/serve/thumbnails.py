@@ -1,8 +1,13 @@
 """Thumbnails of stored images for the web page, reachable only by a record id of the store.
 
 The client names a record by its integer id in a store snapshot (``Match.id`` from a search,
-with the snapshot's ``generation``), never by a path: the file opened is always the path
-that snapshot recorded, so no request can reach a file outside the store. The file must
+with the ``snapshot`` the answer names), never by a path: the file opened is always the path
+that snapshot recorded, so no request can reach a file outside the store. A snapshot is named
+by its content (:attr:`Store.snapshot_id`, generation and digest), not only its generation:
+another store put in the same folder can reach the same generation, and a thumbnail asked for
+a search of the first must not show the second's photo (410). A request that names only a
+``generation`` is answered while that generation is known as one store's; once two stores
+were seen at it, it is 410 too. The file must
 still be the one that was embedded (same size and mtime as recorded), or the answer is
 410; a file gone since is 404. Decoding goes through :func:`vggsim.images.decode.open_image` (the
 allowlist, the pixel limit) and waits for its bytes in the shared memory budget, like every
@@ -32,9 +37,12 @@ from vggsim.store import Store
 THUMBNAIL_SIZE = 320
 #: How many recent snapshots are kept, so thumbnails of a search still resolve after a commit lands.
 SNAPSHOTS_KEPT = 4
+#: How many generations (with the digest seen at each, and those seen with two) are remembered.
+AMBIGUOUS_KEPT = 256
 #: The longest a thumbnail waits for decode memory before it gives up (503).
 BUDGET_WAIT_S = 10.0
 _ID = re.compile(r"[0-9]{1,12}")
+_SNAPSHOT = re.compile(r"g[0-9]{1,12}-[0-9a-f]{16}")
 
 
 class ThumbnailError(Exception):
@@ -60,6 +68,15 @@ def parse_generation(text: str | None) -> int | None:
     return int(text)
 
 
+def parse_snapshot(text: str | None) -> str | None:
+    if text is None or text == "":
+        return None
+    if not _SNAPSHOT.fullmatch(text):
+        raise ThumbnailError(400, "bad_request", "snapshot must be a store snapshot id as a search answer names it "
+                             "(g<generation>-<16 hex digits>)")
+    return text
+
+
 class Thumbnailer:
     """Makes JPEG thumbnails of a store's records; thread-safe (FastAPI runs it in its thread pool)."""
 
@@ -69,19 +86,31 @@ class Thumbnailer:
         self._budget = budget or MemoryBudget(128 * 1024 * 1024)
         self._max_pixels, self._size = max_pixels, size
         self._lock = threading.Lock()
-        self._recent: OrderedDict[int, Store] = OrderedDict()
+        self._recent: OrderedDict[str, Store] = OrderedDict()  # by snapshot id
+        self._digests: OrderedDict[int, str] = OrderedDict()  # generation -> the digest last seen at it
+        self._ambiguous: OrderedDict[int, None] = OrderedDict()  # generations seen with two contents
 
     def remember(self, store: Store) -> None:
-        """Keep ``store`` among the recent snapshots: a search answered from it names its generation, and
-        the page asks for the thumbnails of its matches afterwards, maybe after the next commit."""
+        """Keep ``store`` among the recent snapshots: a search answered from it names it, and the page
+        asks for the thumbnails of its matches afterwards, maybe after the next commit."""
         with self._lock:
-            self._recent[store.generation] = store
-            self._recent.move_to_end(store.generation)
+            seen = self._digests.get(store.generation)
+            if seen is not None and seen != store.digest:  # another store at this generation
+                self._ambiguous[store.generation] = None
+                while len(self._ambiguous) > AMBIGUOUS_KEPT:
+                    self._ambiguous.popitem(last=False)
+            self._digests[store.generation] = store.digest
+            self._digests.move_to_end(store.generation)
+            while len(self._digests) > AMBIGUOUS_KEPT:
+                self._digests.popitem(last=False)
+            self._recent[store.snapshot_id] = store
+            self._recent.move_to_end(store.snapshot_id)
             while len(self._recent) > SNAPSHOTS_KEPT:
                 self._recent.popitem(last=False)
 
-    def _store(self, generation: int | None) -> Store:
-        """The snapshot of ``generation`` (the current one if None), or 410 if it is no longer known."""
+    def _store(self, generation: int | None, snapshot: str | None = None) -> Store:
+        """The snapshot named (``snapshot``, else ``generation``, else the current one), or 410 if it is no
+        longer known (or the generation was seen with two stores)."""
         try:
             current = self._snapshot()
         except StoreError as exc:
@@ -89,10 +118,21 @@ class Thumbnailer:
         if current is None:
             raise ThumbnailError(404, "no_store", "the service has no store (start it with --store)")
         self.remember(current)
+        if snapshot is not None:
+            with self._lock:
+                named = self._recent.get(snapshot)
+            if named is None:
+                raise ThumbnailError(410, "store_changed", f"store snapshot {snapshot} is no longer known (now "
+                                     f"{current.snapshot_id}): search again")
+            return named
         if generation is None:
             return current
         with self._lock:
-            found = self._recent.get(generation)
+            if generation in self._ambiguous:
+                raise ThumbnailError(410, "store_changed", f"store generation {generation} was seen with two "
+                                     "different stores (one replaced the other): search again, and name the "
+                                     "snapshot the answer gives")
+            found = next((s for s in self._recent.values() if s.generation == generation), None)
         if found is None and generation > current.generation:
             raise ThumbnailError(404, "not_found", f"store generation {generation} does not exist (now "
                                  f"{current.generation})")
@@ -102,10 +142,10 @@ class Thumbnailer:
                                  "search again")
         return found
 
-    def thumbnail(self, record_id: str, generation: str | None = None) -> bytes:
+    def thumbnail(self, record_id: str, generation: str | None = None, snapshot: str | None = None) -> bytes:
         """The JPEG bytes of the thumbnail of record ``record_id``; ThumbnailError otherwise."""
-        number, wanted = parse_id(record_id), parse_generation(generation)
-        store = self._store(wanted)
+        number, wanted, named = parse_id(record_id), parse_generation(generation), parse_snapshot(snapshot)
+        store = self._store(wanted, named)
         records = store.records()
         if not 0 <= number < len(records):  # the regex already refuses a sign; never index from the end
             raise ThumbnailError(404, "not_found", f"no record {number} in store generation {store.generation}")

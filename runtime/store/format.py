@@ -20,7 +20,7 @@ from typing import IO, Any, Protocol
 import numpy as np
 
 from vggsim.errors import StoreError, display_name, require
-from vggsim.store.npyio import load_npy
+from vggsim.store.npyio import read_header
 
 from vggsim.images.preprocess import PreprocessSpec
 
@@ -171,6 +171,15 @@ class CommitRecord:
                 "shards": [s.to_dict() for s in self.shards]}
 
 
+def content_digest(identity: StoreIdentity, commit: CommitRecord) -> str:
+    """The sha256 of what a snapshot holds: the identity and every committed shard with its files'
+    checksums. Two snapshots with the same digest hold the same records and vectors; a store
+    replaced by another (re-created, restored, repaired) at the same generation has another one."""
+    shards = [[s.id, s.records, s.rows, sorted((name, f.get("sha256")) for name, f in s.files.items())]
+              for s in commit.shards]
+    return hashlib.sha256(json.dumps([identity.to_dict(), shards], sort_keys=True).encode()).hexdigest()
+
+
 def parse_commit(data: Any, where: Path) -> CommitRecord:
     """A validated commit record; StoreError naming ``where`` if anything is off."""
     bad = StoreError(f"{where} is garbled (not a vggsim commit record): {remedy(where.parent)}")
@@ -289,14 +298,19 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
 
 
 def npy_layout(path: Path) -> tuple[tuple[int, ...], np.dtype[Any]]:
-    """The shape and dtype in a .npy header (any version, order or byte order); StoreError if bad."""
+    """The shape and dtype in a .npy header (any version, order or byte order); StoreError if bad.
+    The header is read, never mapped (a memory map of a file cut meanwhile would be a SIGBUS)."""
     try:
-        array = load_npy(path, "r")
-        shape, dtype = tuple(array.shape), array.dtype
-        del array
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        try:
+            header = read_header(fd)
+            if os.fstat(fd).st_size < header.offset + header.data_bytes:
+                raise ValueError("the file is shorter than its header says")
+        finally:
+            os.close(fd)
     except Exception as exc:  # noqa: BLE001 - a damaged file can fail in the parser in any way
         raise StoreError(f"{path}: not a readable .npy file ({str(exc)[:100]}); {remedy(path.parent.parent)}") from None
-    return shape, dtype
+    return header.shape, header.dtype
 
 
 def check_shard_cheaply(root: Path, shard: Shard, dim: int) -> None:

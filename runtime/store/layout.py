@@ -18,7 +18,7 @@ from vggsim.store.format import (COMMIT, IDENTITY, STORE_FORMAT, CommitRecord, S
 from vggsim.store.journal import meta_schema
 
 
-Stamp = tuple[int, int, int] | None
+Stamp = tuple[int, int, int, int] | None
 
 
 def has_data(root: Path) -> bool:
@@ -60,7 +60,7 @@ def commit_stamp(root: Path) -> Stamp:
         stat = os.stat(root / COMMIT)
     except OSError:
         return None
-    return stat.st_ino, stat.st_mtime_ns, stat.st_size
+    return stat.st_ino, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_size  # ctime: also a copy that kept the mtime
 
 
 def read_commit(root: Path) -> tuple[CommitRecord, Stamp]:

@@ -18,8 +18,7 @@ names are taken as one only if their 128-bit BLAKE2b digests are equal (a chance
 from __future__ import annotations
 
 import hashlib
-import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ import numpy as np
 from vggsim.errors import StoreError
 from vggsim.store.checksum import require_intact
 from vggsim.store.format import CommitRecord, Shard, pyarrow, remedy, shard_name
+from vggsim.store.rows import ShardFile
 
 SCANNED = ("path_bytes", "status", "row")
 
@@ -120,38 +120,29 @@ def scan(root: Path, commit: CommitRecord) -> CurrentView:
     return CurrentView(tuple(views), next_id, with_vectors)
 
 
-def vector_blocks(view: CurrentView, mapped: Any, block_rows: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def vector_blocks(view: CurrentView, open_file: Callable[[int], ShardFile],
+                  block_rows: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(ids, float32 vectors) of the current view's vectors, at most ``block_rows`` at a time, each
-    id once, in row order. ``mapped(shard_id)`` checks a shard file and maps it; a block whose rows
-    lie close together is then read with one pread of their span (a memory map of a file cached in
-    large folios would map whole folios: a shard's worth of resident pages), others through the map."""
+    id once, in row order. ``open_file(shard_id)`` opens a shard's checked vectors file (see
+    :mod:`vggsim.store.rows`); a block whose rows lie close together is read with one pread of their
+    span, others one pread per row."""
     for part in view.shards:
         has = part.rows >= 0
         ids, rows = part.ids[has], part.rows[has].astype(np.int64)
+        if not len(ids):
+            continue
         order = np.argsort(rows, kind="stable")
         ids, rows = ids[order], rows[order]
-        for start in range(0, len(ids), block_rows):
-            picked = rows[start:start + block_rows]
-            window = mapped(part.shard.id)
-            span = int(picked[-1] - picked[0]) + 1
-            if span <= 2 * len(picked) and window.flags.c_contiguous:
-                vectors = _read_span(window, int(picked[0]), span)
-                vectors = vectors if span == len(picked) else vectors[picked - picked[0]]
-            else:
-                vectors = np.ascontiguousarray(window[picked], dtype=np.float32)
-            del window  # unmap now: the next window maps afresh
-            yield ids[start:start + block_rows], np.ascontiguousarray(vectors, dtype=np.float32)
-
-
-def _read_span(window: Any, first: int, count: int) -> np.ndarray:
-    """Rows first .. first+count-1 of a memory-mapped C-order .npy file, read with pread (nothing mapped)."""
-    out = np.empty((count, window.shape[1]), window.dtype)
-    width = window.shape[1] * window.dtype.itemsize
-    with open(window.filename, "rb") as fp:
-        got = os.preadv(fp.fileno(), [out.reshape(-1).view(np.uint8).data], window.offset + first * width)
-    if got != count * width:
-        raise StoreError(f"{window.filename}: shorter than its header says")
-    return out
+        with open_file(part.shard.id) as file:
+            for start in range(0, len(ids), block_rows):
+                picked = rows[start:start + block_rows]
+                span = int(picked[-1] - picked[0]) + 1
+                if span <= 2 * len(picked):
+                    vectors = file.span(int(picked[0]), span)
+                    vectors = vectors if span == len(picked) else np.ascontiguousarray(vectors[picked - picked[0]])
+                else:
+                    vectors = file.take(picked)
+                yield ids[start:start + block_rows], vectors
 
 
 def record_blocks(root: Path, view: CurrentView, columns: list[str]) -> Iterator[tuple[np.ndarray, Any]]:
@@ -162,7 +153,8 @@ def record_blocks(root: Path, view: CurrentView, columns: list[str]) -> Iterator
             yield part.ids, table.take(part.positions)
 
 
-def sample_rows(view: CurrentView, mapped: Any, count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def sample_rows(view: CurrentView, open_file: Callable[[int], ShardFile], count: int,
+                seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(ids, float32 vectors) of ``min(count, view.vectors)`` vectors drawn uniformly without
     replacement, read shard by shard in row order (one pass over only the rows drawn)."""
     rng = np.random.default_rng(seed)
@@ -176,9 +168,8 @@ def sample_rows(view: CurrentView, mapped: Any, count: int, seed: int = 0) -> tu
             continue
         ids, rows = part.ids[has][here], part.rows[has][here].astype(np.int64)
         order = np.argsort(rows)
-        window = mapped(part.shard.id)
-        vectors_out.append(np.ascontiguousarray(window[rows[order]], dtype=np.float32))
-        del window
+        with open_file(part.shard.id) as file:
+            vectors_out.append(file.take(rows[order]))
         ids_out.append(ids[order])
     if not ids_out:
         return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)

@@ -11,12 +11,11 @@ from typing import Any
 import numpy as np
 
 from vggsim.errors import StoreError
-from vggsim.store.format import (Block, CommitRecord, Record, StoreIdentity,
-                           check_shard_cheaply, pyarrow, remedy, shard_name)
-from vggsim.store.checksum import require_intact
+from vggsim.store.format import (Block, CommitRecord, Record, StoreIdentity, check_shard_cheaply, content_digest,
+                                 pyarrow)
 from vggsim.store.journal import meta_schema
+from vggsim.store.rows import ShardFile, ShardFiles
 from vggsim.store.scan import CurrentView, record_blocks, sample_rows, scan, vector_blocks
-from vggsim.store.npyio import load_npy
 from vggsim.store.layout import Stamp, commit_stamp, read_commit, read_identity, read_meta
 from vggsim.store.verify import VerifyReport, verify_shards
 
@@ -35,7 +34,9 @@ class Store:
         self._arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._view: CurrentView | None = None
         self._shards = {s.id: s for s in commit.shards}
-        self._intact: set[int] = set()  # shards whose vectors this snapshot has checked
+        #: what this snapshot holds (see :func:`vggsim.store.format.content_digest`): another store at
+        #: the same generation, in the same folder, has another digest
+        self.digest = content_digest(identity, commit)
 
     @classmethod
     def open(cls, root: str | os.PathLike[str]) -> Store:
@@ -48,6 +49,12 @@ class Store:
         for shard in commit.shards:
             check_shard_cheaply(path, shard, identity.dim)
         return cls(path, identity, commit, stamp)
+
+    @property
+    def snapshot_id(self) -> str:
+        """``g<generation>-<16 hex digits of the digest>``: names this snapshot by its content, not
+        only its generation (which another store in the same folder can share)."""
+        return f"g{self.generation}-{self.digest[:16]}"
 
     def require_compatible(self, identity: StoreIdentity) -> None:
         self.identity.require_compatible(identity, str(self.root))
@@ -110,28 +117,21 @@ class Store:
     def count_ok(self) -> int:
         return int(self._layout()[0].sum())
 
-    def _mapped(self, shard: int) -> Any:
-        """The shard's vectors memory-mapped; any .npy layout (order, byte order, width, version).
+    def vector_file(self, shard: int) -> ShardFile:
+        """The committed vectors file of ``shard``, open and checked against its sha256 in the commit
+        record (see :mod:`vggsim.store.rows`: read with pread, never memory-mapped); close it after use."""
+        return ShardFile(self.root, self._shards[shard], self.dim)
 
-        The first map of a shard checks its sha256 against the commit record (once per file
-        per process, see :mod:`vggsim.store.checksum`): a file damaged in place keeps its
-        size and header, and would otherwise give confident, wrong scores.
-        """
-        path = self.root / shard_name(shard, "vectors")
-        if shard not in self._intact:
-            require_intact(path, self._shards[shard].files[shard_name(shard, "vectors")], self.root)
-            with self._lock:
-                self._intact.add(shard)
-        try:
-            return load_npy(path, "r")
-        except Exception as exc:  # noqa: BLE001 - a damaged file can fail in the parser in any way
-            raise StoreError(f"{path}: cannot read committed vectors ({str(exc)[:100]}); {remedy(self.root)}") from None
+    def vector_files(self) -> ShardFiles:
+        """This snapshot's vectors files, each opened (and checked) on first use and kept open until
+        ``close()``, every read checked again (one fstat while unchanged): for many small reads."""
+        return ShardFiles(self.root, self._shards, self.dim)
 
     def blocks(self, block_rows: int = 16384) -> Iterator[Block]:
         """The current ok vectors in blocks of at most ``block_rows``, as C-order float32.
 
-        Each window of a shard is mapped, copied and unmapped on its own, so resident memory
-        stays at a block or two whatever the size of the store.
+        Each window of a shard is read with one pread of its span (never a memory map), so
+        resident memory stays at a block or two whatever the size of the store.
         """
         ok, shards, rows = self._layout()
         for shard in self.commit_record.shards:
@@ -140,14 +140,15 @@ class Store:
                 continue
             ids = ids[np.argsort(rows[ids], kind="stable")]
             shard_rows = rows[ids]
-            for start in range(0, shard.rows, block_rows):
-                lo, hi = np.searchsorted(shard_rows, [start, start + block_rows])
-                if lo == hi:
-                    continue
-                mapped = self._mapped(shard.id)
-                vectors = np.ascontiguousarray(mapped[shard_rows[lo:hi]], dtype=np.float32)
-                del mapped  # unmap now: the next window maps afresh
-                yield Block(ids[lo:hi], vectors)
+            with self.vector_file(shard.id) as file:
+                for start in range(0, shard.rows, block_rows):
+                    lo, hi = np.searchsorted(shard_rows, [start, start + block_rows])
+                    if lo == hi:
+                        continue
+                    first = int(shard_rows[lo])
+                    span = file.span(first, int(shard_rows[hi - 1]) - first + 1)
+                    picked = shard_rows[lo:hi] - first
+                    yield Block(ids[lo:hi], span if len(picked) == len(span) else np.ascontiguousarray(span[picked]))
 
     def current_view(self) -> CurrentView:
         """The current view's layout, read shard by shard without building :meth:`table` (about
@@ -163,13 +164,13 @@ class Store:
         the current view's tables: memory is :meth:`current_view` plus a block."""
         if block_rows < 1:
             raise ValueError(f"block_rows must be >= 1, got {block_rows}")
-        for ids, vectors in vector_blocks(self.current_view(), self._mapped, block_rows):
+        for ids, vectors in vector_blocks(self.current_view(), self.vector_file, block_rows):
             yield Block(ids, vectors)
 
     def sample_vectors(self, count: int, seed: int = 0) -> Block:
         """``count`` (at most all) current vectors drawn uniformly without replacement, reading only
         those rows (see :meth:`iter_vector_blocks`); ids ascend within each shard."""
-        ids, vectors = sample_rows(self.current_view(), self._mapped, count, seed)
+        ids, vectors = sample_rows(self.current_view(), self.vector_file, count, seed)
         return Block(ids, vectors.reshape(len(ids), self.dim))
 
     def iter_record_blocks(self, columns: Sequence[str]) -> Iterator[tuple[np.ndarray, Any]]:
@@ -189,9 +190,8 @@ class Store:
         out = np.empty((len(wanted), self.dim), np.float32)
         for shard in np.unique(shards[wanted]) if len(wanted) else []:
             where = np.flatnonzero(shards[wanted] == shard)
-            mapped = self._mapped(int(shard))
-            out[where] = mapped[rows[wanted[where]]]
-            del mapped
+            with self.vector_file(int(shard)) as file:
+                out[where] = file.take(rows[wanted[where]])
         return out
 
     def verify(self) -> VerifyReport:

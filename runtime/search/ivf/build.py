@@ -5,14 +5,27 @@ The store is read through its streaming API (:meth:`Store.iter_vector_blocks`,
 view's tables. Memory: the store's scan (about 9 bytes per record kept; 45-60 bytes per
 committed record while it sorts out the latest record of each name, freed before training), the training sample
 (<= 100,000 vectors, see params), one store block, and one part of at most ``PART_BYTES``
-of encoded vectors. Parts are written to the staging folder, then merged into one
-``lists.ivfdata`` file (faiss ``OnDiskInvertedLists``) through memory maps: the merged
-lists' pages (the index itself, n x (code size + 8) bytes) are the one part that grows with n.
-Disk: the parts and the merged lists (about twice the index size) until the parts are deleted.
+of encoded vectors. Parts are written to the staging folder, then merged list by list into
+one ``lists.ivfdata`` file in faiss's ``OnDiskInvertedLists`` layout (codes, then ids, per
+list). Disk: the parts and the merged lists (about twice the index size) until the parts are
+deleted.
+
+Every file is written with ordinary writes (faiss's own through a Python callback), never
+through a memory map, and hashed as it is written: a full disk is an OSError (ENOSPC) at
+whatever stage it happens, reported as one line, "disk full ...", where a write into a mapped,
+sparse file would kill the build with SIGBUS. The sha256 of each file goes into
+``index.json`` (see files.py).
+
+One build at a time per store: a build holds a lock on the ``STORE/index`` folder itself (flock,
+released by the kernel however the build ends, and no file left behind) and first removes what killed builds left (``.build-*``
+staging folders, ``.old-*`` folders of a replaced index); a build that fails removes its
+own staging folder.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
 import re
 import shutil
@@ -20,18 +33,21 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
 from vggsim.errors import StoreError, require
 from vggsim.similarity import l2_normalize
 from vggsim.store import Store
+from vggsim.store.format import atomic_write
 from vggsim.search.ivf.files import (
     CODES,
+    FILES,
     INDEX_DIR,
     INDEX_FORMAT,
     LISTS,
@@ -84,50 +100,91 @@ def training_sample(store: Store, size: int, seed: int = 0) -> np.ndarray:
     return l2_normalize(store.sample_vectors(size, seed).vectors, np.float32)
 
 
+def _failed(exc: OSError, where: Path) -> StoreError:
+    """One line for an OSError while building: "disk full ..." when it is that."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StoreError(f"disk full writing the index in {where}: nothing was replaced; free space and build "
+                          "it again")
+    return StoreError(f"{where}: writing the index failed ({exc.strerror or exc}); nothing was replaced")
+
+
+@contextmanager
+def build_lock(parent: Path) -> Iterator[None]:
+    """Lock ``parent`` (the folder) for one build; StoreError at once if another build holds it. Then
+    remove what killed builds left (nobody else can be writing there now)."""
+    try:
+        parent.mkdir(exist_ok=True)
+        fd = os.open(parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise _failed(exc, parent) from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StoreError(f"another `vggsim index build` is running on {parent.parent} (it holds a lock on "
+                             f"{parent}); wait for it to finish") from None
+        for leftover in parent.iterdir():
+            if leftover.is_dir() and leftover.name.startswith((".build-", ".old-")):
+                shutil.rmtree(leftover, ignore_errors=True)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def build_index(store: Store, params: IndexParams | None = None, *, part_rows: int | None = None,
                 progress: Callable[[str], None] | None = None) -> BuildSummary:
     """Build the IVF index of ``store``'s current vectors and put it in ``STORE/index/<key>/``."""
     faiss = _faiss()
     say = progress or (lambda _text: None)
     started = time.perf_counter()
-    n, dim = store.current_view().vectors, store.identity.dim
-    params = params or choose(n, dim)
-    say(f"training {params.factory} on {params.sample:,} of {n:,} vectors")
-    sample = training_sample(store, params.sample)
-    trained = faiss.index_factory(dim, params.factory, faiss.METRIC_INNER_PRODUCT)
-    with quiet_stdout(), captured_stderr() as said:
-        trained.train(sample)
-    _say_faiss_lines(said)
-    del sample
-    template = faiss.serialize_index(trained)
-    part_rows = part_rows or max(10_000, PART_BYTES // (params.code_size(dim) + 8))
     parent = store.root / INDEX_DIR
-    try:
-        parent.mkdir(exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".build-", dir=parent))
-    except OSError as exc:
-        raise StoreError(f"{parent}: cannot write the index there ({exc.strerror or exc})") from None
-    try:
-        parts = _add_parts(store, faiss, template, staging, part_rows, say)
-        say(f"merging {len(parts)} part(s) into {LISTS}")
-        added = _merge(faiss, template, parts, staging)
-        _write_mapping(store, staging)
-        files = (CODES, LISTS, LOCATIONS, PATHS)
-        size = sum((staging / name).stat().st_size for name in files)
-        write_info(staging, {
-            "format": INDEX_FORMAT, "generation": store.generation, "coverage": coverage(store),
-            "identity": store.identity.to_dict(), "vectors": added, "params": params.to_dict(),
-            "metric": "inner product on unit vectors", "ids": "Store.records() positions at this generation",
-            "files": {name: (staging / name).stat().st_size for name in files},
-            "built_seconds": round(time.perf_counter() - started, 2)})
-        folder = _publish(staging, parent, index_key(store))
-    except OSError as exc:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise StoreError(f"{staging}: writing the index failed ({exc.strerror or exc}); nothing was replaced") from None
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    with build_lock(parent):
+        n, dim = store.current_view().vectors, store.identity.dim
+        params = params or choose(n, dim)
+        say(f"training {params.factory} on {params.sample:,} of {n:,} vectors")
+        sample = training_sample(store, params.sample)
+        trained = faiss.index_factory(dim, params.factory, faiss.METRIC_INNER_PRODUCT)
+        with quiet_stdout(), captured_stderr() as said:
+            trained.train(sample)
+        _say_faiss_lines(said)
+        del sample
+        template = faiss.serialize_index(trained)
+        part_rows = part_rows or max(10_000, PART_BYTES // (params.code_size(dim) + 8))
+        try:
+            staging = Path(tempfile.mkdtemp(prefix=".build-", dir=parent))
+        except OSError as exc:
+            raise _failed(exc, parent) from None
+        try:
+            parts = _add_parts(store, faiss, template, staging, part_rows, say)
+            say(f"merging {len(parts)} part(s) into {LISTS}")
+            files: dict[str, dict[str, Any]] = {}
+            added = _merge(faiss, template, parts, staging, files)
+            _write_mapping(store, staging, files)
+            write_info(staging, {
+                "format": INDEX_FORMAT, "generation": store.generation, "coverage": coverage(store),
+                "snapshot": store.snapshot_id, "identity": store.identity.to_dict(), "vectors": added,
+                "params": params.to_dict(), "metric": "inner product on unit vectors",
+                "ids": "Store.records() positions at this generation", "files": files,
+                "built_seconds": round(time.perf_counter() - started, 2)})
+            folder = _publish(staging, parent, index_key(store))
+        except OSError as exc:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise _failed(exc, staging) from None
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    size = sum(int(files[name]["size"]) for name in FILES)
     return BuildSummary(folder, added, params, size, time.perf_counter() - started)
+
+
+def _write(path: Path, write: Callable[[IO[bytes]], object]) -> dict[str, Any]:
+    """Write ``path`` (atomic_write: ordinary writes, fsync; "disk full ..." as a StoreError); its size and sha256."""
+    return atomic_write(path, write)
+
+
+def _write_faiss(faiss: Any, index: Any, path: Path) -> dict[str, Any]:
+    """faiss.write_index through Python's own writes: an error keeps its errno (faiss's writer loses it)."""
+    return _write(path, lambda fp: faiss.write_index(index, faiss.PyCallbackIOWriter(fp.write)))
 
 
 def _add_parts(store: Store, faiss: Any, template: Any, staging: Path, part_rows: int,
@@ -150,47 +207,83 @@ def _add_parts(store: Store, faiss: Any, template: Any, staging: Path, part_rows
 
 def _write_part(faiss: Any, part: Any, staging: Path, number: int) -> Path:
     path = staging / f"part-{number:04d}.faiss"
-    faiss.write_index(part, str(path))
+    _write_faiss(faiss, part, path)
     return path
 
 
-def _merge(faiss: Any, template: Any, parts: list[Path], staging: Path) -> int:
-    """Merge the parts' lists into one on-disk lists file; write the index that points at it."""
+def _merge(faiss: Any, template: Any, parts: list[Path], staging: Path, files: dict[str, dict[str, Any]]) -> int:
+    """Merge the parts' lists into one on-disk lists file, list by list, with ordinary writes (faiss's
+    own merge writes through a memory map of a sparse file: SIGBUS when the disk fills); then write
+    the index that points at it. Records both files' size and sha256 in ``files``."""
     index = faiss.deserialize_index(template)
     ivf = faiss.extract_index_ivf(index)
+    code_size, nlist = int(ivf.code_size), int(ivf.nlist)
     with quiet_stdout():
         mapped = [faiss.read_index(str(p), faiss.IO_FLAG_MMAP) for p in parts]
-        lists = faiss.InvertedListsPtrVector()
-        for part in mapped:
-            lists.push_back(faiss.extract_index_ivf(part).invlists)
-        ondisk = faiss.OnDiskInvertedLists(ivf.nlist, ivf.code_size, str(staging / LISTS))
-        added = int(ondisk.merge_from_multiple(lists.data(), lists.size(), False, False))
-        ivf.ntotal = index.ntotal = added
-        ivf.replace_invlists(ondisk, True)
-        ondisk.this.disown()  # the index owns it now
-        faiss.write_index(index, str(staging / CODES))
-    del mapped, lists, index
+    inverted = [faiss.extract_index_ivf(part).invlists for part in mapped]
+    ondisk = faiss.OnDiskInvertedLists(nlist, code_size, str(staging / LISTS))
+    ondisk.lists.clear()
+    layout: list[tuple[int, int]] = []  # per list: (size, offset)
+
+    def write_lists(fp: IO[bytes]) -> None:
+        offset = 0
+        for number in range(nlist):
+            sizes = [int(il.list_size(number)) for il in inverted]
+            codes = [faiss.rev_swig_ptr(il.get_codes(number), size * code_size) for il, size in zip(inverted, sizes) if size]
+            ids = [faiss.rev_swig_ptr(il.get_ids(number), size) for il, size in zip(inverted, sizes) if size]
+            for chunk in codes:
+                fp.write(np.ascontiguousarray(chunk, np.uint8).data)
+            for chunk in ids:
+                fp.write(np.ascontiguousarray(chunk, np.int64).data)
+            layout.append((sum(sizes), offset))
+            offset += sum(sizes) * (code_size + 8)
+
+    files[LISTS] = _write(staging / LISTS, write_lists)
+    for size, offset in layout:  # OnDiskInvertedLists' own bookkeeping: each list full (capacity == size)
+        entry = faiss.OnDiskOneList()
+        entry.size, entry.capacity, entry.offset = size, size, offset
+        ondisk.lists.push_back(entry)
+    ondisk.totsize = int(files[LISTS]["size"])
+    added = sum(size for size, _ in layout)
+    ivf.replace_invlists(ondisk, True)
+    ondisk.this.disown()  # the index owns it now
+    ivf.ntotal = index.ntotal = added
+    files[CODES] = _write_faiss(faiss, index, staging / CODES)
+    del index  # the parts' maps go with `mapped` when this returns
     for part_path in parts:
         part_path.unlink()
     return added
 
 
-def _write_mapping(store: Store, staging: Path) -> None:
-    """The ids mapping searches use instead of the store's tables (see files.py)."""
+def _write_mapping(store: Store, staging: Path, files: dict[str, dict[str, Any]]) -> None:
+    """The ids mapping searches use instead of the store's tables (see files.py); sizes and sha256 into ``files``."""
     from vggsim.store.format import pyarrow
 
     pa = pyarrow()
     view = store.current_view()
-    locations = np.lib.format.open_memmap(staging / LOCATIONS, "w+", np.int64, (view.records,))
-    for part in view.shards:  # written through a memory map, flushed shard by shard
-        where = part.rows.astype(np.int64)
-        locations[part.first_id:part.first_id + len(where)] = np.where(where >= 0, (part.shard.id << 32) | where, -1)
-        locations.flush()
-    del locations
+
+    def write_locations(fp: IO[bytes]) -> None:
+        np.lib.format.write_array_header_1_0(fp, {"descr": np.lib.format.dtype_to_descr(np.dtype("<i8")),
+                                                  "fortran_order": False, "shape": (view.records,)})
+        written = 0
+        for part in view.shards:  # ids are consecutive, shard after shard
+            if part.first_id != written:
+                raise StoreError(f"{store.root}: the current view's ids are not consecutive at shard {part.shard.id}")
+            where = part.rows.astype(np.int64)
+            fp.write(np.where(where >= 0, (part.shard.id << 32) | where, -1).astype("<i8").data)
+            written += len(where)
+        if written != view.records:
+            raise StoreError(f"{store.root}: the current view holds {view.records} records, {written} were listed")
+
+    files[LOCATIONS] = _write(staging / LOCATIONS, write_locations)
     schema = pa.schema([("path_bytes", pa.binary())])
-    with pa.OSFile(str(staging / PATHS), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
-        for _ids, names in store.iter_record_blocks(["path_bytes"]):
-            writer.write_table(names, max_chunksize=65536)
+
+    def write_paths(fp: IO[bytes]) -> None:
+        with pa.ipc.new_file(pa.PythonFile(fp, mode="w"), schema) as writer:
+            for _ids, names in store.iter_record_blocks(["path_bytes"]):
+                writer.write_table(names, max_chunksize=65536)
+
+    files[PATHS] = _write(staging / PATHS, write_paths)
 
 
 def _publish(staging: Path, parent: Path, key: str) -> Path:
@@ -200,6 +293,6 @@ def _publish(staging: Path, parent: Path, key: str) -> Path:
         os.rename(target, tempfile.mkdtemp(prefix=".old-", dir=parent) + "/old")
     os.rename(staging, target)
     for other in parent.iterdir():
-        if other != target and (other.name.startswith(".old-") or not other.name.startswith(".")):
+        if other != target and other.is_dir() and (other.name.startswith(".old-") or not other.name.startswith(".")):
             shutil.rmtree(other, ignore_errors=True)
     return target
