@@ -2,7 +2,8 @@
 
 Guards, in order: the input exists and is a non-empty regular file; the format is on an
 allowlist (PostScript/EPS and PDF are never handed to Pillow, so Ghostscript never runs);
-the declared size is within ``max_pixels`` before any pixel is decoded; Pillow's own
+the declared size, and that of any image a container embeds (vggsim.images.embedded), is
+within ``max_pixels`` before any pixel is decoded; Pillow's own
 truncated-file check stays on. Every Pillow failure becomes an :class:`ImageError`.
 """
 
@@ -20,6 +21,7 @@ from collections.abc import Callable
 from PIL import Image, UnidentifiedImageError
 
 from vggsim.errors import ImageError
+from vggsim.images.embedded import Payload, embedded_payload
 
 ImageSource = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, BinaryIO, Image.Image]
 
@@ -34,11 +36,14 @@ _registered: tuple[str, ...] | None = None
 
 
 def _allowed_registered() -> tuple[str, ...]:
-    """The allowlist less the names this Pillow build does not register (MPO lives in JPEG now)."""
+    """The allowlist less the names this Pillow build does not register (MPO lives in JPEG now),
+    in Pillow's own order: ``Image.open`` tries formats in the order given, and some accept
+    almost any bytes (TGA takes an ICO's header for its own), so any other order opens some
+    files as a different format than ``Image.open(path)`` does."""
     global _registered
     if _registered is None:
         Image.init()
-        _registered = tuple(f for f in ALLOWED_FORMATS if f in Image.OPEN)
+        _registered = tuple(f for f in Image.ID if f in ALLOWED_FORMATS and f in Image.OPEN)
     return _registered
 
 #: Default pixel limit (width x height), the same as Pillow's own warning threshold
@@ -107,11 +112,12 @@ def probe(path: Path, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageH
     """Read only the header of the image file ``path``, through the same guards as a decode.
 
     Lets a caller size the memory a decode will take before it starts (see vggsim.images.budget).
+    No pixel is decoded: for a container that embeds another image the header gives the size
+    of what it embeds where that is larger (the size the decode will work at).
     """
     try:
         with path.open("rb") as fp:
-            image = _open(fp, name, max_pixels)
-            return ImageHeader(image.size[0], image.size[1], image.mode, image.format or "")
+            return _probe(fp, name, max_pixels)
     except PermissionError:
         raise ImageError(name, "unreadable", "permission denied") from None
     except OSError as exc:
@@ -120,8 +126,19 @@ def probe(path: Path, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageH
 
 def probe_bytes(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageHeader:
     """:func:`probe` for an image held in memory (an upload): its header, through the same guards."""
-    image = _open(io.BytesIO(data), name, max_pixels)
-    return ImageHeader(image.size[0], image.size[1], image.mode, image.format or "")
+    return _probe(io.BytesIO(data), name, max_pixels)
+
+
+def _probe(fp: BinaryIO, name: str, max_pixels: int) -> ImageHeader:
+    payload = _guard(fp, name, max_pixels)
+    if payload is not None and payload.container == "ICO":
+        # Pillow decodes an ICO's payload inside Image.open: the payload's header is the header.
+        return ImageHeader(payload.width, payload.height, payload.mode, "ICO")
+    image = _pillow_open(fp, name, max_pixels)
+    width, height = image.size
+    if payload is not None and payload.pixels > width * height:
+        width, height = payload.width, payload.height
+    return ImageHeader(width, height, image.mode, image.format or "")
 
 
 def _read_head(fp: BinaryIO) -> bytes:
@@ -204,6 +221,12 @@ def _check_pixels(image: Image.Image, name: str, max_pixels: int) -> None:
 
 def _open(fp: BinaryIO, name: str, max_pixels: int) -> Image.Image:
     """Open (header only) through the guards: refused signatures, allowlist, pixel limit."""
+    _guard(fp, name, max_pixels)
+    return _pillow_open(fp, name, max_pixels)
+
+
+def _guard(fp: BinaryIO, name: str, max_pixels: int) -> Payload | None:
+    """The checks before Pillow sees the input; returns the image a container embeds, if any."""
     try:
         head = _read_head(fp)
     except (OSError, ValueError) as exc:
@@ -215,6 +238,18 @@ def _open(fp: BinaryIO, name: str, max_pixels: int) -> Image.Image:
         raise ImageError(
             name, "format_refused", f"{refused} files are refused (they need Ghostscript to decode)"
         )
+    payload = embedded_payload(fp, head)
+    if payload is not None and payload.pixels > max_pixels:
+        raise ImageError(
+            name, "too_large",
+            f"the {payload.container} file holds a {payload.encoding} image of {payload.width}x"
+            f"{payload.height} = {payload.pixels:,} pixels, over the limit of {max_pixels:,} "
+            "(decompression-bomb guard; raise max_pixels to allow it)",
+        )
+    return payload
+
+
+def _pillow_open(fp: BinaryIO, name: str, max_pixels: int) -> Image.Image:
     failure: tuple[str, str] | None = None
     try:
         with warnings.catch_warnings():
