@@ -44,6 +44,16 @@ def image_bytes(seed: int, fmt: str = "PNG", size: tuple[int, int] = (96, 72)) -
     return buffer.getvalue()
 
 
+def error_of(response: httpx.Response, status: int) -> dict[str, Any]:
+    """The one error shape, with no traceback anywhere."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "kind", "message"}
+    assert body["error"]["code"] == status
+    assert "Traceback" not in response.text
+    return dict(body["error"])
+
+
 class Server:
     """`python -m vggsim serve ...` in a child process, ready when /health/ready says so."""
 

@@ -163,3 +163,17 @@ def test_a_function_level_import_counts(tmp_path: Path) -> None:
                       "def f():\n    from vggsim.serve import app\n")
     known = {"vggsim.cli": source, "vggsim.serve": source, "vggsim.serve.app": source}
     assert imports_of("vggsim.store.m", source, known) == {"vggsim.serve.app"}
+
+
+def test_test_files_share_helpers_through_support_only() -> None:
+    # a test module importing another runs that module's fixtures and imports twice over; the shared
+    # helpers live in tests/support.py, and benchmarks never share a module name with tests
+    offenders = []
+    for path in sorted((ROOT / "tests").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+            offenders += [f"{path.name} imports {n}" for n in names if n.split(".")[0].startswith(("test_", "conftest"))]
+    assert offenders == []
+    benchmark_names = {p.name for p in (ROOT / "benchmarks").rglob("*.py")}
+    assert benchmark_names & {p.name for p in (ROOT / "tests").glob("*.py")} <= {"conftest.py"}

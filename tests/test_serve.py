@@ -25,7 +25,7 @@ for _module in ("fastapi", "uvicorn", "multipart", "prometheus_client", "httpx",
 import httpx  # noqa: E402
 
 from vggsim import Embedder  # noqa: E402
-from support import Server, TOKEN, image_bytes, run_cli  # noqa: E402
+from support import Server, TOKEN, error_of, image_bytes, run_cli  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -62,15 +62,6 @@ def strict(model_dir: Path) -> Iterator[Server]:
     yield s
     s.stop()
 
-
-def error_of(response: httpx.Response, status: int) -> dict[str, Any]:
-    """The one error shape, with no traceback anywhere."""
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error"} and set(body["error"]) == {"code", "kind", "message"}
-    assert body["error"]["code"] == status
-    assert "Traceback" not in response.text
-    return dict(body["error"])
 
 
 def test_health_info_and_openapi(server: Server, model_dir: Path) -> None:

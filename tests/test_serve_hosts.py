@@ -14,8 +14,7 @@ for _module in ("fastapi", "uvicorn", "multipart", "prometheus_client", "httpx")
     pytest.importorskip(_module, reason=f"vggsim serve tests need the serve extra and httpx ({_module} missing)")
 
 import httpx  # noqa: E402
-from support import Server, image_bytes  # noqa: E402
-from test_serve import error_of  # noqa: E402
+from support import Server, error_of, image_bytes  # noqa: E402
 
 from vggsim.serve.hosts import own_hosts  # noqa: E402
 

@@ -21,6 +21,7 @@ from vggsim.serve.docs import add_docs
 from vggsim.serve.hosts import HostOriginMiddleware, own_hosts
 from vggsim.serve.metrics import route_label
 from vggsim.serve.problems import AsciiJSONResponse, error_response, install_handlers
+from vggsim.serve.oip.routes import add_oip_routes
 from vggsim.serve.routes import add_routes
 from vggsim.serve.state import ServiceState
 
@@ -92,6 +93,7 @@ def create_app(config: ServeConfig, embedder: Embedder | None = None) -> FastAPI
     app.state.vggsim = state
     install_handlers(app)
     add_routes(app)
+    add_oip_routes(app)
     add_docs(app)
     _add_page(app, state)
     app.add_middleware(BodyBudgetMiddleware, budget=BodyBudget(max(config.body_budget_bytes, config.max_body_bytes + 1)),
@@ -145,8 +147,8 @@ class _RequestMetrics:
             log.exception("internal error on %s %s: %s: %s", scope.get("method", ""), route_label(scope),
                           type(exc).__name__, exc)
             if not status["sent"]:
-                await error_response(500, "internal", f"internal error ({type(exc).__name__}); see the service log")(
-                    scope, receive, send)
+                await error_response(500, "internal", f"internal error ({type(exc).__name__}); see the service log",
+                                     path=scope.get("path", ""))(scope, receive, send)
         finally:
             state: ServiceState = scope["app"].state.vggsim if "app" in scope else None  # type: ignore[assignment]
             if state is not None:

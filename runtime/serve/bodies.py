@@ -71,7 +71,8 @@ class BodyBudgetMiddleware:
             if self.refused is not None:
                 self.refused()
             error = _busy(self.budget)
-            await error_response(error.status, error.kind, error.message, error.headers)(scope, receive, send)
+            await error_response(error.status, error.kind, error.message, error.headers, scope.get("path", ""))(
+                scope, receive, send)
             return
         received, complete = 0, False
         ends = asyncio.get_running_loop().time() + self.timeout_s

@@ -1,6 +1,7 @@
 """Embedding a request's uploads: admission, the deadline, decoding in the pool, batching, and a client that left.
 
-Every route that embeds images comes here (:func:`embed_uploads`).
+Every route that embeds images comes here (:func:`embed_uploads`; :func:`embed_pixels` for pixels
+sent already decoded).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import asyncio
 import contextlib
 import sys
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import numpy as np
@@ -30,23 +31,34 @@ async def embed_uploads(state: ServiceState, uploads: list[Upload], request: Req
     ``vggsim_images_dropped``), and the request ends as a 499."""
     if not uploads:
         raise ApiError(400, "no_image", "the request holds no image")
-    state.admit(len(uploads))
+    return await _admitted(state, len(uploads), request, lambda: _decode_and_embed(state, uploads))
+
+
+async def embed_pixels(state: ServiceState, pixels: np.ndarray, request: Request | None = None) -> np.ndarray:
+    """Embeddings of decoded pixels ``[n, height, width, 3]`` (the Open Inference Protocol's FP32
+    input): the same admission, batching, deadline and disconnect handling as images, no decode."""
+    return await _admitted(state, len(pixels), request, lambda: state.embed_arrays(list(pixels)))
+
+
+async def _admitted(state: ServiceState, count: int, request: Request | None,
+                    work: Callable[[], Coroutine[Any, Any, np.ndarray]]) -> np.ndarray:
+    state.admit(count)
     try:
         if request is None:
-            return await _within_deadline(state, uploads)
-        return await _unless_gone(request, _within_deadline(state, uploads))
+            return await _within_deadline(state, work)
+        return await _unless_gone(request, _within_deadline(state, work))
     except ShuttingDown:
         raise ApiError(503, "shutting_down", "the service is shutting down", {"Retry-After": "1"}) from None
     finally:
-        state.release(len(uploads))
+        state.release(count)
 
 
-async def _within_deadline(state: ServiceState, uploads: list[Upload]) -> np.ndarray:
+async def _within_deadline(state: ServiceState, work: Callable[[], Coroutine[Any, Any, np.ndarray]]) -> np.ndarray:
     try:
         if sys.version_info >= (3, 11):  # a timeout scope: wait_for would wrap the work in one more task
             async with asyncio.timeout(state.config.deadline_s):
-                return await _decode_and_embed(state, uploads)
-        return await asyncio.wait_for(_decode_and_embed(state, uploads), state.config.deadline_s)
+                return await work()
+        return await asyncio.wait_for(work(), state.config.deadline_s)
     except asyncio.TimeoutError:
         state.metrics.rejected.labels("deadline").inc()
         raise ApiError(503, "deadline", f"the request took longer than the {state.config.deadline_s:g} s deadline",

@@ -67,12 +67,12 @@ class HostOriginMiddleware:
         host = _header(scope, b"host") or ""
         if self.check_host and not _host_allowed(host, self.hosts):
             await error_response(403, "bad_host", f"Host header {host!r} is not one of this service's names; "
-                                 "add it with --allowed-hosts (or set a token)")(scope, receive, send)
+                                 "add it with --allowed-hosts (or set a token)", path=scope.get("path", ""))(scope, receive, send)
             return
         origin = _header(scope, b"origin")
         if origin is not None and not self._origin_allowed(origin, host):
             await error_response(403, "bad_origin", f"cross-origin request from {origin!r} refused; "
-                                 "allow it with --cors-origins")(scope, receive, send)
+                                 "allow it with --cors-origins", path=scope.get("path", ""))(scope, receive, send)
             return
         await self.app(scope, receive, send)
 

@@ -1,4 +1,5 @@
-"""One JSON error shape for every failure: ``{"error": {"code", "kind", "message"}}``.
+"""One JSON error shape for every failure: ``{"error": {"code", "kind", "message"}}``
+(``{"error": "message"}`` under /v2, the Open Inference Protocol's shape).
 
 ``code`` is the HTTP status, ``kind`` a short machine-readable cause (an ImageError's kind
 for a bad image), ``message`` one line for a person. Every exception ends here, so no
@@ -36,8 +37,16 @@ class ApiError(Exception):
         self.status, self.kind, self.message, self.headers = status, kind, message, headers or {}
 
 
-def error_response(status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> Response:
+#: routes of the Open Inference Protocol (vggsim.serve.oip), whose errors are ``{"error": "message"}``
+OIP_PREFIX = "/v2"
+
+
+def error_response(status: int, kind: str, message: str, headers: dict[str, str] | None = None,
+                   path: str = "") -> Response:
+    """The error answer; under ``/v2`` in the Open Inference Protocol's shape, which its clients read."""
     message = one_line(message)
+    if path == OIP_PREFIX or path.startswith(OIP_PREFIX + "/"):
+        return AsciiJSONResponse({"error": message}, status_code=status, headers=headers)
     return AsciiJSONResponse({"error": {"code": status, "kind": kind, "message": message}}, status_code=status,
                              headers=headers)
 
@@ -51,31 +60,33 @@ def install_handlers(app: FastAPI) -> None:
 
     async def api_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApiError)
-        return error_response(exc.status, exc.kind, exc.message, exc.headers)
+        return error_response(exc.status, exc.kind, exc.message, exc.headers, request.url.path)
 
     async def image_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ImageError)
-        return error_response(422, exc.kind, f"{exc.source}: {exc.reason}")
+        return error_response(422, exc.kind, f"{exc.source}: {exc.reason}", path=request.url.path)
 
     async def vggsim_error(request: Request, exc: Exception) -> Response:
         kind = "store" if isinstance(exc, StoreError) else "bad_request"
         status = 409 if isinstance(exc, StoreError) else 400
-        return error_response(status, kind, str(exc).splitlines()[0] if str(exc) else kind)
+        return error_response(status, kind, str(exc).splitlines()[0] if str(exc) else kind, path=request.url.path)
 
     async def validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()))
-        return error_response(422, "invalid_request", f"{where}: {first.get('msg', 'invalid request')}")
+        return error_response(422, "invalid_request", f"{where}: {first.get('msg', 'invalid request')}",
+                              path=request.url.path)
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
         kind = _HTTP_KINDS.get(exc.status_code, "http_error")
-        return error_response(exc.status_code, kind, str(exc.detail), dict(exc.headers or {}))
+        return error_response(exc.status_code, kind, str(exc.detail), dict(exc.headers or {}), request.url.path)
 
     async def anything(request: Request, exc: Exception) -> Response:
         log.error("internal error on %s: %s: %s", request.url.path, type(exc).__name__, exc)
-        return error_response(500, "internal", f"internal error ({type(exc).__name__}); see the service log")
+        return error_response(500, "internal", f"internal error ({type(exc).__name__}); see the service log",
+                              path=request.url.path)
 
     app.add_exception_handler(ApiError, api_error)
     app.add_exception_handler(ImageError, image_error)
