@@ -125,3 +125,19 @@ def test_wheel_build_prints_no_package_would_be_ignored_warning_and_ships_the_da
     names = zipfile.ZipFile(next((tmp_path / "dist").glob("vggsim-*.whl"))).namelist()
     assert "vggsim/serve/static/index.html" in names
     assert "vggsim/tools/bench_matmul.onnx" in names
+
+
+def test_every_package_folder_is_listed_for_the_wheel() -> None:
+    # pyproject lists the packages by name: a new subpackage left out installs from a checkout
+    # (editable) but is missing from the wheel, where only the release stage would notice
+    import tomllib
+
+    if not (ROOT / "pyproject.toml").is_file():
+        pytest.skip("runs from a checkout")
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {"vggsim." + ".".join(p.parent.relative_to(ROOT / "runtime").parts) if p.parent != ROOT / "runtime"
+             else "vggsim" for p in (ROOT / "runtime").rglob("__init__.py")}
+    found |= {"vggsim.export" + "".join("." + part for part in p.parent.relative_to(ROOT / "export").parts)
+              for p in (ROOT / "export").rglob("__init__.py")}
+    found = {name for name in found if "__pycache__" not in name}
+    assert found - listed == set(), "add these to [tool.setuptools] packages in pyproject.toml"
