@@ -61,13 +61,12 @@ def fetch_imagenet_weights(keras: Any) -> Path:
         path = keras.utils.get_file(NOTOP_FILE, origin, cache_subdir="models", file_hash=NOTOP_MD5)
     except Exception as exc:  # Keras raises a bare Exception for URL failures
         keras_home = os.environ.get("KERAS_HOME", os.path.join("~", ".keras"))
+        # one line (the CLI prints errors on one line, with any newline escaped)
         raise WeightsError(
-            f"Could not download the ImageNet weights ({type(exc).__name__}: {exc}).\n"
-            f"Keras wanted the file {NOTOP_FILE} (md5 {NOTOP_MD5}) from {origin}, to cache it "
-            f"in {os.path.join(keras_home, 'models')}. On a machine without that access, copy "
-            f"the file there, or pass it directly:\n"
-            f"    vggsim export --weights /path/to/{NOTOP_FILE}\n"
-            f"For an offline smoke test with meaningless scores, use --weights random --seed 0."
+            f"could not download the ImageNet weights ({type(exc).__name__}: {exc}); Keras wanted {NOTOP_FILE} "
+            f"(md5 {NOTOP_MD5}) from {origin}, cached in {os.path.join(keras_home, 'models')}: copy the file "
+            f"there, or pass it with `vggsim export --weights /path/to/{NOTOP_FILE}`; for an offline smoke test "
+            "(meaningless scores) use `--weights random --seed 0`"
         ) from None
     return Path(path)
 

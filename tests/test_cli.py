@@ -285,9 +285,14 @@ def test_a_rerun_that_still_has_failing_files_says_how_many_and_exits_1(model_di
     base = ["embed", str(folder), "--store", str(tmp_path / "s"), "--model", str(model_dir)]
     first = vggsim(*base, "--quiet")
     assert first.returncode == 1
+    assert "failed: " in first.stderr and "bad.jpg: not an image" in first.stderr  # --quiet says why it exits 1
+    assert "embedded" not in first.stderr  # ... and nothing else
     rerun = vggsim(*base)
     assert rerun.returncode == 1 and no_traceback(rerun), rerun.stderr
-    assert "1 unchanged file(s) still fail" in rerun.stderr or "1 failed" in rerun.stderr
+    # the counts agree with the bar's failed=1: the file still fails, though not retried
+    assert "0 failed, 1 still failing" in rerun.stderr and "1 unchanged file(s) still fail" in rerun.stderr
+    quiet = vggsim(*base, "--quiet")
+    assert quiet.returncode == 1 and "1 unchanged file(s) still fail" in quiet.stderr
     summary = json.loads(vggsim(*base, "--json").stdout)
     assert summary["exit_code"] == 1 and summary["still_failing"] + summary["failed"] == 1
 

@@ -117,3 +117,22 @@ def test_require_names_a_broken_dependency_instead_of_calling_the_extra_missing(
     assert "vggsim_fake_missing_dependency" in message and "not installed)" not in message
     with pytest.raises(errors.MissingExtraError, match=r"vggsim_fake_absent is not installed"):
         errors.require("vggsim_fake_absent", "serve", "vggsim serve")
+
+
+def test_the_offline_imagenet_export_error_is_one_readable_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the CLI escapes newlines in an error (one line per error): a message written as a paragraph
+    # showed as one line full of literal "\n"
+    from vggsim.export import keras_model
+    from vggsim.export.errors import WeightsError
+
+    class OfflineKeras:
+        class utils:
+            @staticmethod
+            def get_file(*args: object, **kw: object) -> str:
+                raise Exception("URL fetch failure: [Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(keras_model, "_notop_origin", lambda: "https://example.invalid/notop.h5")
+    with pytest.raises(WeightsError) as caught:
+        keras_model.fetch_imagenet_weights(OfflineKeras())
+    message = str(caught.value)
+    assert "\n" not in message and keras_model.NOTOP_FILE in message and "--weights random" in message

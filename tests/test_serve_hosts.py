@@ -16,7 +16,7 @@ for _module in ("fastapi", "uvicorn", "multipart", "prometheus_client", "httpx")
 import httpx  # noqa: E402
 from support import Server, error_of, image_bytes  # noqa: E402
 
-from vggsim.serve.hosts import own_hosts  # noqa: E402
+from vggsim.serve.hosts import host_allowed, own_hosts  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -37,9 +37,11 @@ def test_a_foreign_host_header_is_refused_without_a_token(server: Server) -> Non
     assert error_of(_embed(server, host=f"rebind.attacker.test:{port}"), 403)["kind"] == "bad_host"
     assert error_of(httpx.get(server.url + "/v1/info", headers={"host": "rebind.attacker.test"}), 403)
     assert error_of(httpx.get(server.url + "/v1/info", headers={"host": f"other.test:{port}"}), 403)  # wrong port
-    assert error_of(httpx.get(server.url + "/v1/info", headers={"host": f"localhost:{port + 1}"}), 403)
+    # loopback names on any port: a port mapping, a proxy or an app mounted in another server (create_app
+    # served on a port of its own) connects on a port other than the configured one; the name is what
+    # rebinding forges, and it is refused above
     for host in ("127.0.0.1", f"127.0.0.1:{port}", f"localhost:{port}", f"LOCALHOST:{port}", f"[::1]:{port}",
-                 f"photos.test:{port}", "photos.test:443", "other.test:9"):
+                 f"localhost:{port + 1}", "127.0.0.1:8011", f"photos.test:{port}", "photos.test:443", "other.test:9"):
         assert httpx.get(server.url + "/v1/info", headers={"host": host}).status_code == 200, host
     assert _embed(server).status_code == 200
 
@@ -59,7 +61,11 @@ def test_a_cross_origin_request_is_refused_unless_allowed(server: Server) -> Non
     assert preflight.headers["access-control-allow-origin"] == "http://app.test"
 
 
-def test_own_hosts_names_the_bound_address_and_loopback_with_the_port() -> None:
-    assert own_hosts("0.0.0.0", 8000) == {"127.0.0.1:8000", "localhost:8000", "[::1]:8000",
-                                          "127.0.0.1", "localhost", "[::1]"}
-    assert "[fe80::1]:81" in own_hosts("fe80::1", 81)
+def test_own_hosts_names_the_bound_address_and_loopback_on_any_port() -> None:
+    assert own_hosts("0.0.0.0", 8000) == {"127.0.0.1:*", "localhost:*", "[::1]:*", "127.0.0.1", "localhost", "[::1]"}
+    assert "[fe80::1]:*" in own_hosts("fe80::1", 81)
+    # create_app(ServeConfig()) says port 8000, but the app runs wherever its server binds it
+    mounted = own_hosts("127.0.0.1", 8000)
+    assert host_allowed("127.0.0.1:8011", mounted) and host_allowed("localhost:8011", mounted)
+    assert not host_allowed("rebind.attacker.test:8000", mounted)
+    assert not host_allowed("127.0.0.1.attacker.test:8000", mounted)

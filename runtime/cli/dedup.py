@@ -83,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
     log(f"{len(groups)} groups, {len(rows)} images at threshold {choice.threshold} ({choice.source})")
     if chained:
         images = f"{chained} image{'' if chained == 1 else 's'}"
-        log(f"note: {images} scored below the threshold against their group's first member; {LINKAGE_NOTE}")
+        log(f"note: {images} scored below the threshold against the first member of {'its' if chained == 1 else 'their'} "
+            f"group; {LINKAGE_NOTE}")
     if choice.random_weights:
         log(f"warning: {RANDOM_WEIGHTS_NOTE}")
     elif choice.random_weights is None:

@@ -62,7 +62,7 @@ def register(sub: Any) -> None:
                    "or write --ray=ADDRESS (default: off, embed in this process)")
     p.add_argument("--ray-actors", type=int_range(1, 4096), default=None, metavar="N",
                    help="with --ray: inference actors, one Embedder each (default: one per GPU, else 1)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no summary: only the failures")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout (the progress bar "
                    "stays on stderr; --quiet drops it)")
     add_model_args(p)
@@ -73,10 +73,12 @@ class ProgressBar:
     """A tqdm bar driven by the library's progress callback: total and ETA from the start."""
 
     def __init__(self) -> None:
-        tqdm = require("tqdm", "store", "The progress bar")
-        self._bar: Any = tqdm.tqdm(unit="img", desc="embedding", file=sys.stderr, dynamic_ncols=True)  # type: ignore[attr-defined]
+        self._tqdm = require("tqdm", "store", "The progress bar")  # a missing extra: said before any work
+        self._bar: Any = None
 
     def __call__(self, progress: Any) -> None:
+        if self._bar is None:  # drawn at the first progress, after the model's load and its warnings
+            self._bar = self._tqdm.tqdm(unit="img", desc="embedding", file=sys.stderr, dynamic_ncols=True)  # type: ignore[attr-defined]
         bar = self._bar
         if bar.total != progress.total:
             # Unchanged files are done before the run starts: count them as the bar's initial
@@ -90,7 +92,8 @@ class ProgressBar:
         bar.update(progress.done - bar.n)
 
     def close(self) -> None:
-        self._bar.close()
+        if self._bar is not None:
+            self._bar.close()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -151,23 +154,26 @@ def _finish(args: argparse.Namespace, summary: Any) -> int:
         if data.get("random_weights"):
             data["note"] = RANDOM_WEIGHTS_NOTE
         print_json(data)
-    elif not args.quiet:
-        for line in summary_lines(data):
+    else:  # --quiet keeps what made the exit status 1: a silent exit 1 leaves nothing to act on
+        for line in summary_lines(data, failures_only=args.quiet):
             log(line)
     return int(summary.exit_code)
 
 
-def summary_lines(data: dict[str, Any]) -> list[str]:
+def summary_lines(data: dict[str, Any], failures_only: bool = False) -> list[str]:
     """The summary in words: counts, then each failure of this run, then what still fails."""
     lines = [f"{data['store']}: {note}" for note in data.get("notes") or []]  # what recovery of a killed run did
+    still = int(data.get("still_failing") or 0)
     lines += [f"{data['seen']} files: {data['embedded']} embedded, {data['unchanged']} unchanged, "
-             f"{data['failed']} failed, {data['pruned']} pruned in {data['seconds']} s"]
+              f"{data['failed']} failed{f', {still} still failing' if still else ''}, {data['pruned']} pruned "
+              f"in {data['seconds']} s"]
+    if failures_only:
+        lines = []
     for failure in data.get("failures") or []:
         lines.append(f"  failed: {display_path(short_name(failure['path']))}: {display_path(failure['reason'])}")
-    still = int(data.get("still_failing") or 0)
     if still:
         lines.append(f"{still} unchanged file(s) still fail from earlier runs (not retried: the cause is in the "
                      "file); fix them or pass --retry-errors; exit 1")
-    if data.get("random_weights"):
+    if data.get("random_weights") and not failures_only:
         lines.append(f"warning: {RANDOM_WEIGHTS_NOTE}")
     return lines

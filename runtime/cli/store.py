@@ -57,7 +57,8 @@ def verify(args: argparse.Namespace) -> int:
         for problem in report.problems + index.problems:
             print(f"damaged: {display_path(problem)}")
         state = "ok" if report.ok else f"DAMAGED ({len(report.problems)} problem(s)); run `vggsim store repair {args.store}`"
-        log(f"{args.store}: {report.shards} shards, {report.rows} sound rows: {state}")
+        log(f"{args.store}: {report.shards} shard{'' if report.shards == 1 else 's'}, {report.rows} sound "
+            f"row{'' if report.rows == 1 else 's'}: {state}")
         if index_damaged:
             log(f"{args.store}: index DAMAGED ({len(index.problems)} problem(s)): {index.message}")
         elif index.state is IndexState.STALE:

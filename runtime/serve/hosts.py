@@ -24,11 +24,13 @@ _WILDCARDS = ("0.0.0.0", "::", "")
 
 
 def own_hosts(host: str, port: int, extra: tuple[str, ...] = ()) -> frozenset[str]:
-    """The Host header values the service answers: its bound address and the loopback names, each with
-    ``port`` or without a port (as HTTP/1.0-style clients send it; the name is what rebinding forges), and
-    ``extra`` as given (``name`` or ``name:port``)."""
+    """The Host header values the service answers: its bound address and the loopback names, on any port
+    or none (the name is what DNS rebinding forges; the port is only where the client connected, which a
+    port mapping, a proxy or an app mounted in another server makes differ from ``port``), and ``extra``
+    as given (``name`` for any port, or ``name:port``)."""
+    del port  # kept in the signature: a bound port says nothing about which names are the service's
     names = {f"[{host}]" if ":" in host else host, *LOOPBACK_NAMES} - {f"[{w}]" if ":" in w else w for w in _WILDCARDS}
-    hosts = {f"{name}:{port}" for name in names} | names
+    hosts = {f"{name}:*" for name in names} | names
     # an extra name without a port allows every port: kept as "name:*"
     hosts |= {h if h == "*" or _has_port(h) else f"{h}:*" for h in extra}
     return frozenset(h.lower() for h in hosts)
@@ -45,7 +47,7 @@ def _header(scope: dict[str, Any], name: bytes) -> str | None:
     return None
 
 
-def _host_allowed(host: str, allowed: frozenset[str]) -> bool:
+def host_allowed(host: str, allowed: frozenset[str]) -> bool:
     host = host.lower()
     if "*" in allowed or host in allowed:
         return True
@@ -65,7 +67,7 @@ class HostOriginMiddleware:
             await self.app(scope, receive, send)
             return
         host = _header(scope, b"host") or ""
-        if self.check_host and not _host_allowed(host, self.hosts):
+        if self.check_host and not host_allowed(host, self.hosts):
             await error_response(403, "bad_host", f"Host header {host!r} is not one of this service's names; "
                                  "add it with --allowed-hosts (or set a token)", path=scope.get("path", ""))(scope, receive, send)
             return
