@@ -19,6 +19,21 @@ EXTRAS=export,test,ann,fp16,serve,ray,edge-bench,store,docs
 T0=$SECONDS
 NAMES=() RESULTS=() FAILED=0 PASSED=0 SETUP_OK=0
 
+# Memory: the machine's memory in use (MemTotal - MemAvailable: page cache left out) sampled each
+# second, less what was in use when the run started; each stage's peak is in the summary. Work
+# running beside this run on the same machine counts too.
+MEMDIR=$(mktemp -d)
+used_mib() { awk '/^MemTotal:/{t=$2} /^MemAvailable:/{a=$2} END{print int((t-a)/1024)}' /proc/meminfo; }
+BASE_MIB=$(used_mib) RUN_PEAK_MIB=0
+echo 0 > "$MEMDIR/peak"
+( while kill -0 $$ 2>/dev/null; do
+    u=$(used_mib); p=$(cat "$MEMDIR/peak" 2>/dev/null || echo 0)
+    [ "$u" -gt "${p:-0}" ] && echo "$u" > "$MEMDIR/peak.new" && mv "$MEMDIR/peak.new" "$MEMDIR/peak"
+    sleep 1
+  done ) &
+SAMPLER=$!
+trap 'kill $SAMPLER 2>/dev/null; rm -rf "$MEMDIR"' EXIT
+
 want() { [ "$1" = setup ] || [ -z "${VGGSIM_STAGES:-}" ] || [[ " $VGGSIM_STAGES " == *" $1 "* ]]; }
 
 stage() {  # stage NAME FUNCTION: run it, record "passed"/"FAILED (exit N)" and its time
@@ -31,11 +46,16 @@ stage() {  # stage NAME FUNCTION: run it, record "passed"/"FAILED (exit N)" and 
     FAILED=$((FAILED + 1))
     return 0
   fi
+  echo 0 > "$MEMDIR/peak"
   "$fn"
   rc=$?
+  sleep 1  # one more sample
+  local peak=$(( $(cat "$MEMDIR/peak") - BASE_MIB ))
+  [ "$peak" -lt 0 ] && peak=0
+  [ "$peak" -gt "$RUN_PEAK_MIB" ] && RUN_PEAK_MIB=$peak
   NAMES+=("$name")
-  if [ $rc = 0 ]; then RESULTS+=("passed in $(( SECONDS - t0 )) s"); PASSED=$((PASSED + 1))
-  else RESULTS+=("FAILED (exit $rc) after $(( SECONDS - t0 )) s"); FAILED=$((FAILED + 1)); fi
+  if [ $rc = 0 ]; then RESULTS+=("passed in $(( SECONDS - t0 )) s, peak $peak MiB"); PASSED=$((PASSED + 1))
+  else RESULTS+=("FAILED (exit $rc) after $(( SECONDS - t0 )) s, peak $peak MiB"); FAILED=$((FAILED + 1)); fi
 }
 
 setup() {
@@ -102,7 +122,6 @@ stage aarch64 aarch64
 echo
 echo "== summary ($(( (SECONDS - T0) / 60 )) min $(( (SECONDS - T0) % 60 )) s on $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) CPUs)"
 for i in "${!NAMES[@]}"; do printf '  %-11s %s\n' "${NAMES[$i]}" "${RESULTS[$i]}"; done
-peak=/sys/fs/cgroup/memory/memory.max_usage_in_bytes
-[ -r $peak ] && echo "  peak memory of this machine's cgroup: $(( $(cat $peak) / 1048576 )) MiB (all processes, not only this run)"
+echo "  peak memory in use: $RUN_PEAK_MIB MiB above the $BASE_MIB MiB in use at the start (MemTotal - MemAvailable, sampled each second)"
 echo "stages: $PASSED passed, $FAILED failed"
 [ "$FAILED" = 0 ]
