@@ -11,6 +11,7 @@ import io
 import signal
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -78,3 +79,28 @@ def test_a_slow_decode_never_holds_the_inference_thread_or_shutdown(model_dir: P
     finally:
         server.stop()
         thread.join(300)
+
+
+def test_decodes_holding_every_thread_make_the_service_say_not_ready(model_dir: Path) -> None:
+    """Threads cannot be stopped: with every decode thread held by decodes past their time limit, image
+    requests used to wait out the whole deadline (503 after 30 s, for minutes) while /health/ready said
+    200. Now they get 503 at once, ready says why, and all comes back when the decodes end."""
+    server = Server(model_dir, "--decode-timeout", "1", "--decode-workers", "1")
+    try:
+        for _ in range(2):  # the first abandoned thread is replaced; the second takes the pool's last one
+            assert error_of(httpx.post(server.url + "/v1/embed", content=many_scans_jpeg(),
+                                       headers={"content-type": "image/jpeg"}, timeout=120), 422)["kind"] == "timeout"
+        ready = httpx.get(server.url + "/health/ready", timeout=30)
+        assert "--decode-timeout" in error_of(ready, 503)["message"]
+        assert httpx.get(server.url + "/v2/health/ready", timeout=30).status_code == 503
+        refused = httpx.post(server.url + "/v1/embed", content=image_bytes(1), headers=PNG, timeout=30)
+        assert error_of(refused, 503)["kind"] == "decoders_blocked" and "retry-after" in refused.headers
+        assert refused.elapsed.total_seconds() < 5  # at once, not after the deadline
+        assert httpx.get(server.url + "/health/live", timeout=30).status_code == 200
+        deadline = time.monotonic() + 240  # the abandoned decodes end on their own (tens of seconds)
+        while httpx.get(server.url + "/health/ready", timeout=30).status_code != 200:
+            assert time.monotonic() < deadline, "the service never became ready again"
+            time.sleep(0.5)
+        assert httpx.post(server.url + "/v1/embed", content=image_bytes(1), headers=PNG, timeout=120).status_code == 200
+    finally:
+        assert server.stop() == 0, server.output()

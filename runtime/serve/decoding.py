@@ -11,8 +11,10 @@ as a ``timeout`` ImageError (422) and its thread abandoned, as the embed pipelin
 the clock starts once the decode has its memory, the reservation is given back, and a new
 thread takes the abandoned one's place (at most ``workers`` abandoned threads at a time:
 past that the pool shrinks until one finishes, so a flood of pathological images cannot
-spawn threads without end). The threads are daemons: a stuck decode never holds up shutdown
-past ``--drain-timeout``. Decoding never runs in the inference thread (vggsim.serve.embedding).
+spawn threads without end). With every thread held that way, image requests get 503 at once
+and /health/ready says not ready until one ends (:attr:`Decoder.blocked`). The threads are
+daemons: a stuck decode never holds up shutdown past ``--drain-timeout``. Decoding never runs in
+the inference thread (vggsim.serve.embedding).
 """
 
 from __future__ import annotations
@@ -42,6 +44,10 @@ from vggsim.model.embedder import Embedder
 DEFAULT_DECODE_TIMEOUT = 60.0
 
 
+class DecodersBlocked(Exception):
+    """Every decode thread is held by a decode past its time limit (the message says so)."""
+
+
 @dataclass
 class _Task:
     data: bytes
@@ -69,6 +75,7 @@ class Decoder:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self.abandoned = 0  # threads still running a decode that timed out
+        self.unreplaced = 0  # of those, the ones no new thread replaced: the pool is that much smaller
         for _ in range(self.workers):
             self._spawn()
         return_freed_buffers_to_the_os()
@@ -111,10 +118,26 @@ class Decoder:
             if replaced is not None:  # this decode was abandoned, and has ended now
                 with self._lock:
                     self.abandoned -= 1
+                    self.unreplaced -= 0 if replaced else 1  # unreplaced: this thread serves again
                 if replaced:  # a new thread serves in this one's place
                     return
 
+    @property
+    def blocked(self) -> str | None:
+        """Why no decode can start now (every thread holds a decode past its time limit), or None.
+
+        Threads cannot be stopped: until one of those decodes ends, the service answers image
+        requests 503 at once and /health/ready says not ready, so a load balancer routes around it."""
+        with self._lock:
+            if self.unreplaced < self.workers:
+                return None
+            return (f"all {self.workers} decode threads are held by decodes past the {self.timeout_s:g} s "
+                    f"--decode-timeout ({self.abandoned} still running); retry later")
+
     async def decode(self, data: bytes, name: str) -> np.ndarray:
+        reason = self.blocked
+        if reason is not None:
+            raise DecodersBlocked(reason)
         loop = asyncio.get_running_loop()
         task = _Task(data, name, loop, loop.create_future(), asyncio.Event())
         self._tasks.put(task)
@@ -144,6 +167,7 @@ class Decoder:
             with self._lock:
                 self.abandoned += 1
                 replace = self.abandoned <= self.workers
+                self.unreplaced += 0 if replace else 1
             task.replaced = replace
             reservation, task.reservation = task.reservation, None
         if reservation is not None:

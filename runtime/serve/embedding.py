@@ -18,6 +18,7 @@ from fastapi import Request
 from starlette.requests import ClientDisconnect
 
 from vggsim.serve.batcher import ShuttingDown
+from vggsim.serve.decoding import DecodersBlocked
 from vggsim.serve.inputs import Upload
 from vggsim.serve.problems import ApiError
 from vggsim.serve.state import ServiceState
@@ -49,6 +50,9 @@ async def _admitted(state: ServiceState, count: int, request: Request | None,
         return await _unless_gone(request, _within_deadline(state, work))
     except ShuttingDown:
         raise ApiError(503, "shutting_down", "the service is shutting down", {"Retry-After": "1"}) from None
+    except DecodersBlocked as exc:
+        raise ApiError(503, "decoders_blocked", str(exc),
+                       {"Retry-After": str(max(1, int(state.config.decode_timeout_s)))}) from None
     finally:
         state.release(count)
 

@@ -240,9 +240,10 @@ def add_routes(app: FastAPI) -> None:
 
     @app.get("/health/ready", tags=["health"], responses={503: {"model": schemas.ErrorResponse}})
     async def ready(request: Request) -> Response:
-        """The model is loaded and warmed up, and the service is not draining."""
-        if not state_of(request).ready:
-            raise ApiError(503, "not_ready", "the model is warming up or the service is shutting down")
+        """The model is loaded and warmed up, the service is not draining, and decodes can start."""
+        reason = state_of(request).not_ready()
+        if reason is not None:
+            raise ApiError(503, "not_ready", reason)
         return AsciiJSONResponse({"status": "ready"})
 
     # HEAD too (some load balancers probe with it), kept out of the schema: one operation per route there

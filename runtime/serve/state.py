@@ -58,6 +58,12 @@ class ServiceState:
         holder.append(cls(config, embedder, store, batcher, decoder, metrics, search))
         return holder[0]
 
+    def not_ready(self) -> str | None:
+        """Why /health/ready answers 503 now, or None when the service takes work."""
+        if not self.ready:
+            return "the model is warming up or the service is shutting down"
+        return self.decoder.blocked
+
     def admit(self, images: int) -> None:
         """Count ``images`` in, or refuse the request at once: 413 if it could never fit the queue,
         429 (with Retry-After) if the queue is full or if the images ahead would take most of the

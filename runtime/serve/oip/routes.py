@@ -34,8 +34,9 @@ def _model(name: str, version: str | None = None) -> None:
 
 
 def _ready(state: ServiceState) -> Response:
-    if not state.ready:
-        raise ApiError(503, "not_ready", "the model is warming up or the service is shutting down")
+    reason = state.not_ready()
+    if reason is not None:
+        raise ApiError(503, "not_ready", reason)
     return AsciiJSONResponse({})
 
 
