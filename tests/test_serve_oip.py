@@ -24,6 +24,7 @@ from tritonclient.utils import InferenceServerException  # noqa: E402
 from support import TOKEN, Server, image_bytes  # noqa: E402
 
 from vggsim import Embedder, load_image  # noqa: E402
+from vggsim.serve.inputs import from_json  # noqa: E402
 from vggsim.serve.oip.codec import parse_infer  # noqa: E402
 from vggsim.serve.problems import ApiError  # noqa: E402
 
@@ -141,6 +142,34 @@ def test_malformed_requests_are_named(body: dict[str, object], message: str) -> 
     with pytest.raises(ApiError) as caught:
         parse_infer(json.dumps(body).encode(), None, (224, 224), 8)
     assert caught.value.status == 400 and message in caught.value.message
+
+
+def test_inputs_that_used_to_answer_500_or_nan_are_400s() -> None:
+    def refused(body: bytes, header_length: str | None = None) -> str:
+        with pytest.raises(ApiError) as caught:
+            parse_infer(body, header_length, (224, 224), 8)
+        assert caught.value.status == 400
+        return caught.value.message
+
+    one = json.dumps({"inputs": [{"name": "images", "datatype": "BYTES", "shape": [1], "data": ["AA=="]}]}).encode()
+    assert "Inference-Header-Content-Length" in refused(one, "9" * 5000)  # int() refuses 4,300+ digits: was a 500
+    pixels = np.full((1, 224, 224, 3), 3e38, np.float32)  # finite, but the embedding overflowed to NaN
+    header = json.dumps({"inputs": [{"name": "pixels", "datatype": "FP32", "shape": [1, 224, 224, 3],
+                                     "parameters": {"binary_data_size": pixels.nbytes}}]}).encode()
+    assert "0 to 255" in refused(header + pixels.tobytes(), str(len(header)))
+    huge = b'{"inputs": [{"name": "pixels", "datatype": "FP32", "shape": [1, 224, 224, 3], "data": [' + \
+        b"1" * 400 + b", 0" * (224 * 224 * 3 - 1) + b"]}]}"
+    assert "out of range" in refused(huge)  # a 400-digit integer: was an OverflowError, 500
+
+
+def test_json_that_would_swell_in_memory_is_refused_before_it_is_parsed() -> None:
+    # a 31 MB body of "[]," held the event loop for 8 s and grew the service by 800 MB while parsed
+    lists = b'{"inputs": [{"name": "pixels", "datatype": "FP32", "shape": [1, 224, 224, 3], "data": [' + \
+        b"[]," * 1_000_000 + b"[]]}]}"
+    with pytest.raises(ApiError, match="binary tensor extension"):
+        parse_infer(lists, None, (224, 224), 8)
+    with pytest.raises(ApiError, match="more than 20,000"):  # /v1's JSON bodies alike
+        from_json(b'{"images": [' + b"[]," * 30_000 + b"[]]}", 8)
 
 
 def test_nested_json_data_is_read_flat_and_deep_nesting_is_no_crash() -> None:

@@ -24,6 +24,9 @@ from vggsim.serve.problems import ApiError
 
 #: the model's one output, and the two inputs it takes (exactly one per request)
 OUTPUT, IMAGES, PIXELS = "embeddings", "images", "pixels"
+#: most images whose FP32 pixels a request may carry as JSON numbers (about 0.3 s of parsing on the event
+#: loop's GIL); more go in the binary tensor extension, which costs no parsing
+JSON_PIXEL_IMAGES = 4
 HEADER_LENGTH = "inference-header-content-length"
 
 
@@ -50,10 +53,17 @@ def parse_infer(body: bytes, header_length: str | None, input_size: tuple[int, i
     if header_length is None:
         head, rest = body, b""
     else:
-        if not (header_length.isascii() and header_length.isdigit() and int(header_length) <= len(body)):
+        # 12 digits at most: int() refuses strings of over 4,300 digits, and no longer length fits a body
+        if not (header_length.isascii() and header_length.isdigit() and len(header_length) <= 12
+                and int(header_length) <= len(body)):
             raise bad(f"Inference-Header-Content-Length {header_length!r} is not a length within the "
                       f"{len(body):,}-byte body")
         head, rest = body[:int(header_length)], body[int(header_length):]
+    # Before parsing: json.loads holds the GIL (a thread does not help), and each value or list costs tens
+    # of bytes once parsed: a 31 MB body of "[]," stalled every route for 8 s and grew the service by 800 MB
+    if head.count(b",") + head.count(b"[") > _most_json_items(input_size):
+        raise bad(f"the JSON holds more values than {JSON_PIXEL_IMAGES} images' pixels: send more pixels in the "
+                  "binary tensor extension (binary_data_size), or images as BYTES")
     try:
         request = json.loads(head)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
@@ -144,10 +154,20 @@ def _fp32(tensor: dict[str, Any], raw: bytes | None, shape: list[int], input_siz
         if len(values) != math.prod(shape) or not all(
                 isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
             raise bad(f"FP32 data must be {math.prod(shape):,} numbers for shape {shape}")
-        pixels = np.asarray(values, dtype=np.float32)
-    if not np.all(np.isfinite(pixels)):
-        raise bad("FP32 data holds NaN or infinite values")
+        try:
+            pixels = np.asarray(values, dtype=np.float64).astype(np.float32)
+        except (OverflowError, ValueError):  # an integer of 400 digits is valid JSON, but no float
+            raise bad("FP32 data holds values out of range (pixels are 0-255)") from None
+    # RGB values as the model was exported for: out of range, the embedding can overflow to NaN
+    if not (np.all(np.isfinite(pixels)) and pixels.min(initial=0.0) >= 0.0 and pixels.max(initial=0.0) <= 255.0):
+        raise bad("FP32 pixels must be finite RGB values from 0 to 255")
     return pixels.reshape(shape)
+
+
+def _most_json_items(input_size: tuple[int, int]) -> int:
+    """Values and lists in JSON_PIXEL_IMAGES images' pixels nested as [n][h][w][3], and some slack."""
+    width, height = input_size
+    return JSON_PIXEL_IMAGES * (height * width * 4 + height + 1) + 4096
 
 
 def _flat(data: Any) -> list[Any]:

@@ -8,6 +8,7 @@ Errors are ``{"error": "message"}`` with the status (vggsim.serve.problems).
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -52,7 +53,10 @@ def _metadata(state: ServiceState) -> dict[str, Any]:
 async def _infer(request: Request) -> Response:
     state = state_of(request)
     body = await read_body(request, state.config.max_body_bytes)
-    parsed = parse_infer(body, request.headers.get(HEADER_LENGTH), state.embedder.input_size, state.config.max_images)
+    # in a thread: parsing a JSON body of tens of MB takes seconds, which the event loop (every other
+    # request, the health routes) must not wait for
+    parsed = await asyncio.to_thread(parse_infer, body, request.headers.get(HEADER_LENGTH), state.embedder.input_size,
+                                     state.config.max_images)
     if parsed.images is not None:
         uploads = [Upload(f"{IMAGES}[{number}]", data) for number, data in enumerate(parsed.images)]
         vectors = await embed_uploads(state, uploads, request)
