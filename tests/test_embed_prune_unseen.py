@@ -112,3 +112,35 @@ def test_a_stored_path_too_long_to_look_up_is_reported_not_pruned(embedder: Embe
     assert os.strerror(errno.ENAMETOOLONG) in summary.failures[0].reason
     assert (summary.pruned, summary.exit_code) == (0, 1)
     assert Store.open(tmp_path / "s").paths() == [long_path]
+
+
+@pytest.mark.parametrize("state", ["missing", "empty"])
+def test_a_named_input_that_is_missing_or_empty_prunes_nothing_under_it(
+        embedder: Embedder, tmp_path: Path, photos: list[Path], state: str) -> None:
+    # an unmounted drive: its folder is gone, or its mount point is an empty folder; pruning "every
+    # file that is gone" marked the whole drive's records deleted
+    drive = tmp_path / "drive"
+    kept = [_copy(photos[0], drive, "a.png"), _copy(photos[1], drive / "2019", "b.png")]
+    assert embed_into_store(embedder, [drive], tmp_path / "s").embedded == 2
+    shutil.rmtree(drive)
+    if state == "empty":
+        drive.mkdir()
+    summary = embed_into_store(embedder, [drive], tmp_path / "s", prune=True)
+    assert summary.pruned == 0
+    assert any(str(drive) in note and "nothing under it was pruned" in note for note in summary.notes), summary.notes
+    assert set(map(str, kept)) <= set(Store.open(tmp_path / "s").paths())  # (a missing input adds its error record)
+
+
+def test_files_whose_folder_is_gone_are_pruned_only_under_a_named_folder(
+        embedder: Embedder, tmp_path: Path, photos: list[Path]) -> None:
+    home = _copy(photos[0], tmp_path / "home", "a.png")
+    gone_from_home = _copy(photos[1], tmp_path / "home" / "2019", "b.png")
+    elsewhere = _copy(photos[2], tmp_path / "drive" / "trip", "c.png")  # another drive, not named below
+    assert embed_into_store(embedder, [tmp_path / "home", tmp_path / "drive"], tmp_path / "s").embedded == 3
+    shutil.rmtree(tmp_path / "home" / "2019")  # deleted on purpose, inside the tree the user names
+    shutil.rmtree(tmp_path / "drive")  # unmounted
+    summary = embed_into_store(embedder, [tmp_path / "home"], tmp_path / "s", prune=True)
+    assert summary.pruned == 1  # b.png: its folder is gone, under the named, present home folder
+    assert any("missing folder" in note and str(tmp_path / "drive" / "trip") in note for note in summary.notes)
+    assert sorted(Store.open(tmp_path / "s").paths()) == sorted([str(home), str(elsewhere)])
+    assert str(gone_from_home) not in Store.open(tmp_path / "s").paths()

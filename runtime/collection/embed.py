@@ -103,12 +103,13 @@ def embed_into_store(
                          "vectors (chosen when it was made); re-create it to store float16")
     failures: list[Failure] = []
     try:
-        listed = plan(iter_inputs(list(_path_inputs(inputs, failures)), list_file, all_files, skip=[store],
-                                  on_error=run.unreadable_folder), run.known, retry_errors)
+        paths = list(_path_inputs(inputs, failures))
+        listed = plan(iter_inputs(paths, list_file, all_files, skip=[store], on_error=run.unreadable_folder),
+                      run.known, retry_errors)
         for failure in failures:  # items that are not paths count as seen and failed
             run.fail(failure)
         if prune:
-            run.prune()
+            run.prune(inputs=paths)
         # not paths, folders that could not be listed, records prune could not check: seen and failed
         failed_early = len(run.failures)
         options: dict[str, Any] = {"batch_size": batch_size, "workers": workers, "decode_timeout": decode_timeout}

@@ -88,25 +88,43 @@ class EmbedRun:
         self._reporter = Reporter(self._progress, total, unchanged, still_failing)
         self._reporter.update(0, 0)
 
-    def prune(self, paths: Iterable[str] | None = None) -> int:
+    def prune(self, paths: Iterable[str] | None = None, inputs: Iterable[str] = ()) -> int:
         """Mark stored files that no longer exist as deleted (default: every path the store knows).
 
         Gone means the OS said so (ENOENT, ENOTDIR). Any other error (permissions, I/O, a name too
         long, a symlink loop) says nothing about the file: it is a failure of the run, and the
         record stays. Nothing under a folder in :attr:`unseen` (a walk could not list it) is pruned.
+
+        A drive that is not mounted looks like files gone, so: nothing is pruned under a named input
+        (``inputs``) that is missing or an empty folder, and a file whose own folder is gone too is
+        pruned only under a named input folder that is there and not empty (the user named the tree
+        it was deleted from). What is kept that way is said in :attr:`notes`.
         """
-        hidden = tuple(os.path.join(folder, "") for folder in map(os.path.abspath, self.unseen))
+        roots, shielded = _input_roots(inputs)
+        self.notes += [f"{folder}: {why}; nothing under it was pruned (a drive that is not mounted looks like this)"
+                       for folder, why in shielded.items()]
+        hidden = tuple(os.path.join(folder, "") for folder in [*map(os.path.abspath, self.unseen), *shielded])
+        roots_prefixes = tuple(os.path.join(root, "") for root in roots)
+        kept: set[str] = set()
         for path in list(self.known) if paths is None else paths:
             if hidden and path.startswith(hidden):
                 continue
             try:
                 os.lstat(path)
             except (FileNotFoundError, NotADirectoryError):
+                folder = os.path.dirname(path)
+                if not os.path.isdir(folder) and not path.startswith(roots_prefixes):
+                    kept.add(folder)
+                    continue
                 self._committer.add(Record(path, "deleted"))
                 self.pruned += 1
             except (OSError, ValueError) as exc:
                 cause = getattr(exc, "strerror", None) or str(exc)
                 self.fail(Failure(path, "unreadable", f"cannot tell whether it still exists ({cause}): not pruned"))
+        if kept:
+            self.notes.append(f"not pruned: files under {len(kept)} missing folder(s) such as {sorted(kept)[0]} "
+                              "(a drive that is not mounted looks like this); to prune them, name a folder "
+                              "above them that is there: vggsim embed FOLDER --prune")
         return self.pruned
 
     def unreadable_folder(self, folder: str, error: OSError) -> None:
@@ -146,3 +164,27 @@ class EmbedRun:
             failed_by_kind=dict(Counter(f.kind for f in self.failures)),
             seconds=round(time.perf_counter() - self.started, 2), provider=provider,
             random_weights=random_weights, generation=final.generation, notes=self.notes)
+
+
+def _input_roots(inputs: Iterable[str]) -> tuple[list[str], dict[str, str]]:
+    """The named inputs that are folders with entries (absolute), and those missing or empty, with why."""
+    roots: list[str] = []
+    shielded: dict[str, str] = {}
+    for name in inputs:
+        if any(c in name for c in "*?["):  # a glob names no one folder
+            continue
+        folder = os.path.abspath(name)
+        try:
+            with os.scandir(folder) as entries:
+                empty = next(entries, None) is None
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            if not isinstance(exc, NotADirectoryError) or not os.path.exists(folder):
+                shielded[folder] = "this input is missing"
+            continue  # a file: it is its own record
+        except OSError:
+            continue  # unreadable: the walk reports it and unseen shields it
+        if empty:
+            shielded[folder] = "this input is an empty folder"
+        else:
+            roots.append(folder)
+    return roots, shielded

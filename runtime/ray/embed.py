@@ -144,16 +144,16 @@ def embed_dataset(
     duplicates = 0
     try:
         from_bytes = _is_dataset(ray, source) and "bytes" in source.columns()
+        raw = [] if _is_dataset(ray, source) else [os.fspath(i) for i in source]  # read once: it may be an iterator
         if from_bytes:
             dataset, listed = source, None
         else:
             paths: Iterable[str | os.PathLike[str]] = (_paths_of(source) if _is_dataset(ray, source)
-                                    else iter_inputs([os.fspath(i) for i in source], list_file, all_files,
-                                                     on_error=run.unreadable_folder))
+                                    else iter_inputs(raw, list_file, all_files, on_error=run.unreadable_folder))
             listed = plan(paths, run.known, retry_errors)
             dataset = ray.data.from_items([{"path": os.fsencode(p)} for p in listed.todo]) if listed.todo else None
-        if prune:
-            run.prune()
+        if prune:  # the named inputs (a Dataset names none): nothing under a missing or empty one is pruned
+            run.prune(inputs=[os.fsdecode(r) for r in raw])
         seen = (listed.seen if listed else 0) + len(run.failures)  # unlistable folders, unprunable records
         unchanged = listed.unchanged if listed else 0
         run.begin(seen, unchanged, listed.still_failing if listed else 0)
