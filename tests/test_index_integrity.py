@@ -366,3 +366,23 @@ def test_a_second_concurrent_build_is_refused(store: Store) -> None:
         with pytest.raises(StoreError, match="another `vggsim index build` is running"):
             build_index(store)
     build_index(store, full_probe(3000))
+
+
+def test_index_json_is_checked_against_itself_and_while_open(store: Store, vectors: np.ndarray) -> None:
+    """Before: a changed field of index.json (its identity) passed, and an index.json cut to nothing after
+    the index was opened went unnoticed by that open index (a long-running service said "current")."""
+    folder = build_index(store, full_probe(3000)).folder
+    opened = OnDiskIndex.open(store)
+    info = folder / "index.json"
+    original = info.read_bytes()
+    record = json.loads(original)
+    record["identity"]["model_sha256"] = "f" * 64
+    info.write_text(json.dumps(record, indent=2, sort_keys=True))
+    with pytest.raises(IndexDamaged, match="record_sha256"):
+        OnDiskIndex.open(store)
+    assert policy.check_index(store.root, store).state is policy.IndexState.DAMAGED
+    info.write_bytes(original)
+    opened = OnDiskIndex.open(store)
+    info.write_bytes(b"")
+    with pytest.raises(IndexDamaged, match="index.json"):
+        opened.search(vectors[1:2], 3)

@@ -154,8 +154,8 @@ def check_index(root: Path, store: Store | None = None) -> IndexCheck:
     missing (none built), damaged, stale (built for another snapshot than ``store``) or current (sound,
     and covering ``store``; not compared with one when ``store`` is None, for a store that does not
     open). Needs no faiss."""
-    from vggsim.search.ivf.files import (IndexProblem, built_folder, file_problems, read_info, rebuild_hint,
-                                         stale_cause)
+    from vggsim.search.ivf.files import (READ_STAT, IndexProblem, built_folder, file_problems, read_info,
+                                         rebuild_hint, stale_cause)
 
     try:
         folder = built_folder(root)
@@ -165,6 +165,7 @@ def check_index(root: Path, store: Store | None = None) -> IndexCheck:
         return IndexCheck(state, None, [str(exc).split("; rebuild")[0]] if state is IndexState.DAMAGED else [],
                           str(exc))
     problems = [f"{folder / problem}" for problem in file_problems(folder, info, fresh=True)]
+    info = {k: v for k, v in info.items() if k != READ_STAT}  # kept for file_problems, not for a report
     if problems:
         return IndexCheck(IndexState.DAMAGED, str(folder), problems, f"{folder}: the index is damaged "
                           f"({len(problems)} file(s); {problems[0]}); rebuild it with {rebuild_hint(root)}", info)

@@ -32,6 +32,7 @@ about each is decided in one place, :mod:`vggsim.search.policy`.
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import json
 import os
 import sys
@@ -87,9 +88,24 @@ def damaged(folder: Path, root: Path, detail: object) -> IndexDamaged:
     return IndexDamaged(f"{folder}: the index is damaged ({text}); rebuild it with {rebuild_hint(root)}")
 
 
+def _record_digest(info: dict[str, Any]) -> str:
+    """The sha256 of ``index.json``'s content less its own ``record_sha256`` (how its own damage shows)."""
+    rest = {k: v for k, v in info.items() if k not in ("record_sha256", READ_STAT)}
+    return hashlib.sha256(json.dumps(rest, indent=2, sort_keys=True).encode()).hexdigest()
+
+
 def write_info(folder: Path, info: dict[str, Any]) -> None:
-    text = json.dumps(info, indent=2, sort_keys=True).encode()
+    text = json.dumps({**info, "record_sha256": _record_digest(info)}, indent=2, sort_keys=True).encode()
     atomic_write(folder / INFO, lambda fp: fp.write(text))
+
+
+#: the key under which :func:`read_info` keeps ``index.json``'s stat when read (never written)
+READ_STAT = "_read_stat"
+
+
+def _stat_key(path: Path) -> tuple[int, int, int]:
+    stat = path.stat()
+    return stat.st_size, stat.st_mtime_ns, stat.st_ino
 
 
 def built_folder(store_root: Path) -> Path:
@@ -109,6 +125,7 @@ def read_info(folder: Path, root: Path) -> dict[str, Any]:
     """``index.json``, checked for a known format and a size and sha256 per file (not the files)."""
     path = folder / INFO
     try:
+        stat = _stat_key(path)
         info = json.loads(path.read_bytes())
     except (OSError, ValueError) as exc:
         raise damaged(folder, root, f"{INFO}: {exc.strerror if isinstance(exc, OSError) and exc.strerror else exc}") \
@@ -123,6 +140,9 @@ def read_info(folder: Path, root: Path) -> dict[str, Any]:
                 for e in files.values())
             or not isinstance(info.get("vectors"), int) or not isinstance(info.get("params"), dict)):
         raise damaged(folder, root, f"{INFO} is not an index record of a known format")
+    if info.get("record_sha256") != _record_digest(info):
+        raise damaged(folder, root, f"{INFO} does not match its own record_sha256 (edited or damaged)")
+    info[READ_STAT] = stat
     return info
 
 
@@ -147,6 +167,11 @@ def stale_cause(info: dict[str, Any], store: Store) -> str | None:
 def file_problems(folder: Path, info: dict[str, Any], *, fresh: bool = False) -> list[str]:
     """Each file of the index that does not hold what ``index.json`` lists, with the cause."""
     problems = []
+    try:  # index.json itself, as it was read: a copy in memory must not outlive the file it came from
+        if READ_STAT in info and _stat_key(folder / INFO) != info[READ_STAT]:
+            problems.append(f"{INFO}: changed since it was read")
+    except OSError as exc:
+        problems.append(f"{INFO}: {exc.strerror or exc}")
     for name in FILES:
         entry = info["files"][name]
         problem = file_problem(folder / name, entry["size"], entry["sha256"], record=INFO, fresh=fresh)
