@@ -231,3 +231,20 @@ def test_another_store_at_the_same_generation_never_lends_its_photo(photos: list
     refused = client.get("/v1/thumbnail/0", params={"generation": before.generation})
     assert is_json_error(refused, 410) and refused.json()["error"]["kind"] == "store_changed"
     assert is_json_error(client.get("/v1/thumbnail/0", params={"snapshot": "g1-xyz"}), 400)
+
+
+def test_an_older_snapshot_whose_files_were_replaced_is_410_not_damage(photos: list[Path], tmp_path: Path) -> None:
+    """A snapshot known (a search answered from it) but never read, then the store replaced in place: its
+    records no longer read. That was a 409 calling a sound store damaged and sending the user to repair it."""
+    images = tmp_path / "images"
+    images.mkdir()
+    root = tmp_path / "store"
+    write_store(root, [Path(shutil.copy(p, images / f"a{i}{p.suffix}")) for i, p in enumerate(photos[:2])])
+    client = make_app(root)
+    before = StoreReader(root).snapshot()
+    assert client.get("/v1/thumbnail/0", params={"generation": 999}).status_code == 404  # known now, not read
+    shutil.rmtree(root)
+    write_store(root, [Path(shutil.copy(p, images / f"b{i}{p.suffix}")) for i, p in enumerate(photos[2:5])])
+    refused = client.get("/v1/thumbnail/0", params={"snapshot": before.snapshot_id})
+    assert is_json_error(refused, 410) and refused.json()["error"]["kind"] == "store_changed", refused.text
+    assert client.get("/v1/thumbnail/0").status_code == 200  # the store itself is sound

@@ -146,7 +146,15 @@ class Thumbnailer:
         """The JPEG bytes of the thumbnail of record ``record_id``; ThumbnailError otherwise."""
         number, wanted, named = parse_id(record_id), parse_generation(generation), parse_snapshot(snapshot)
         store = self._store(wanted, named)
-        records = store.records()
+        try:
+            records = store.records()
+        except StoreError:
+            current = self._snapshot()
+            if current is None or current.snapshot_id == store.snapshot_id:
+                raise  # the current snapshot does not read: damage (409, naming store verify)
+            # an older snapshot whose files were replaced since (the store re-created or replaced in place)
+            raise ThumbnailError(410, "store_changed", f"store snapshot {store.snapshot_id} can no longer be read "
+                                 f"(the store changed since; now {current.snapshot_id}): search again") from None
         if not 0 <= number < len(records):  # the regex already refuses a sign; never index from the end
             raise ThumbnailError(404, "not_found", f"no record {number} in store generation {store.generation}")
         record = records[number]
