@@ -306,3 +306,17 @@ def test_index_build_on_a_small_store_says_faiss_clustering_warning_once_in_vggs
     assert json.loads(captured.out)["vectors"] == 100
     assert "WARNING clustering" not in captured.err, captured.err  # faiss's own line, from C
     assert captured.err.count("vggsim: warning: the index trained 8 centroids on only 100 vectors") == 1, captured.err
+    assert "a smaller --nlist" in captured.err and "--sample" not in captured.err  # it trained on all 100 already
+
+
+def test_the_small_store_warning_offers_only_remedies_that_apply(tmp_path: Path,
+                                                                capfd: pytest.CaptureFixture[str]) -> None:
+    # a store of 15 vectors gets IVF1,SQ8 trained on all 15: a larger sample, fewer lists or SQ8 cannot help
+    root = tmp_path / "store"
+    make_store(root, np.random.default_rng(3).standard_normal((15, DIM)).astype(np.float32))
+    capfd.readouterr()
+    assert main(["index", "build", "--store", str(root), "--json"]) == 0
+    err = capfd.readouterr().err
+    assert "the index trained 1 centroid on only 15 vectors" in err, err  # faiss asks 39 points a centroid
+    assert "--sample" not in err and "--nlist" not in err and "--sq8" not in err, err
+    assert "search a store this small exactly" in err

@@ -80,16 +80,19 @@ def _faiss() -> Any:
     return require("faiss", "ann", "The on-disk index")
 
 
-def _say_faiss_lines(lines: list[str]) -> None:
+def _say_faiss_lines(lines: list[str], params: IndexParams, vectors: int) -> None:
     """faiss warns "WARNING clustering N points to K centroids: please provide at least M training points"
-    from C, once per k-means (per PQ sub-space too): said once, in vggsim's words; other lines passed on."""
+    from C, once per k-means (per PQ sub-space too): said once, in vggsim's words, with only the remedies
+    that apply to this build; other lines passed on."""
     found = [m for m in (FAISS_CLUSTERING.match(line) for line in lines) if m]
     if found:
         points, centroids, wanted = (int(v) for v in found[0].groups())
-        warnings.warn(f"the index trained {centroids} centroids on only {points:,} vectors (faiss asks for at least "
-                      f"{wanted:,}): it works, but its lists are rough; pass a larger --sample, a smaller --nlist "
-                      "or --sq8 instead of --pq, or search a store this small exactly (without --index)",
-                      UserWarning, stacklevel=3)
+        remedies = ([f"a larger --sample (up to {vectors:,})"] if params.sample < vectors else []) + \
+            (["a smaller --nlist"] if params.nlist > 1 else []) + (["--sq8 instead of --pq"] if params.codes == "pq" else [])
+        fix = f"pass {' or '.join(remedies)}, or " if remedies else ""
+        warnings.warn(f"the index trained {centroids} centroid{'' if centroids == 1 else 's'} on only {points:,} vectors (faiss asks for at least "
+                      f"{wanted:,}): it works, but its lists are rough; {fix}search a store this small exactly "
+                      "(without --index)", UserWarning, stacklevel=3)
     for line in lines:
         if not FAISS_CLUSTERING.match(line):
             print(line, file=sys.stderr)
@@ -146,7 +149,7 @@ def build_index(store: Store, params: IndexParams | None = None, *, part_rows: i
         trained = faiss.index_factory(dim, params.factory, faiss.METRIC_INNER_PRODUCT)
         with quiet_stdout(), captured_stderr() as said:
             trained.train(sample)
-        _say_faiss_lines(said)
+        _say_faiss_lines(said, params, n)
         del sample
         template = faiss.serialize_index(trained)
         part_rows = part_rows or max(10_000, PART_BYTES // (params.code_size(dim) + 8))
