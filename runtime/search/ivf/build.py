@@ -90,7 +90,8 @@ def _say_faiss_lines(lines: list[str], params: IndexParams, vectors: int) -> Non
         remedies = ([f"a larger --sample (up to {vectors:,})"] if params.sample < vectors else []) + \
             (["a smaller --nlist"] if params.nlist > 1 else []) + (["--sq8 instead of --pq"] if params.codes == "pq" else [])
         fix = f"pass {' or '.join(remedies)}, or " if remedies else ""
-        warnings.warn(f"the index trained {centroids} centroid{'' if centroids == 1 else 's'} on only {points:,} vectors (faiss asks for at least "
+        lists = f"{centroids} centroid{'' if centroids == 1 else 's'}"
+        warnings.warn(f"the index trained {lists} on only {points:,} vectors (faiss asks for at least "
                       f"{wanted:,}): it works, but its lists are rough; {fix}search a store this small exactly "
                       "(without --index)", UserWarning, stacklevel=3)
     for line in lines:
