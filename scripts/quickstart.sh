@@ -7,6 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+echo "installing vggsim[export] into .venv (TensorFlow included: a minute or two the first time)"
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e ".[export]"
 export TF_CPP_MIN_LOG_LEVEL=3
@@ -15,4 +16,3 @@ read -r A B < <(.venv/bin/python -c "import vggsim; p = vggsim.sample_photos(); 
 mkdir -p out
 echo "vggsim compare $(basename "$A") $(basename "$B"):"
 .venv/bin/vggsim compare "$A" "$B" --model models/vgg16 --plot out/compare.png
-echo "side-by-side plot: out/compare.png"

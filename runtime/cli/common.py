@@ -184,11 +184,12 @@ def output_path(value: str | None, option: str) -> Path | None:
 
 
 def write_output(path: Path, write: Callable[[Path], object], option: str) -> None:
-    """Run ``write(path)``; an OSError (full disk, permissions) becomes one line, exit 1."""
+    """Run ``write(path)`` and say so on stderr; an OSError (full disk, permissions) becomes one line, exit 1."""
     try:
         write(path)
     except OSError as exc:
         raise VggsimError(f"{option} {path}: could not write ({exc.strerror or exc})") from None
+    log(f"wrote {display_path(str(path))} ({option})")
 
 
 def print_json(data: Any) -> None:
