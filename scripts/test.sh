@@ -62,6 +62,9 @@ setup() {
   [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv || return
   .venv/bin/python -m pip install -q --upgrade pip setuptools wheel || return
   .venv/bin/python -m pip install -q -e ".[$EXTRAS]" "mypy==2.4.1" "ruff==0.17.6" "build>=1.2" "twine>=5" || return
+  # imagededup's evaluation code cross-checks `vggsim eval`'s figures (tests/test_evaluation.py); without its
+  # dependencies, which are torch and torchvision for its CNN methods, never used by its evaluation
+  .venv/bin/python -m pip install -q --no-deps "imagededup==0.3.3.post2" || return
   # The web page test drives Debian's chromium through chromedriver (never a downloaded browser).
   # Install them where this runs as root with apt; elsewhere the test skips and says why.
   if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then

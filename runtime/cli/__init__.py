@@ -17,11 +17,11 @@ from vggsim import config
 from vggsim.version import __version__
 from vggsim.validate import ArgumentError
 from vggsim.errors import MissingExtraError, VggsimError, one_line
-from vggsim.cli import bench, compare, dedup, doctor, embed, export, index, search, serve, store
+from vggsim.cli import bench, compare, dedup, doctor, embed, evaluate, export, index, search, serve, store
 from vggsim.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, HelpFormatter, UsageError
 
 Handler = Callable[[argparse.Namespace], int]
-COMMANDS = (export, compare, doctor, bench, embed, search, index, dedup, store, serve)
+COMMANDS = (export, compare, doctor, bench, embed, search, index, dedup, evaluate, store, serve)
 
 
 def build_parser() -> argparse.ArgumentParser:
