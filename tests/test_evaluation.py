@@ -25,7 +25,8 @@ from vggsim import Embedder  # noqa: E402
 from vggsim.errors import ArgumentError  # noqa: E402
 from vggsim.collection import embed_into_store, dedup_threshold  # noqa: E402
 from vggsim.collection.evaluation import (  # noqa: E402
-    candidates, check_map, evaluate_store, pair_metrics, retrieval_metrics, retrieved_duplicates, retrieved_neighbours)
+    candidates, check_map, evaluate_store, load_truth, pair_metrics, retrieval_metrics, retrieved_duplicates,
+    retrieved_neighbours)
 from vggsim.store import Store  # noqa: E402
 from vggsim.tools.evalset import EDITS, make_evaluation_set  # noqa: E402
 from support import run_cli  # noqa: E402
@@ -139,3 +140,16 @@ def test_the_cli_makes_a_set_and_scores_a_store(evaluation_store: tuple[Path, Pa
     missing = run_cli("eval", "--store", str(root), "--truth", str(tmp_path / "set" / "truth.json"),
                       "--model", str(model_dir))
     assert missing.returncode == 1 and "not embedded" in missing.stderr and "Traceback" not in missing.stderr
+
+
+@pytest.mark.parametrize("text, message", [
+    ("{}", "names no files"),
+    ('{"a": ["a"]}', "twice, or itself"),
+    ('{"a": ["c", "c"], "c": ["a"]}', "twice, or itself"),
+    ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+])
+def test_truth_files_that_would_skew_or_crash_are_refused(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "truth.json"
+    path.write_text(text)
+    with pytest.raises(ArgumentError, match=message):
+        load_truth(path)

@@ -386,3 +386,7 @@ def test_index_json_is_checked_against_itself_and_while_open(store: Store, vecto
     info.write_bytes(b"")
     with pytest.raises(IndexDamaged, match="index.json"):
         opened.search(vectors[1:2], 3)
+
+    info.write_bytes(b"[" * 100_000 + b"]" * 100_000)  # nested past the parser's stack: damage, not a crash
+    with pytest.raises(IndexDamaged, match="nested too deeply"):
+        OnDiskIndex.open(store)

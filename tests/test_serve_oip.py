@@ -168,6 +168,10 @@ def test_json_that_would_swell_in_memory_is_refused_before_it_is_parsed() -> Non
         b"[]," * 1_000_000 + b"[]]}]}"
     with pytest.raises(ApiError, match="binary tensor extension"):
         parse_infer(lists, None, (224, 224), 8)
+    keys = b'{"inputs": [{"name": "pixels", "datatype": "FP32", "shape": [1, 224, 224, 3], "x": {' + \
+        b",".join(b'"k%d": 0' % i for i in range(300_000)) + b'}, "data": []}]}'
+    with pytest.raises(ApiError, match="binary tensor extension"):  # keys cost more than numbers: weighed so
+        parse_infer(keys, None, (224, 224), 8)
     with pytest.raises(ApiError, match="more than 20,000"):  # /v1's JSON bodies alike
         from_json(b'{"images": [' + b"[]," * 30_000 + b"[]]}", 8)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from vggsim.errors import require
-from vggsim.cli.common import add_parser, log, print_json, threshold_type
+from vggsim.cli.common import RANDOM_WEIGHTS_NOTE, add_parser, caveat, log, print_json, threshold_type
 
 
 def register(sub: Any) -> None:
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     truth = load_truth(args.truth)
     report: dict[str, Any] = evaluate_store(store, truth, args.root or Path(args.truth).parent, choice.threshold,
                                             args.k)
-    report["random_weights"] = choice.random_weights
+    report.update(caveat(choice.random_weights))
     if args.json:
         print_json(report)
     else:
@@ -72,4 +72,6 @@ def run(args: argparse.Namespace) -> int:
               f"Jaccard {search['jaccard']:.4f}")
         if dedup["per_edit"]:
             print("dedup recall per edit: " + "  ".join(f"{e} {r:.2f}" for e, r in dedup["per_edit"].items()))
-    return 0  # a random-weight model was said so when its manifest was read
+    if choice.random_weights:
+        log(f"warning: {RANDOM_WEIGHTS_NOTE}")
+    return 0

@@ -36,22 +36,29 @@ def load_truth(path: str | os.PathLike[str]) -> Truth:
     """A ground-truth map from a JSON file, checked (ArgumentError naming the file and the fault)."""
     try:
         data = json.loads(Path(path).read_text())
+    except RecursionError:
+        raise ArgumentError(f"{path}: cannot read the ground truth (nested too deeply)") from None
     except (OSError, ValueError) as exc:
         raise ArgumentError(f"{path}: cannot read the ground truth ({exc})") from None
     if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, list) and
                                              all(isinstance(x, str) for x in v) for k, v in data.items()):
         raise ArgumentError(f"{path}: the ground truth must be a JSON object of file name -> list of file names")
+    if not data:
+        raise ArgumentError(f"{path}: the ground truth names no files")
     check_map(data, f"{path}")
     return data
 
 
 def check_map(mapping: Truth, what: str) -> None:
-    """Every name listed is a key, and every pair is listed both ways (as imagededup requires)."""
+    """Every name listed is a key, once, not itself, and every pair is listed both ways (as imagededup requires)."""
+    as_sets = {key: set(values) for key, values in mapping.items()}
     for key, values in mapping.items():
+        if len(as_sets[key]) != len(values) or key in as_sets[key]:
+            raise ArgumentError(f"{what}: {key!r} lists a name twice, or itself")
         for value in values:
             if value not in mapping:
                 raise ArgumentError(f"{what}: {value!r} (a duplicate of {key!r}) is not one of its keys")
-            if key not in mapping[value]:
+            if key not in as_sets[value]:
                 raise ArgumentError(f"{what}: {key!r} lists {value!r}, but {value!r} does not list {key!r}")
 
 

@@ -144,7 +144,10 @@ class Decoder:
         started_wait = asyncio.ensure_future(task.started.wait())
         try:  # waiting for a thread and for memory is bounded by the request's deadline, not by this timeout
             first: set[asyncio.Future[Any]] = {task.done, started_wait}
-            await asyncio.wait(first, return_when=asyncio.FIRST_COMPLETED)
+            while not (await asyncio.wait(first, timeout=0.5, return_when=asyncio.FIRST_COMPLETED))[0]:
+                reason = self.blocked  # queued when the last thread was taken: no thread will come for it
+                if reason is not None:
+                    raise DecodersBlocked(reason)
             if not task.done.done():
                 started = time.monotonic()
                 done, _ = await asyncio.wait({task.done}, timeout=self.timeout_s)

@@ -127,6 +127,8 @@ def read_info(folder: Path, root: Path) -> dict[str, Any]:
     try:
         stat = _stat_key(path)
         info = json.loads(path.read_bytes())
+    except RecursionError:
+        raise damaged(folder, root, f"{INFO}: nested too deeply to be an index record") from None
     except (OSError, ValueError) as exc:
         raise damaged(folder, root, f"{INFO}: {exc.strerror if isinstance(exc, OSError) and exc.strerror else exc}") \
             from None

@@ -61,7 +61,8 @@ def parse_infer(body: bytes, header_length: str | None, input_size: tuple[int, i
         head, rest = body[:int(header_length)], body[int(header_length):]
     # Before parsing: json.loads holds the GIL (a thread does not help), and each value or list costs tens
     # of bytes once parsed: a 31 MB body of "[]," stalled every route for 8 s and grew the service by 800 MB
-    if head.count(b",") + head.count(b"[") > _most_json_items(input_size):
+    # an object key or an object costs several times a number: weighed so
+    if head.count(b",") + head.count(b"[") + 4 * (head.count(b":") + head.count(b"{")) > _most_json_items(input_size):
         raise bad(f"the JSON holds more values than {JSON_PIXEL_IMAGES} images' pixels: send more pixels in the "
                   "binary tensor extension (binary_data_size), or images as BYTES")
     try:
