@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serve_load import KEEPALIVE_S, child_env, free_port, percentiles, photo_bytes  # noqa: E402
+from serve_load import KEEPALIVE_S, child_env, free_port, percentiles, photo_bytes, wait_ready  # noqa: E402
 
 
 def oip_body(image: bytes) -> tuple[bytes, dict[str, str]]:
@@ -66,8 +66,6 @@ async def closed_loop(url: str, protocol: str, images: list[bytes], clients: int
 def main() -> int:
     import subprocess
 
-    import httpx
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=os.environ.get("VGGSIM_TEST_MODEL") or os.environ.get("VGGSIM_MODEL"))
     parser.add_argument("--clients", type=int, default=32)
@@ -86,18 +84,7 @@ def main() -> int:
     server = subprocess.Popen([sys.executable, "-m", "vggsim", "serve", "--model", args.model, "--port", str(port),
                                "--queue-size", str(args.queue_size), "--log-level", "warning"], env=child_env())
     try:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            if server.poll() is not None:
-                raise SystemExit(f"vggsim serve exited {server.returncode}")
-            try:
-                if httpx.get(url + "/health/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        else:
-            raise SystemExit("vggsim serve was not ready in 300 s")
+        wait_ready(server, url)
         images = photo_bytes(8)
         asyncio.run(closed_loop(url, "v1", images, args.clients, 3.0))  # warm-up, not counted
         runs = []
