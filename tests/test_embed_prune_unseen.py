@@ -141,6 +141,27 @@ def test_files_whose_folder_is_gone_are_pruned_only_under_a_named_folder(
     shutil.rmtree(tmp_path / "drive")  # unmounted
     summary = embed_into_store(embedder, [tmp_path / "home"], tmp_path / "s", prune=True)
     assert summary.pruned == 1  # b.png: its folder is gone, under the named, present home folder
-    assert any("missing folder" in note and str(tmp_path / "drive" / "trip") in note for note in summary.notes)
+    assert any("missing or empty folder" in note and str(tmp_path / "drive" / "trip") in note for note in summary.notes)
     assert sorted(Store.open(tmp_path / "s").paths()) == sorted([str(home), str(elsewhere)])
     assert str(gone_from_home) not in Store.open(tmp_path / "s").paths()
+
+
+@pytest.mark.parametrize("how", ["prune alone", "another input", "list file", "glob"])
+def test_files_at_the_top_of_an_empty_mount_point_are_kept_however_the_run_is_named(
+        embedder: Embedder, tmp_path: Path, photos: list[Path], how: str) -> None:
+    # the drive is unmounted: its mount point is there, empty but for lost+found; the run does not name
+    # it on the command line, so no named-input check applies to it
+    drive, home = tmp_path / "mnt" / "drive", tmp_path / "home"
+    top = _copy(photos[0], drive, "top.png")
+    _copy(photos[1], home, "h.png")
+    assert embed_into_store(embedder, [drive, home], tmp_path / "s").embedded == 2
+    shutil.rmtree(drive)
+    (drive / "lost+found").mkdir(parents=True)
+    listed = tmp_path / "list.txt"
+    listed.write_text(f"{drive}\n")
+    inputs, list_file = {"prune alone": ([], None), "another input": ([home], None), "list file": ([], str(listed)),
+                         "glob": ([str(tmp_path / "mnt" / "*" / "*.png")], None)}[how]
+    summary = embed_into_store(embedder, inputs, tmp_path / "s", list_file=list_file, prune=True)
+    assert summary.pruned == 0, summary.notes
+    assert str(top) in Store.open(tmp_path / "s").paths()
+    assert any("missing or empty folder" in note for note in summary.notes), summary.notes

@@ -96,9 +96,10 @@ class EmbedRun:
         record stays. Nothing under a folder in :attr:`unseen` (a walk could not list it) is pruned.
 
         A drive that is not mounted looks like files gone, so: nothing is pruned under a named input
-        (``inputs``) that is missing or an empty folder, and a file whose own folder is gone too is
-        pruned only under a named input folder that is there and not empty (the user named the tree
-        it was deleted from). What is kept that way is said in :attr:`notes`.
+        (``inputs``) that is missing or an empty folder, and a file whose own folder is gone too, or
+        holds nothing (hidden entries and ``lost+found`` aside: an empty mount point), is pruned only
+        under a named input folder that is there and not empty (the user named the tree it was deleted
+        from). What is kept that way is said in :attr:`notes`.
         """
         roots, shielded = _input_roots(inputs)
         self.notes += [f"{folder}: {why}; nothing under it was pruned (a drive that is not mounted looks like this)"
@@ -106,6 +107,7 @@ class EmbedRun:
         hidden = tuple(os.path.join(folder, "") for folder in [*map(os.path.abspath, self.unseen), *shielded])
         roots_prefixes = tuple(os.path.join(root, "") for root in roots)
         kept: set[str] = set()
+        looks_unmounted: dict[str, bool] = {}  # folder -> gone, or there with nothing a walk would list
         for path in list(self.known) if paths is None else paths:
             if hidden and path.startswith(hidden):
                 continue
@@ -113,16 +115,19 @@ class EmbedRun:
                 os.lstat(path)
             except (FileNotFoundError, NotADirectoryError):
                 folder = os.path.dirname(path)
-                if not os.path.isdir(folder) and not path.startswith(roots_prefixes):
-                    kept.add(folder)
-                    continue
+                if not path.startswith(roots_prefixes):
+                    if folder not in looks_unmounted:
+                        looks_unmounted[folder] = _holds_nothing(folder)
+                    if looks_unmounted[folder]:
+                        kept.add(folder)
+                        continue
                 self._committer.add(Record(path, "deleted"))
                 self.pruned += 1
             except (OSError, ValueError) as exc:
                 cause = getattr(exc, "strerror", None) or str(exc)
                 self.fail(Failure(path, "unreadable", f"cannot tell whether it still exists ({cause}): not pruned"))
         if kept:
-            self.notes.append(f"not pruned: files under {len(kept)} missing folder(s) such as {sorted(kept)[0]} "
+            self.notes.append(f"not pruned: files in {len(kept)} missing or empty folder(s) such as {sorted(kept)[0]} "
                               "(a drive that is not mounted looks like this); to prune them, name a folder "
                               "above them that is there: vggsim embed FOLDER --prune")
         return self.pruned
@@ -175,8 +180,7 @@ def _input_roots(inputs: Iterable[str]) -> tuple[list[str], dict[str, str]]:
             continue
         folder = os.path.abspath(name)
         try:
-            with os.scandir(folder) as entries:
-                empty = next(entries, None) is None
+            empty = _holds_nothing(folder, missing_ok=False)
         except (FileNotFoundError, NotADirectoryError) as exc:
             if not isinstance(exc, NotADirectoryError) or not os.path.exists(folder):
                 shielded[folder] = "this input is missing"
@@ -188,3 +192,17 @@ def _input_roots(inputs: Iterable[str]) -> tuple[list[str], dict[str, str]]:
         else:
             roots.append(folder)
     return roots, shielded
+
+
+def _holds_nothing(folder: str, missing_ok: bool = True) -> bool:
+    """Whether ``folder`` is gone (when ``missing_ok``) or holds nothing a walk would list: only hidden
+    entries and ``lost+found``, as an empty mount point does. An unreadable folder holds something."""
+    try:
+        with os.scandir(folder) as entries:
+            return all(e.name.startswith(".") or e.name == "lost+found" for e in entries)
+    except (FileNotFoundError, NotADirectoryError):
+        if missing_ok:
+            return True
+        raise
+    except OSError:
+        return False
