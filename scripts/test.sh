@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Set up and run every check, from a fresh clone: lint and types, the default tests and the heavy
-# ones (-m slow) in the full environment, the docs build, the release (wheel and sdist built,
-# `twine check`ed, the wheel installed in a fresh venv without TensorFlow and the runtime tests
-# run against it), and last the emulated aarch64 parity check.
+# Set up and run every check, from a fresh clone: lint and types, the release (wheel and sdist
+# built, `twine check`ed, the wheel installed in a fresh venv without TensorFlow and the runtime
+# tests run against it), the default tests that did not pass there and the heavy ones (-m slow)
+# in the full environment, the docs build, and last the emulated aarch64 parity check.
 #
 # Every stage runs even when an earlier one failed (a stage that needs the full environment is
 # skipped, and says so, only when that environment could not be set up). The summary at the end
@@ -73,16 +73,41 @@ setup() {
         || echo "chromium could not be installed: the web page test will skip"
     fi
   fi
-  # One random-weight model for the stages that run outside pytest's own session fixture.
+  # One random-weight model, verified against Keras, for every stage (VGGSIM_TEST_MODEL): exported
+  # once here rather than once per pytest session.
   rm -rf .cache/test-model
-  .venv/bin/vggsim export --weights random --seed 0 --out .cache/test-model --no-verify >/dev/null || return
+  .venv/bin/vggsim export --weights random --seed 0 --out .cache/test-model >/dev/null || return
   SETUP_OK=1
 }
 
 lint() { .venv/bin/ruff check runtime export tests benchmarks scripts; }
 types() { .venv/bin/mypy; }
-tests_default() { .venv/bin/python -m pytest -q "${PYTEST[@]}" tests; }
-tests_slow() { .venv/bin/python -m pytest -q "${PYTEST[@]}" tests -m slow; }
+# Each default test runs once: the release stage runs the runtime tests against the installed wheel
+# and lists those that passed there; this stage runs the rest (those that need TensorFlow, Ray,
+# OpenVINO, ... and any that failed against the wheel) in the full environment. Without that list
+# (the release stage not run, or it could not build the wheel) it runs them all.
+tests_default() {
+  local leave_out=()
+  if [ -s "$WHEEL_PASSED" ]; then
+    echo "$(wc -l < "$WHEEL_PASSED") tests passed against the installed wheel (release stage); the rest run here"
+    leave_out=(--leave-out "$WHEEL_PASSED")
+  fi
+  VGGSIM_TEST_MODEL="$PWD/.cache/test-model" .venv/bin/python -m pytest -q "${PYTEST[@]}" "${leave_out[@]}" tests
+}
+# One pytest process per slow test: TensorFlow keeps its gigabytes until its process exits, and
+# the three tests that run Keras in process held 6.4 GB together in one.
+tests_slow() {
+  local ids=() id rc=0
+  mapfile -t ids < <(.venv/bin/python -m pytest -q -p no:cacheprovider --collect-only -m slow tests | grep '::')
+  [ ${#ids[@]} -gt 0 ] || { echo "no slow tests were collected" >&2; return 1; }
+  for id in "${ids[@]}"; do
+    local out code
+    out=$(VGGSIM_TEST_MODEL="$PWD/.cache/test-model" .venv/bin/python -m pytest -q -p no:cacheprovider -m slow "$id" 2>&1)
+    code=$?
+    if [ $code = 0 ]; then echo "$id: $(tail -n 1 <<< "$out")"; else echo "$out"; rc=1; fi
+  done
+  return $rc
+}
 # Not --quiet: it drops warnings before --strict counts them, so broken links would pass (mkdocs 1.6).
 docs() { NO_MKDOCS_2_WARNING=1 DISABLE_MKDOCS_2_WARNING=true .venv/bin/mkdocs build --strict --site-dir .cache/site; }
 
@@ -100,7 +125,7 @@ release() {
   case $where in "$PWD/.venv-wheel/"*) echo "runtime tests against the installed wheel: $where" ;;
     *) echo "vggsim imports from $where, not from the installed wheel" >&2; return 1 ;; esac
   VGGSIM_TEST_MODEL="$PWD/.cache/test-model" VGGSIM_RUNTIME_ONLY=1 \
-    .venv-wheel/bin/python -m pytest -q "${PYTEST[@]}" tests -m "not export and not slow"
+    .venv-wheel/bin/python -m pytest -q "${PYTEST[@]}" --record-passed "$WHEEL_PASSED" tests -m "not export and not slow"
 }
 
 aarch64() {
@@ -113,13 +138,14 @@ aarch64() {
   VGGSIM_TEST_MODEL="$PWD/.cache/test-model" VGGSIM_HOST_PYTHON="$PWD/.venv/bin/python" bash scripts/aarch64/check.sh
 }
 
+WHEEL_PASSED=$MEMDIR/wheel-passed  # written by the release stage of this run only
 stage setup setup
 stage lint lint
 stage types types
+stage release release
 stage tests tests_default
 stage tests-slow tests_slow
 stage docs docs
-stage release release
 stage aarch64 aarch64
 
 echo

@@ -16,9 +16,46 @@ from vggsim import RandomWeightsWarning, sample_photos
 from support import CORPUS, HAS_TENSORFLOW  # noqa: E402
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    # scripts/test.sh runs each default test once: against the installed wheel where that
+    # environment can run it (--record-passed), then the rest in the full one (--leave-out).
+    parser.addoption("--record-passed", metavar="FILE",
+                     help="write the node ids of the tests that passed into FILE, one per line")
+    parser.addoption("--leave-out", metavar="FILE",
+                     help="deselect the tests whose node ids FILE lists (as --record-passed wrote them)")
+
+
 def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     warnings.filterwarnings("ignore", category=RandomWeightsWarning)
+
+
+_PASSED: list[str] = []  # node ids, in the order they passed (one pytest session per process)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "call" and report.passed:
+        _PASSED.append(report.nodeid)
+    elif report.when == "teardown" and report.failed and report.nodeid in _PASSED:
+        _PASSED.remove(report.nodeid)  # its teardown failed: not a pass
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    listed = config.getoption("--leave-out")
+    if not listed:
+        return
+    done = set(Path(listed).read_text(encoding="utf-8").splitlines())
+    kept = [item for item in items if item.nodeid not in done]
+    left_out = [item for item in items if item.nodeid in done]
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = kept
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    out = session.config.getoption("--record-passed")
+    if out:
+        Path(out).write_text("".join(f"{nodeid}\n" for nodeid in _PASSED), encoding="utf-8")
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import struct
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -67,12 +68,18 @@ BOMBS: dict[str, tuple[Callable[[], bytes], str]] = {
 
 @pytest.fixture
 def pixel_decodes(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
-    """Records every Pillow pixel decode (ImageFile.load) made while the test runs."""
+    """Records every Pillow pixel decode (ImageFile.load) the test's own thread makes while it runs.
+
+    Only this thread's: the probes and loads below run in it, and a decode thread another test left
+    behind (a pool finishing its queue) must not be counted against this one.
+    """
     calls: list[str] = []
     real_load = ImageFile.ImageFile.load
+    here = threading.get_ident()
 
     def load(self: ImageFile.ImageFile) -> object:
-        calls.append(f"{self.format} {self.size}")
+        if threading.get_ident() == here:
+            calls.append(f"{self.format} {self.size}")
         return real_load(self)
 
     monkeypatch.setattr(ImageFile.ImageFile, "load", load)

@@ -17,9 +17,12 @@ def register(sub: Any) -> None:
                    "duplicates at the threshold and the k nearest neighbours, with the metrics imagededup "
                    "reports. --make-set DIR writes an evaluation set from the sample photos (named edits of "
                    "each, the others as distractors) with its truth.json, to embed and score.")
-    p.add_argument("--make-set", metavar="DIR", help="write the evaluation set and its truth.json into DIR, then stop")
-    p.add_argument("--store", metavar="STORE", help="store folder made by `vggsim embed` of the files")
-    p.add_argument("--truth", metavar="TRUTH.json", help="ground truth: file name -> list of its duplicates")
+    p.add_argument("--make-set", metavar="DIR", help="write the evaluation set and its truth.json into DIR, then stop "
+                   "(default: none; with it, --store and --truth are not needed)")
+    p.add_argument("--store", metavar="STORE", help="store folder made by `vggsim embed` of the files "
+                   "(required unless --make-set)")
+    p.add_argument("--truth", metavar="TRUTH.json", help="ground truth: file name -> list of its duplicates "
+                   "(required unless --make-set)")
     p.add_argument("--root", metavar="DIR", help="the folder the truth's names are relative to "
                    "(default: the truth file's folder)")
     p.add_argument("--threshold", type=threshold_type, default=None, metavar="T",
