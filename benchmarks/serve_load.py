@@ -226,9 +226,15 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-async def closed_loop(url: str, images: list[bytes], clients: int, seconds: float) -> dict[str, Any]:
+async def closed_loop(url: str, images: list[bytes], clients: int, seconds: float, path: str = "/v1/embed",
+                      bodies: list[tuple[bytes, dict[str, str]]] | None = None) -> dict[str, Any]:
+    """``clients`` concurrent clients, each posting one image per request to ``path`` until ``seconds`` pass.
+
+    ``bodies`` (content and headers per image) replaces the raw JPEG bodies for another protocol.
+    """
     import httpx
 
+    requests = bodies or [(image, {"content-type": "image/jpeg"}) for image in images]
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     end = time.perf_counter() + seconds
@@ -237,9 +243,9 @@ async def closed_loop(url: str, images: list[bytes], clients: int, seconds: floa
         async def worker(number: int) -> None:
             i = number
             while time.perf_counter() < end and len(latencies) < 100_000:
+                content, headers = requests[i % len(requests)]
                 t = time.perf_counter()
-                r = await client.post(url + "/v1/embed", content=images[i % len(images)],
-                                      headers={"content-type": "image/jpeg"})
+                r = await client.post(url + path, content=content, headers=headers)
                 statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
                 if r.status_code == 200:
                     latencies.append(time.perf_counter() - t)
@@ -248,7 +254,7 @@ async def closed_loop(url: str, images: list[bytes], clients: int, seconds: floa
         started = time.perf_counter()
         await asyncio.gather(*(worker(n) for n in range(clients)))
         elapsed = time.perf_counter() - started
-    return {"clients": clients, "requests_ok": len(latencies), "statuses": statuses,
+    return {"clients": clients, "requests_ok": len(latencies), "seconds": round(elapsed, 2), "statuses": statuses,
             "images_per_s": round(len(latencies) / elapsed, 3), **percentiles(latencies)}
 
 

@@ -19,12 +19,12 @@ import json
 import os
 import platform
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serve_load import KEEPALIVE_S, child_env, free_port, percentiles, photo_bytes, wait_ready  # noqa: E402
+import serve_load  # noqa: E402
+from serve_load import child_env, free_port, photo_bytes, wait_ready  # noqa: E402
 
 
 def oip_body(image: bytes) -> tuple[bytes, dict[str, str]]:
@@ -36,31 +36,12 @@ def oip_body(image: bytes) -> tuple[bytes, dict[str, str]]:
 
 
 async def closed_loop(url: str, protocol: str, images: list[bytes], clients: int, seconds: float) -> dict[str, Any]:
-    import httpx
-
-    bodies = [oip_body(i) if protocol == "oip" else (i, {"content-type": "image/jpeg"}) for i in images]
-    path = "/v2/models/vggsim/infer" if protocol == "oip" else "/v1/embed"
-    latencies: list[float] = []
-    statuses: dict[int, int] = {}
-    end = time.perf_counter() + seconds
-    limits = httpx.Limits(max_connections=clients + 4, keepalive_expiry=KEEPALIVE_S)
-    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
-        async def worker(number: int) -> None:
-            i = number
-            while time.perf_counter() < end and len(latencies) < 100_000:
-                content, headers = bodies[i % len(bodies)]
-                t = time.perf_counter()
-                r = await client.post(url + path, content=content, headers=headers)
-                statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
-                if r.status_code == 200:
-                    latencies.append(time.perf_counter() - t)
-                i += clients
-
-        started = time.perf_counter()
-        await asyncio.gather(*(worker(n) for n in range(clients)))
-        elapsed = time.perf_counter() - started
-    return {"protocol": protocol, "requests_ok": len(latencies), "seconds": round(elapsed, 2), "statuses": statuses,
-            "images_per_s": round(len(latencies) / elapsed, 3), **percentiles(latencies)}
+    if protocol == "oip":
+        result = await serve_load.closed_loop(url, images, clients, seconds, "/v2/models/vggsim/infer",
+                                              [oip_body(image) for image in images])
+    else:
+        result = await serve_load.closed_loop(url, images, clients, seconds)
+    return {"protocol": protocol, **{k: v for k, v in result.items() if k != "clients"}}
 
 
 def main() -> int:

@@ -22,6 +22,8 @@ import pytest
 from PIL import Image
 
 from vggsim import Embedder
+from vggsim.search.ivf import choose
+from vggsim.search.ivf.params import IndexParams
 from vggsim.store import Record, Store, StoreIdentity, StoreWriter
 
 
@@ -133,3 +135,29 @@ needs_tensorflow = pytest.mark.skipif(not HAS_TENSORFLOW, reason="needs the expo
 
 
 CORPUS = Path(os.environ.get("VGGSIM_CORPUS", Path(__file__).resolve().parents[2] / "shared/corpus/pillow-test-images"))
+
+
+def full_probe(n: int, dim: int) -> IndexParams:
+    """Index parameters for ``n`` vectors of ``dim`` that scan every list at search time: the
+    candidates are then the codes' best, which re-ranking makes exact."""
+    params = choose(n, dim, sq8=True)
+    return IndexParams(params.nlist, params.codes, params.pq_m, params.sample, params.nlist)
+
+
+def png_files(folder: Path, seeds: range) -> list[Path]:
+    """One small PNG per seed (``q{seed}.png``, from :func:`image_bytes`) written into ``folder``."""
+    paths = []
+    for seed in seeds:
+        path = folder / f"q{seed}.png"
+        path.write_bytes(image_bytes(seed))
+        paths.append(path)
+    return paths
+
+
+def indexed_store(root: Path, model_dir: Path, images: list[Path]) -> Path:
+    """A store of ``images`` embedded by the CLI with ``model_dir``, and its index built."""
+    result = run_cli("embed", *map(str, images), "--store", str(root), "--model", str(model_dir))
+    assert result.returncode == 0, result.stderr
+    built = run_cli("index", "build", "--store", str(root))
+    assert built.returncode == 0, built.stderr
+    return root

@@ -23,7 +23,7 @@ faiss = pytest.importorskip("faiss")
 
 from vggsim.search.ivf import OnDiskIndex, build_index, choose  # noqa: E402
 from vggsim.search.ivf.params import IndexParams  # noqa: E402
-from support import make_store  # noqa: E402
+from support import full_probe, make_store  # noqa: E402
 
 DIM = 64
 
@@ -37,11 +37,6 @@ def vectors() -> np.ndarray:
 def store(tmp_path: Path, vectors: np.ndarray) -> Store:
     return make_store(tmp_path / "store", vectors)
 
-
-def full_probe(n: int) -> IndexParams:
-    """Every list scanned: the candidates are then the codes' best, which re-ranking makes exact."""
-    params = choose(n, DIM, sq8=True)
-    return IndexParams(params.nlist, params.codes, params.pq_m, params.sample, params.nlist)
 
 
 def test_parameters_follow_the_stated_rule() -> None:
@@ -66,7 +61,7 @@ def test_build_writes_the_index_into_the_store_with_what_it_covers(store: Store)
 
 
 def test_search_with_reranking_equals_exact_search_on_an_easy_set(store: Store, vectors: np.ndarray) -> None:
-    build_index(store, full_probe(store.count_ok()), part_rows=1000)
+    build_index(store, full_probe(store.count_ok(), DIM), part_rows=1000)
     queries = vectors[::97] + 0.05
     exact_ids, exact_scores = exact_topk(queries, store.blocks(), 10)
     ids, scores = OnDiskIndex.open(store).search(queries, 10)
@@ -288,7 +283,7 @@ def test_build_never_builds_the_store_tables_and_search_equals_exact(churned: St
 
 def test_float16_store_is_reranked_from_its_float16_rows(tmp_path: Path, vectors: np.ndarray) -> None:
     store = make_store(tmp_path / "half", vectors[:500], StoreIdentity("synthetic", {}, DIM, "float16"), 120)
-    build_index(store, full_probe(500))
+    build_index(store, full_probe(500, DIM))
     queries = vectors[:5] + 0.05
     exact_ids, exact_scores = exact_topk(queries, store.blocks(), 3)
     ids, scores = OnDiskIndex.open(store).search(queries, 3)

@@ -37,7 +37,7 @@ from vggsim.search import policy  # noqa: E402
 from vggsim.search.ivf import IndexDamaged, IndexParams, IndexStale, OnDiskIndex, build_index, choose  # noqa: E402
 from vggsim.search.ivf import build as build_module  # noqa: E402
 from vggsim.search.ivf import files as files_module  # noqa: E402
-from support import make_store, run_cli  # noqa: E402
+from support import full_probe, make_store, run_cli  # noqa: E402
 
 DIM = 64
 
@@ -51,10 +51,6 @@ def vectors() -> np.ndarray:
 def store(tmp_path: Path, vectors: np.ndarray) -> Store:
     return make_store(tmp_path / "store", vectors)
 
-
-def full_probe(n: int) -> IndexParams:
-    params = choose(n, DIM, sq8=True)
-    return IndexParams(params.nlist, params.codes, params.pq_m, params.sample, params.nlist)
 
 
 def first_shard(root: Path) -> Path:
@@ -88,7 +84,7 @@ def swap_bytes(path: Path, a: bytes, b: bytes) -> None:
 def test_a_shard_damaged_in_place_after_the_first_search_is_refused_through_the_index(
         store: Store, vectors: np.ndarray, keep_mtime: bool) -> None:
     """Before: the index re-ranked from its own open files, never checked (a swapped row scored as the other)."""
-    build_index(store, full_probe(3000))
+    build_index(store, full_probe(3000, DIM))
     index = OnDiskIndex.open(store)
     ids, _ = index.search(vectors[:1], 1)
     assert ids[0, 0] == 0
@@ -140,7 +136,7 @@ def test_a_verification_expires_after_the_reverify_interval(store: Store, monkey
 def test_index_files_damaged_in_place_are_refused_on_open_and_while_open(store: Store, vectors: np.ndarray,
                                                                          damage: Any) -> None:
     """Before: a same-size change to an index file passed the size check, and a search named the wrong files."""
-    folder = build_index(store, full_probe(3000)).folder
+    folder = build_index(store, full_probe(3000, DIM)).folder
     opened = OnDiskIndex.open(store)
     damage(folder)
     with pytest.raises(IndexDamaged) as caught:
@@ -214,7 +210,7 @@ def test_a_search_returns_k_matches_when_the_probed_lists_hold_fewer(store: Stor
 def test_index_scores_equal_the_exact_scan_bit_for_bit(store: Store, vectors: np.ndarray) -> None:
     """Before: the re-rank divided a float32 dot product by the norm, exact search multiplied normalised
     float32 rows (BLAS): scores differed in the last bits (assert_allclose(atol=1e-5) hid it)."""
-    build_index(store, full_probe(3000))
+    build_index(store, full_probe(3000, DIM))
     queries = vectors[::37] * 3.5 + 0.05
     through_index = search_store(store, queries, 10, index=True)
     exact = search_store(store, queries, 10)
@@ -227,7 +223,7 @@ def test_index_scores_equal_the_exact_scan_bit_for_bit(store: Store, vectors: np
 
 def test_the_stale_message_names_the_real_cause(tmp_path: Path, vectors: np.ndarray) -> None:
     first = make_store(tmp_path / "store", vectors[:1500])
-    build_index(first, full_probe(1500))
+    build_index(first, full_probe(1500, DIM))
     with StoreWriter.open(first.root, first.identity) as writer:
         writer.add(Record("/synthetic/new.jpg", "ok", 1, 1), vectors[0])
     with pytest.raises(IndexStale, match="newer commits"):
@@ -252,7 +248,7 @@ def test_policy_states_come_from_the_refusal_type(tmp_path: Path, vectors: np.nd
     with StoreWriter.open(empty, StoreIdentity("synthetic", {}, DIM)):
         pass
     assert policy.open_index(Store.open(empty)).state is policy.IndexState.EMPTY
-    build_index(store, full_probe(500))
+    build_index(store, full_probe(500, DIM))
     decision = policy.open_index(store)
     assert decision.state is policy.IndexState.CURRENT and decision.index is not None
     assert policy.state_of(IndexDamaged("any words at all")) is policy.IndexState.DAMAGED
@@ -293,7 +289,7 @@ def test_disk_full_at_any_stage_of_a_build_is_one_line_and_leaves_nothing(
     monkeypatch.setattr(build_module, "atomic_write", full_disk)
     monkeypatch.setattr(files_module, "atomic_write", full_disk)
     with pytest.raises(StoreError) as caught:
-        build_index(store, full_probe(3000), part_rows=1000)
+        build_index(store, full_probe(3000, DIM), part_rows=1000)
     assert str(caught.value).startswith("disk full") and "\n" not in str(caught.value)
     assert os.listdir(store.root / "index") == []
 
@@ -365,13 +361,13 @@ def test_a_second_concurrent_build_is_refused(store: Store) -> None:
     with build_module.build_lock(store.root / "index"):
         with pytest.raises(StoreError, match="another `vggsim index build` is running"):
             build_index(store)
-    build_index(store, full_probe(3000))
+    build_index(store, full_probe(3000, DIM))
 
 
 def test_index_json_is_checked_against_itself_and_while_open(store: Store, vectors: np.ndarray) -> None:
     """Before: a changed field of index.json (its identity) passed, and an index.json cut to nothing after
     the index was opened went unnoticed by that open index (a long-running service said "current")."""
-    folder = build_index(store, full_probe(3000)).folder
+    folder = build_index(store, full_probe(3000, DIM)).folder
     opened = OnDiskIndex.open(store)
     info = folder / "index.json"
     original = info.read_bytes()

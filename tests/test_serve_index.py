@@ -21,28 +21,17 @@ for _module in ("fastapi", "uvicorn", "multipart", "prometheus_client", "httpx",
 
 import httpx  # noqa: E402
 
-from support import Server, image_bytes, run_cli  # noqa: E402
+from support import Server, indexed_store, png_files, run_cli  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    folder = tmp_path_factory.mktemp("serve-index-images")
-    paths = []
-    for seed in range(6):
-        path = folder / f"q{seed}.png"
-        path.write_bytes(image_bytes(100 + seed))
-        paths.append(path)
-    return paths
+    return png_files(tmp_path_factory.mktemp("serve-index-images"), range(100, 106))
 
 
 @pytest.fixture(scope="module")
 def store(model_dir: Path, images: list[Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("serve-index-store") / "store"
-    result = run_cli("embed", *map(str, images[:4]), "--store", str(root), "--model", str(model_dir))
-    assert result.returncode == 0, result.stderr
-    built = run_cli("index", "build", "--store", str(root))
-    assert built.returncode == 0, built.stderr
-    return root
+    return indexed_store(tmp_path_factory.mktemp("serve-index-store") / "store", model_dir, images[:4])
 
 
 @pytest.fixture(scope="module")

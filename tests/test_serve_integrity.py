@@ -24,27 +24,17 @@ for _module in ("fastapi", "uvicorn", "multipart", "prometheus_client", "httpx",
 
 import httpx  # noqa: E402
 
-from support import Server, image_bytes, run_cli  # noqa: E402
+from support import Server, indexed_store, png_files, run_cli  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    folder = tmp_path_factory.mktemp("integrity-images")
-    paths = []
-    for seed in range(8):
-        path = folder / f"q{seed}.png"
-        path.write_bytes(image_bytes(300 + seed))
-        paths.append(path)
-    return paths
+    return png_files(tmp_path_factory.mktemp("integrity-images"), range(300, 308))
 
 
 @pytest.fixture(scope="module")
 def template(model_dir: Path, images: list[Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("integrity-store") / "store"
-    result = run_cli("embed", *map(str, images[:6]), "--store", str(root), "--model", str(model_dir))
-    assert result.returncode == 0, result.stderr
-    assert run_cli("index", "build", "--store", str(root)).returncode == 0
-    return root
+    return indexed_store(tmp_path_factory.mktemp("integrity-store") / "store", model_dir, images[:6])
 
 
 @pytest.fixture
