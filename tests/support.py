@@ -3,6 +3,7 @@ images and stores. One module, so test files never import each other."""
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import io
 import os
@@ -161,3 +162,33 @@ def indexed_store(root: Path, model_dir: Path, images: list[Path]) -> Path:
     built = run_cli("index", "build", "--store", str(root))
     assert built.returncode == 0, built.stderr
     return root
+
+
+def fill_disk_at(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the index's writes of the file called ``name`` fail with ENOSPC after 100 bytes (faiss's writes
+    too, which go through Python's), as a full disk would."""
+    from vggsim.search.ivf import build, files, merge
+
+    real = build.atomic_write
+
+    def full_disk(path: Path, write: Any) -> Any:
+        if path.name != name:
+            return real(path, write)
+
+        class Full:
+            def __init__(self, fp: Any) -> None:
+                self.fp, self.written = fp, 0
+
+            def write(self, data: Any) -> int:
+                self.written += len(memoryview(data).cast("B"))
+                if self.written > 100:
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                return int(self.fp.write(data))
+
+            def __getattr__(self, attribute: str) -> Any:
+                return getattr(self.fp, attribute)
+
+        return real(path, lambda fp: write(Full(fp)))
+
+    for module in (build, files, merge):
+        monkeypatch.setattr(module, "atomic_write", full_disk)

@@ -9,7 +9,6 @@ a killed build left its staging folder for ever.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import shutil
@@ -37,7 +36,7 @@ from vggsim.search import policy  # noqa: E402
 from vggsim.search.ivf import IndexDamaged, IndexParams, IndexStale, OnDiskIndex, build_index, choose  # noqa: E402
 from vggsim.search.ivf import build as build_module  # noqa: E402
 from vggsim.search.ivf import files as files_module  # noqa: E402
-from support import full_probe, make_store, run_cli  # noqa: E402
+from support import fill_disk_at, full_probe, make_store, run_cli  # noqa: E402
 
 DIM = 64
 
@@ -265,29 +264,7 @@ STAGES = ["part-0000.faiss", "lists.ivfdata", "index.faiss", "locations.npy", "p
 def test_disk_full_at_any_stage_of_a_build_is_one_line_and_leaves_nothing(
         store: Store, stage: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """ENOSPC from the write of one file (faiss's included, through its Python writer)."""
-    real = build_module.atomic_write
-
-    def full_disk(path: Path, write: Any) -> Any:
-        if path.name != stage:
-            return real(path, write)
-
-        class Full:
-            def __init__(self, fp: Any) -> None:
-                self.fp, self.written = fp, 0
-
-            def write(self, data: Any) -> int:
-                self.written += len(memoryview(data).cast("B"))
-                if self.written > 100:
-                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-                return int(self.fp.write(data))
-
-            def __getattr__(self, name: str) -> Any:
-                return getattr(self.fp, name)
-
-        return real(path, lambda fp: write(Full(fp)))
-
-    monkeypatch.setattr(build_module, "atomic_write", full_disk)
-    monkeypatch.setattr(files_module, "atomic_write", full_disk)
+    fill_disk_at(stage, monkeypatch)
     with pytest.raises(StoreError) as caught:
         build_index(store, full_probe(3000, DIM), part_rows=1000)
     assert str(caught.value).startswith("disk full") and "\n" not in str(caught.value)

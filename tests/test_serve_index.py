@@ -122,8 +122,11 @@ def test_a_stale_index_falls_back_to_exact_search_and_says_so(server: Server, mo
     assert found["matches"][0]["path"] == str(images[5]) and len(found["matches"]) == 6
     assert httpx.get(server.url + "/v1/info").json()["store"]["index"]["state"] == "stale"
     assert metric(server, 'vggsim_search_exact_fallbacks_total{state="stale"}') >= 1
-    # a rebuild is picked up by the running service
-    assert run_cli("index", "build", "--store", str(store)).returncode == 0
+    assert "vggsim index update" in found["index"]["message"]
+    # the index grown with the new commits is picked up by the running service, without a restart
+    updated = run_cli("index", "update", "--store", str(store), "--json")
+    assert updated.returncode == 0, updated.stderr
+    assert json.loads(updated.stdout)["vectors"] == 6
     again = search(server, images[5], 10)
     assert again["index"]["used"] is True and again["index"]["vectors"] == 6
     assert [(m["path"], m["score"]) for m in again["matches"]] == cli_search(model_dir, store, images[5], 10, "--index")

@@ -1,4 +1,4 @@
-"""``vggsim index``: build (or inspect) a store's on-disk IVF index for ``vggsim search --index``."""
+"""``vggsim index``: build, update (or inspect) a store's on-disk IVF index for ``vggsim search --index``."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from vggsim.errors import require
-from vggsim.cli.common import add_parser, int_range, log, print_json
+from vggsim.cli.common import add_parser, int_range, log, positive_float, print_json
 
 
 def register(sub: Any) -> None:
@@ -34,6 +34,21 @@ def register(sub: Any) -> None:
                        help="lists scanned per query, saved with the index (default: nlist/64, at least 8)")
     build.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     build.set_defaults(handler=run_build)
+    update = add_parser(actions, "update", help="grow the index with the store's new commits, without training it "
+                        "again",
+                        description="Keep the codes of the records still current, encode only the vectors added or "
+                        "replaced since, leave out the deleted, and put the grown index in place of the old one (a "
+                        "running `vggsim serve` picks it up at its next request). Trains anew, saying why, when there "
+                        "is no index to grow (missing, damaged, another model), when the store outgrew the size the "
+                        "index was trained for, or when the added vectors drifted from its lists.")
+    update.add_argument("--store", required=True, metavar="STORE", help="store folder made by `vggsim embed`")
+    update.add_argument("--no-retrain", action="store_true",
+                        help="never train anew for growth or drift; grow the index and report them (default: retrain)")
+    update.add_argument("--drift-limit", type=positive_float(), default=None, metavar="RATIO",
+                        help="train anew when the vectors added since training lie more than RATIO times as far from "
+                        "their lists' centroids (mean squared distance) as the training sample (default: 1.5)")
+    update.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+    update.set_defaults(handler=run_update)
     info = add_parser(actions, "info", help="say whether the store's index is current and sound (every file's "
                       "sha256 checked), and its shape; exit 1 when it is missing, stale or damaged")
     info.add_argument("--store", required=True, metavar="STORE", help="store folder made by `vggsim embed`")
@@ -59,6 +74,34 @@ def run_build(args: argparse.Namespace) -> int:
     else:
         print(f"{summary.folder}: {params.factory}, {summary.vectors:,} vectors, {summary.bytes / 1e6:.1f} MB, "
               f"nprobe {params.nprobe}, built in {summary.seconds:.1f} s (generation {store.generation})")
+    return 0
+
+
+def run_update(args: argparse.Namespace) -> int:
+    require("pyarrow", "store", "vggsim index")
+    require("faiss", "ann", "vggsim index")
+    from vggsim.search.ivf import DRIFT_LIMIT, update_index
+    from vggsim.store import Store
+
+    store = Store.open(args.store)
+    summary = update_index(store, retrain=not args.no_retrain, drift_limit=args.drift_limit or DRIFT_LIMIT,
+                           progress=None if args.json else log)
+    drift = None if summary.drift is None else round(summary.drift, 3)
+    if summary.current:
+        said = "index current: nothing to add"
+    elif summary.retrained:
+        said = f"index trained anew ({summary.retrained})"
+    else:
+        said = (f"index updated: +{summary.added:,} encoded, {summary.kept:,} kept, {summary.dropped:,} dropped"
+                + (f", drift {drift:g}" if drift is not None else ""))
+    log(f"{said}; {summary.vectors:,} vectors in {summary.seconds:.1f} s (generation {store.generation})")
+    if args.json:
+        print_json({"store": args.store, "generation": store.generation, "folder": str(summary.folder),
+                    "vectors": summary.vectors, "added": summary.added, "kept": summary.kept,
+                    "dropped": summary.dropped, "drift": drift, "retrained": summary.retrained,
+                    "current": summary.current, "seconds": round(summary.seconds, 2)})
+    elif summary.drift is not None and summary.drift > (args.drift_limit or DRIFT_LIMIT) and not summary.retrained:
+        log(f"warning: drift {drift:g} is over the limit; `vggsim index build --store {args.store}` trains anew")
     return 0
 
 

@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,9 +44,8 @@ import numpy as np
 from vggsim.errors import StoreError, require
 from vggsim.similarity import l2_normalize
 from vggsim.store import Store
-from vggsim.store.format import atomic_write
+from vggsim.store.format import atomic_write, shard_name
 from vggsim.search.ivf.files import (
-    CODES,
     FILES,
     INDEX_DIR,
     INDEX_FORMAT,
@@ -59,6 +58,7 @@ from vggsim.search.ivf.files import (
     quiet_stdout,
     write_info,
 )
+from vggsim.search.ivf.merge import invlists_source, residuals, write_faiss, write_lists
 from vggsim.search.ivf.params import IndexParams, choose
 
 PART_BYTES = 64 << 20  # encoded bytes per part: a part is built in memory (faiss may reserve up to 2x), then written out
@@ -104,7 +104,7 @@ def training_sample(store: Store, size: int, seed: int = 0) -> np.ndarray:
     return l2_normalize(store.sample_vectors(size, seed).vectors, np.float32)
 
 
-def _failed(exc: OSError, where: Path) -> StoreError:
+def failed(exc: OSError, where: Path) -> StoreError:
     """One line for an OSError while building: "disk full ..." when it is that."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return StoreError(f"disk full writing the index in {where}: nothing was replaced; free space and build "
@@ -120,7 +120,7 @@ def build_lock(parent: Path) -> Iterator[None]:
         parent.mkdir(exist_ok=True)
         fd = os.open(parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
-        raise _failed(exc, parent) from None
+        raise failed(exc, parent) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -151,29 +151,27 @@ def build_index(store: Store, params: IndexParams | None = None, *, part_rows: i
         with quiet_stdout(), captured_stderr() as said:
             trained.train(sample)
         _say_faiss_lines(said, params, n)
+        fit = {"generation": store.generation, "vectors": n, "sample": len(sample),
+               "residual": float(residuals(centroids(faiss, trained), sample).mean()),
+               "added": 0, "added_residual_sum": 0.0}
         del sample
         template = faiss.serialize_index(trained)
         part_rows = part_rows or max(10_000, PART_BYTES // (params.code_size(dim) + 8))
         try:
             staging = Path(tempfile.mkdtemp(prefix=".build-", dir=parent))
         except OSError as exc:
-            raise _failed(exc, parent) from None
+            raise failed(exc, parent) from None
         try:
-            parts = _add_parts(store, faiss, template, staging, part_rows, say)
+            parts = add_parts(store.iter_vector_blocks(), faiss, template, staging, part_rows, say)
             say(f"merging {len(parts)} part(s) into {LISTS}")
             files: dict[str, dict[str, Any]] = {}
-            added = _merge(faiss, template, parts, staging, files)
-            _write_mapping(store, staging, files)
-            write_info(staging, {
-                "format": INDEX_FORMAT, "generation": store.generation, "coverage": coverage(store),
-                "snapshot": store.snapshot_id, "identity": store.identity.to_dict(), "vectors": added,
-                "params": params.to_dict(), "metric": "inner product on unit vectors",
-                "ids": "Store.records() positions at this generation", "files": files,
-                "built_seconds": round(time.perf_counter() - started, 2)})
-            folder = _publish(staging, parent, index_key(store))
+            added = merge_parts(faiss, template, parts, [], staging, files)
+            write_mapping(store, staging, files)
+            write_info(staging, index_record(store, added, params, files, fit, started))
+            folder = publish(staging, parent, index_key(store))
         except OSError as exc:
             shutil.rmtree(staging, ignore_errors=True)
-            raise _failed(exc, staging) from None
+            raise failed(exc, staging) from None
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -181,21 +179,34 @@ def build_index(store: Store, params: IndexParams | None = None, *, part_rows: i
     return BuildSummary(folder, added, params, size, time.perf_counter() - started)
 
 
-def _write(path: Path, write: Callable[[IO[bytes]], object]) -> dict[str, Any]:
-    """Write ``path`` (atomic_write: ordinary writes, fsync; "disk full ..." as a StoreError); its size and sha256."""
-    return atomic_write(path, write)
+def centroids(faiss: Any, index: Any) -> np.ndarray:
+    """The coarse quantiser's centroids of a trained IVF index, (nlist, dim) float32."""
+    ivf = faiss.extract_index_ivf(index)
+    return np.asarray(ivf.quantizer.reconstruct_n(0, int(ivf.nlist)), np.float32)
 
 
-def _write_faiss(faiss: Any, index: Any, path: Path) -> dict[str, Any]:
-    """faiss.write_index through Python's own writes: an error keeps its errno (faiss's writer loses it)."""
-    return _write(path, lambda fp: faiss.write_index(index, faiss.PyCallbackIOWriter(fp.write)))
+def index_record(store: Store, vectors: int, params: IndexParams, files: dict[str, dict[str, Any]],
+                 fit: dict[str, Any], started: float, **more: Any) -> dict[str, Any]:
+    """What ``index.json`` says of an index of ``store``'s snapshot: besides what opening it checks, the
+    vectors file's sha256 of each shard it holds codes of (an update keeps the codes of the shards whose
+    sha256 is unchanged) and how well its training fits (``fit``, for an update's drift)."""
+    return {
+        "format": INDEX_FORMAT, "generation": store.generation, "coverage": coverage(store),
+        "snapshot": store.snapshot_id, "identity": store.identity.to_dict(), "vectors": vectors,
+        "params": params.to_dict(), "metric": "inner product on unit vectors",
+        "ids": "Store.records() positions at this generation", "files": files,
+        "shards": {str(shard.id): shard.files.get(shard_name(shard.id, "vectors"), {}).get("sha256")
+                   for shard in store.commit_record.shards},
+        "fit": fit, "built_seconds": round(time.perf_counter() - started, 2), **more}
 
 
-def _add_parts(store: Store, faiss: Any, template: Any, staging: Path, part_rows: int,
-               say: Callable[[str], None]) -> list[Path]:
+def add_parts(blocks: Iterable[Any], faiss: Any, template: Any, staging: Path, part_rows: int,
+              say: Callable[[str], None]) -> list[Path]:
+    """Encode ``blocks`` (each with ``ids`` and ``vectors``) with the trained ``template`` into parts of
+    about ``part_rows`` vectors, written into ``staging``."""
     parts: list[Path] = []
     part, done = None, 0
-    for block in store.iter_vector_blocks():
+    for block in blocks:
         if part is None:
             part = faiss.deserialize_index(template)
         part.add_with_ids(l2_normalize(block.vectors, np.float32), block.ids.astype(np.int64))
@@ -211,55 +222,41 @@ def _add_parts(store: Store, faiss: Any, template: Any, staging: Path, part_rows
 
 def _write_part(faiss: Any, part: Any, staging: Path, number: int) -> Path:
     path = staging / f"part-{number:04d}.faiss"
-    _write_faiss(faiss, part, path)
+    write_faiss(faiss, part, path)
     return path
 
 
-def _merge(faiss: Any, template: Any, parts: list[Path], staging: Path, files: dict[str, dict[str, Any]]) -> int:
-    """Merge the parts' lists into one on-disk lists file, list by list, with ordinary writes (faiss's
-    own merge writes through a memory map of a sparse file: SIGBUS when the disk fills); then write
-    the index that points at it. Records both files' size and sha256 in ``files``."""
-    index = faiss.deserialize_index(template)
-    ivf = faiss.extract_index_ivf(index)
-    code_size, nlist = int(ivf.code_size), int(ivf.nlist)
+def merge_parts(faiss: Any, template: Any, parts: list[Path], before: list[Any], staging: Path,
+                files: dict[str, dict[str, Any]]) -> int:
+    """Write the lists of ``before`` (list sources: an update's previous index) and of the parts into one
+    lists file (see merge.py), then delete the parts. Records the files' size and sha256 in ``files``."""
     with quiet_stdout():
         mapped = [faiss.read_index(str(p), faiss.IO_FLAG_MMAP) for p in parts]
-    inverted = [faiss.extract_index_ivf(part).invlists for part in mapped]
-    ondisk = faiss.OnDiskInvertedLists(nlist, code_size, str(staging / LISTS))
-    ondisk.lists.clear()
-    layout: list[tuple[int, int]] = []  # per list: (size, offset)
-
-    def write_lists(fp: IO[bytes]) -> None:
-        offset = 0
-        for number in range(nlist):
-            sizes = [int(il.list_size(number)) for il in inverted]
-            codes = [faiss.rev_swig_ptr(il.get_codes(number), size * code_size) for il, size in zip(inverted, sizes) if size]
-            ids = [faiss.rev_swig_ptr(il.get_ids(number), size) for il, size in zip(inverted, sizes) if size]
-            for chunk in codes:
-                fp.write(np.ascontiguousarray(chunk, np.uint8).data)
-            for chunk in ids:
-                fp.write(np.ascontiguousarray(chunk, np.int64).data)
-            layout.append((sum(sizes), offset))
-            offset += sum(sizes) * (code_size + 8)
-
-    files[LISTS] = _write(staging / LISTS, write_lists)
-    for size, offset in layout:  # OnDiskInvertedLists' own bookkeeping: each list full (capacity == size)
-        entry = faiss.OnDiskOneList()
-        entry.size, entry.capacity, entry.offset = size, size, offset
-        ondisk.lists.push_back(entry)
-    ondisk.totsize = int(files[LISTS]["size"])
-    added = sum(size for size, _ in layout)
-    ivf.replace_invlists(ondisk, True)
-    ondisk.this.disown()  # the index owns it now
-    ivf.ntotal = index.ntotal = added
-    files[CODES] = _write_faiss(faiss, index, staging / CODES)
-    del index  # the parts' maps go with `mapped` when this returns
+    code_size = int(faiss.extract_index_ivf(faiss.deserialize_index(template)).code_size)
+    sources = before + [invlists_source(faiss, faiss.extract_index_ivf(part).invlists, code_size) for part in mapped]
+    added = write_lists(faiss, template, sources, staging, files)
+    del sources, mapped  # the parts' maps
     for part_path in parts:
         part_path.unlink()
     return added
 
 
-def _write_mapping(store: Store, staging: Path, files: dict[str, dict[str, Any]]) -> None:
+def location_parts(store: Store) -> Iterator[np.ndarray]:
+    """The ids' locations in the current view (``shard << 32 | row`` of each id's vector, -1 where it has
+    none), one array per shard, in id order."""
+    view = store.current_view()
+    written = 0
+    for part in view.shards:  # ids are consecutive, shard after shard
+        if part.first_id != written:
+            raise StoreError(f"{store.root}: the current view's ids are not consecutive at shard {part.shard.id}")
+        where = part.rows.astype(np.int64)
+        yield np.where(where >= 0, (part.shard.id << 32) | where, -1)
+        written += len(where)
+    if written != view.records:
+        raise StoreError(f"{store.root}: the current view holds {view.records} records, {written} were listed")
+
+
+def write_mapping(store: Store, staging: Path, files: dict[str, dict[str, Any]]) -> None:
     """The ids mapping searches use instead of the store's tables (see files.py); sizes and sha256 into ``files``."""
     from vggsim.store.format import pyarrow
 
@@ -269,17 +266,10 @@ def _write_mapping(store: Store, staging: Path, files: dict[str, dict[str, Any]]
     def write_locations(fp: IO[bytes]) -> None:
         np.lib.format.write_array_header_1_0(fp, {"descr": np.lib.format.dtype_to_descr(np.dtype("<i8")),
                                                   "fortran_order": False, "shape": (view.records,)})
-        written = 0
-        for part in view.shards:  # ids are consecutive, shard after shard
-            if part.first_id != written:
-                raise StoreError(f"{store.root}: the current view's ids are not consecutive at shard {part.shard.id}")
-            where = part.rows.astype(np.int64)
-            fp.write(np.where(where >= 0, (part.shard.id << 32) | where, -1).astype("<i8").data)
-            written += len(where)
-        if written != view.records:
-            raise StoreError(f"{store.root}: the current view holds {view.records} records, {written} were listed")
+        for where in location_parts(store):
+            fp.write(where.astype("<i8").data)
 
-    files[LOCATIONS] = _write(staging / LOCATIONS, write_locations)
+    files[LOCATIONS] = atomic_write(staging / LOCATIONS, write_locations)
     schema = pa.schema([("path_bytes", pa.binary())])
 
     def write_paths(fp: IO[bytes]) -> None:
@@ -287,10 +277,10 @@ def _write_mapping(store: Store, staging: Path, files: dict[str, dict[str, Any]]
             for _ids, names in store.iter_record_blocks(["path_bytes"]):
                 writer.write_table(names, max_chunksize=65536)
 
-    files[PATHS] = _write(staging / PATHS, write_paths)
+    files[PATHS] = atomic_write(staging / PATHS, write_paths)
 
 
-def _publish(staging: Path, parent: Path, key: str) -> Path:
+def publish(staging: Path, parent: Path, key: str) -> Path:
     """Rename the staging folder into place; then remove every other index of the store."""
     target = parent / key
     if target.exists():  # the same generation rebuilt: move the old one aside first

@@ -163,7 +163,8 @@ def stale_cause(info: dict[str, Any], store: Store) -> str | None:
         return (f"the index was built for another store at the same generation {generation} (its shards differ: "
                 f"a store re-created, restored or repaired in this folder)")
     return (f"the index covers generation {generation}, but the store is at generation {store.generation} "
-            f"(it changed since the index was built: newer commits)")
+            f"(it changed since the index was built: newer commits, which `vggsim index update --store "
+            f"{store.root}` adds without training it again)")
 
 
 def file_problems(folder: Path, info: dict[str, Any], *, fresh: bool = False) -> list[str]:
