@@ -62,7 +62,7 @@ def main() -> int:
             for n, vector in enumerate(added, args.base):
                 writer.add(Record(f"/synthetic/{n:07d}.jpg", "ok"), vector)
         store = Store.open(root)
-        picked = np.concatenate([rng.choice(args.base, 50, replace=False), args.base + rng.choice(args.added, 50)])
+        picked = np.concatenate([rng.choice(args.base, 50, replace=False), args.base + rng.choice(args.added, 50, replace=False)])
         queries = store.vectors(picked) + 0.1 * np.abs(rng.standard_normal((100, 512))).astype(np.float32)
         truth, _ = exact_topk(queries, store.blocks(), 10)
         started = time.perf_counter()

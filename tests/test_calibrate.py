@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from vggsim import Embedder
 from vggsim.export.calibrate import NEAR_DUPLICATE_EDITS, calibrate_threshold
 from vggsim.model.manifest import DedupCalibration
@@ -21,6 +23,7 @@ def test_calibration_measures_edits_against_distinct_photos(embedder: Embedder, 
     assert DedupCalibration.from_dict(result.to_dict()) == result
 
 
+@pytest.mark.full_env  # TensorFlow, keras and onnx must be installed for this to mean anything
 def test_calibration_and_keras_bench_left_the_runtime() -> None:
     import vggsim.tools.bench
     import vggsim.search.pairs

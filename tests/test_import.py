@@ -16,6 +16,7 @@ import vggsim
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.full_env  # TensorFlow, keras and onnx must be installed for this to mean anything
 def test_import_does_not_load_tensorflow_or_keras() -> None:
     code = (
         "import json, sys, vggsim, vggsim.cli, vggsim.export; "
@@ -26,6 +27,7 @@ def test_import_does_not_load_tensorflow_or_keras() -> None:
     assert json.loads(out.stdout) == []
 
 
+@pytest.mark.full_env  # TensorFlow, keras and onnx must be installed for this to mean anything
 def test_the_cli_does_not_import_the_exporter_at_start() -> None:
     """`vggsim --help`, `embed`, `serve`... need only `--isa`'s choices from vggsim.export, not the
     exporter, its converter and parity checker (~130 ms of start, onnx and more)."""

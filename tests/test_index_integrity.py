@@ -336,7 +336,7 @@ def test_what_a_killed_build_leaves_is_cleaned_by_the_next(tmp_path: Path, vecto
 
 def test_a_second_concurrent_build_is_refused(store: Store) -> None:
     with build_module.build_lock(store.root / "index"):
-        with pytest.raises(StoreError, match="another `vggsim index build` is running"):
+        with pytest.raises(StoreError, match="another `vggsim index build` or `update` is running"):
             build_index(store)
     build_index(store, full_probe(3000, DIM))
 

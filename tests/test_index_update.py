@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from vggsim.store import Record, Store, StoreIdentity, StoreWriter
 pytest.importorskip("pyarrow")
 faiss = pytest.importorskip("faiss")
 
-from vggsim.search.ivf import OnDiskIndex, build_index, update_index  # noqa: E402
+from vggsim.search.ivf import IndexParams, OnDiskIndex, build_index, update_index  # noqa: E402
 from vggsim.search.ivf.files import CODES, LISTS, current_folder  # noqa: E402
 from support import fill_disk_at, full_probe, make_store, run_cli  # noqa: E402
 
@@ -117,13 +118,42 @@ def test_drift_trains_anew_and_says_why_unless_told_not_to(tmp_path: Path) -> No
     assert_equals_exact(store, clustered(5, random_centre(9), 7))
 
 
+def test_drift_retraining_keeps_the_parameters_chosen_by_hand(tmp_path: Path) -> None:
+    store = make_store(tmp_path / "store", clustered(3000, random_centre(1), 2, spread=0.2))
+    build_index(store, IndexParams(16, "sq8", 0, 2000, 3))
+    store = add(store, clustered(700, random_centre(9), 5, spread=1.0), 3000)
+    summary = update_index(store)
+    assert summary.retrained is not None and summary.retrained.startswith("drift: ")
+    _, info = current_folder(store)
+    assert {k: info["params"][k] for k in ("nlist", "codes", "sample", "nprobe")} == \
+        {"nlist": 16, "codes": "sq8", "sample": 2000, "nprobe": 3}
+
+
 def test_growth_past_four_times_the_trained_size_trains_anew(tmp_path: Path) -> None:
     store = make_store(tmp_path / "store", clustered(400, random_centre(1), 2, spread=1.0))
     build_index(store, full_probe(400, DIM))
     store = add(store, clustered(1300, random_centre(1), 3, spread=1.0), 400)
+    kept = update_index(store, retrain=False)  # grown, and the growth reported
+    assert kept.retrained is None and kept.growth == pytest.approx(1700 / 400) and kept.added == 1300
+    store = add(store, clustered(10, random_centre(1), 4, spread=1.0), 1700)
     summary = update_index(store)
-    assert summary.retrained is not None and summary.retrained.startswith("growth: the store holds 1,700 vectors")
-    assert summary.vectors == 1700
+    assert summary.retrained is not None and summary.retrained.startswith("growth: the store holds 1,710 vectors")
+    assert summary.vectors == 1710
+    _, info = current_folder(store)
+    assert info["params"]["codes"] == "sq8" and info["fit"]["vectors"] == 1710  # the old code, trained anew
+
+
+def test_codes_of_a_shard_whose_vectors_changed_are_never_carried_over(tmp_path: Path) -> None:
+    """Another store put in the folder: same model, names, shard ids and rows, other vectors. Only the
+    shards' sha256 in index.json tells the old codes from the new vectors."""
+    first = make_store(tmp_path / "first", clustered(3000, random_centre(1), 2, spread=1.0))
+    build_index(first, full_probe(3000, DIM))
+    second = make_store(tmp_path / "second", clustered(3000, random_centre(1), 8, spread=1.0))
+    second = add(second, clustered(10, random_centre(1), 9, spread=1.0), 3000)  # a newer generation than the index
+    shutil.copytree(first.root / "index", second.root / "index")
+    summary = update_index(second)
+    assert summary.retrained is None and (summary.kept, summary.added) == (0, 3010)
+    assert_equals_exact(second, clustered(10, random_centre(1), 10, spread=1.0))
 
 
 def test_a_damaged_index_is_trained_anew_never_carried_over(grown: tuple[Store, np.ndarray]) -> None:
@@ -166,3 +196,12 @@ def test_disk_full_during_an_update_is_one_line_and_keeps_the_old_index(
         update_index(store)
     assert str(caught.value).startswith("disk full") and "\n" not in str(caught.value)
     assert sorted(os.listdir(store.root / "index")) == old  # no staging folder; the old index untouched
+
+
+def test_drift_is_measured_when_the_training_sample_fit_its_lists_exactly(tmp_path: Path) -> None:
+    store = make_store(tmp_path / "store", np.repeat(random_centre(1)[None, :], 50, axis=0))  # 50 copies
+    with pytest.warns(UserWarning, match="trained 1 centroid on only 1 vectors"):
+        build_index(store, IndexParams(1, "sq8", 0, 1, 1))
+    store = add(store, clustered(100, random_centre(2), 3, spread=1.0), 50)
+    summary = update_index(store)
+    assert summary.retrained is not None and summary.retrained.startswith("drift: ")

@@ -114,6 +114,11 @@ def test_an_index_file_damaged_after_start_falls_back_to_exact_and_says_damaged(
     assert dup["index"]["state"] == "damaged" and [m["path"] for m in dup["matches"]] == [str(images[1])]
     info = httpx.get(served.url + "/v1/info", timeout=30).json()["store"]["index"]
     assert info["state"] == "damaged"
+    names.write_bytes(data)  # put back as it was: the service must not keep refusing a sound index
+    restored = post(served, "/v1/search", images[1], k=3).json()
+    assert restored["index"]["state"] == "current" and restored["index"]["used"] is True, restored["index"]
+    names.write_bytes(data.replace(one, b"\0" * len(one)).replace(two, one).replace(b"\0" * len(one), two))
+    assert post(served, "/v1/search", images[1], k=3).json()["index"]["state"] == "damaged"
     assert run_cli("index", "build", "--store", str(store)).returncode == 0  # a rebuild is picked up
     assert post(served, "/v1/search", images[1], k=3).json()["index"]["state"] == "current"
 

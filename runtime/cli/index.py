@@ -80,7 +80,7 @@ def run_build(args: argparse.Namespace) -> int:
 def run_update(args: argparse.Namespace) -> int:
     require("pyarrow", "store", "vggsim index")
     require("faiss", "ann", "vggsim index")
-    from vggsim.search.ivf import DRIFT_LIMIT, update_index
+    from vggsim.search.ivf import DRIFT_LIMIT, GROWTH_LIMIT, update_index
     from vggsim.store import Store
 
     store = Store.open(args.store)
@@ -99,9 +99,14 @@ def run_update(args: argparse.Namespace) -> int:
         print_json({"store": args.store, "generation": store.generation, "folder": str(summary.folder),
                     "vectors": summary.vectors, "added": summary.added, "kept": summary.kept,
                     "dropped": summary.dropped, "drift": drift, "retrained": summary.retrained,
-                    "current": summary.current, "seconds": round(summary.seconds, 2)})
-    elif summary.drift is not None and summary.drift > (args.drift_limit or DRIFT_LIMIT) and not summary.retrained:
-        log(f"warning: drift {drift:g} is over the limit; `vggsim index build --store {args.store}` trains anew")
+                    "current": summary.current, "growth": None if summary.growth is None else round(summary.growth, 3),
+                    "seconds": round(summary.seconds, 2)})
+    if summary.retrained is None and not summary.current:  # --no-retrain: say how far it went
+        if summary.drift is not None and summary.drift > (args.drift_limit or DRIFT_LIMIT):
+            log(f"warning: drift {drift:g} is over the limit; `vggsim index build --store {args.store}` trains anew")
+        if summary.growth is not None and summary.growth > GROWTH_LIMIT:
+            log(f"warning: the store holds {summary.growth:.1f} times the vectors the index was trained for; "
+                f"`vggsim index build --store {args.store}` trains anew")
     return 0
 
 

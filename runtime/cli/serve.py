@@ -37,8 +37,8 @@ def register(sub: Any) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback by default; "
                    "anything else should have a token and a TLS proxy in front)")
     p.add_argument("--allowed-hosts", metavar="HOST[,HOST...]", default="",
-                   help="Host header values answered besides the bound address, 127.0.0.1, localhost and [::1] with "
-                   "the port: NAME (any port) or NAME:PORT, comma-separated, * for any. Without a token every other "
+                   help="Host header values answered besides the bound address, 127.0.0.1, localhost and [::1] (those "
+                   "on any port): NAME (any port) or NAME:PORT, comma-separated, * for any. Without a token every other "
                    "Host is refused (403 bad_host: DNS rebinding); with a token only when this is given (default: none)")
     p.add_argument("--cors-origins", metavar="ORIGIN[,ORIGIN...]", default="",
                    help="origins (scheme://host[:port]) other than the service's own that browsers may call it from, "

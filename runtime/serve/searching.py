@@ -74,9 +74,14 @@ class StoreSearch:
         self._cached: tuple[Store, tuple[str, ...], IndexDecision, IndexReport] | None = None
 
     def _folders(self, store: Store) -> tuple[str, ...]:
+        """What the cached decision was made from: each index folder and the stat (size, mtime, inode) of each
+        of its files. A file replaced or restored in place (an update, a repair, a copy put back) changes it,
+        so a decision that the index is damaged is not kept once its files are sound again."""
         try:
-            return tuple(sorted(e.name + ":" + str(e.stat().st_mtime_ns) for e in os.scandir(store.root / "index")
-                                if e.is_dir()))
+            return tuple(sorted(
+                f"{folder.name}/{entry.name}:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ino}"
+                for folder in os.scandir(store.root / "index") if folder.is_dir()
+                for entry in os.scandir(folder.path) for stat in (entry.stat(),)))
         except OSError:
             return ()
 

@@ -113,7 +113,7 @@ def failed(exc: OSError, where: Path) -> StoreError:
 
 
 @contextmanager
-def build_lock(parent: Path) -> Iterator[None]:
+def build_lock(parent: Path, action: str = "build") -> Iterator[None]:
     """Lock ``parent`` (the folder) for one build; StoreError at once if another build holds it. Then
     remove what killed builds left (nobody else can be writing there now)."""
     try:
@@ -125,8 +125,8 @@ def build_lock(parent: Path) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise StoreError(f"another `vggsim index build` is running on {parent.parent} (it holds a lock on "
-                             f"{parent}); wait for it to finish") from None
+            raise StoreError(f"another `vggsim index build` or `update` is running on {parent.parent} (it holds a "
+                             f"lock on {parent}), so this {action} cannot start; wait for it to finish") from None
         for leftover in parent.iterdir():
             if leftover.is_dir() and leftover.name.startswith((".build-", ".old-")):
                 shutil.rmtree(leftover, ignore_errors=True)

@@ -23,7 +23,9 @@ It is trained anew instead (a full :func:`build_index`, with the reason in the s
   another camera), and candidates get worse while every score stays exact.
 
 With ``retrain=False``, growth and drift never retrain: the index grows and the summary says
-how far they went.
+how far they went. Trained anew, the index keeps the parameters the old one recorded (its code,
+lists, sample and nprobe, which may have been chosen by hand), except on growth, where the
+lists follow the rule for the new size with the old code; the rule's where none were recorded.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from vggsim.errors import require
+from vggsim.validate import ArgumentError
 from vggsim.similarity import l2_normalize
 from vggsim.store import Store
 from vggsim.store.format import Block, shard_name
@@ -48,10 +51,11 @@ from vggsim.search.ivf.build import (PART_BYTES, add_parts, build_index, build_l
 from vggsim.search.ivf.files import (CODES, INDEX_DIR, LOCATIONS, IndexProblem, built_folder, damaged, index_key,
                                      quiet_stdout, read_info, require_files, stale_cause, write_info)
 from vggsim.search.ivf.merge import invlists_source, residuals
-from vggsim.search.ivf.params import IndexParams
+from vggsim.search.ivf.params import IndexParams, choose
 
 DRIFT_LIMIT = 1.5
 GROWTH_LIMIT = 4.0
+MIN_RESIDUAL = 1e-9  # squared distance on unit vectors: float32 rounding is about 1e-12
 BLOCK_ROWS = 16384
 
 
@@ -71,6 +75,7 @@ class UpdateSummary:
     drift: float | None = None
     retrained: str | None = None
     current: bool = False
+    growth: float | None = None  # the store's vectors over the vectors the index was trained for
 
 
 def update_index(store: Store, *, retrain: bool = True, drift_limit: float = DRIFT_LIMIT,
@@ -80,14 +85,30 @@ def update_index(store: Store, *, retrain: bool = True, drift_limit: float = DRI
     faiss = require("faiss", "ann", "The on-disk index")
     say = progress or (lambda _text: None)
     started = time.perf_counter()
-    with build_lock(store.root / INDEX_DIR):
+    with build_lock(store.root / INDEX_DIR, "update"):
         outcome = _grow(store, faiss, retrain, drift_limit, part_rows, say, started)
     if isinstance(outcome, UpdateSummary):
         return outcome
-    say(f"training the index anew: {outcome}")
-    built = build_index(store, part_rows=part_rows, progress=progress)
+    reason, params = outcome
+    say(f"training the index anew: {reason}")
+    built = build_index(store, params, part_rows=part_rows, progress=progress)
     return UpdateSummary(built.folder, built.vectors, built.vectors, 0, 0, time.perf_counter() - started,
-                         retrained=outcome)
+                         retrained=reason)
+
+
+def _params_anew(old: IndexParams | None, total: int, dim: int, growth: bool) -> IndexParams | None:
+    """The parameters to train anew with: the old index's (its code, lists, sample and nprobe, which a user
+    may have chosen), or for growth the rule's lists for the new size with the old code; None (the rule's
+    for everything) when there are none or they no longer fit the store."""
+    if old is None:
+        return None
+    codes: dict[str, Any] = {"pq": old.pq_m if old.codes == "pq" else None, "sq8": old.codes == "sq8"}
+    try:
+        if growth:
+            return choose(total, dim, **codes)
+        return choose(total, dim, nlist=old.nlist, sample=old.sample, nprobe=old.nprobe, **codes)
+    except ArgumentError:
+        return None
 
 
 def _first_line(problem: BaseException) -> str:
@@ -95,26 +116,35 @@ def _first_line(problem: BaseException) -> str:
 
 
 def _grow(store: Store, faiss: Any, retrain: bool, drift_limit: float, part_rows: int | None,
-          say: Callable[[str], None], started: float) -> UpdateSummary | str:
-    """The grown index's summary, or why it must be trained anew."""
+          say: Callable[[str], None], started: float) -> UpdateSummary | tuple[str, IndexParams | None]:
+    """The grown index's summary, or why it must be trained anew and with what parameters."""
     try:
         folder = built_folder(store.root)
         info = read_info(folder, store.root)
+    except IndexProblem as exc:
+        return _first_line(exc), None
+    try:
+        old: IndexParams | None = IndexParams(**{f.name: info["params"][f.name] for f in fields(IndexParams)})
+    except (KeyError, TypeError):
+        old = None
+    total, dim = store.current_view().vectors, store.identity.dim
+    try:
         require_files(folder, info, store.root)  # no code is carried over from a file that does not check out
     except IndexProblem as exc:
-        return _first_line(exc)
+        return _first_line(exc), _params_anew(old, total, dim, False)
     vectors = int(info["vectors"])
     if stale_cause(info, store) is None:
         return UpdateSummary(folder, vectors, 0, vectors, 0, time.perf_counter() - started, current=True)
     if info.get("identity") != store.identity.to_dict():
-        return "the index was built for another model, preprocessing or dim than the store's"
+        return "the index was built for another model, preprocessing or dim than the store's", None
     fit, shards = info.get("fit"), info.get("shards")
-    if not isinstance(fit, dict) or not isinstance(shards, dict):
-        return "the index was built by a vggsim that recorded neither its shards nor its fit"
-    total = store.current_view().vectors
-    if retrain and total > GROWTH_LIMIT * int(fit["vectors"]):
+    if not isinstance(fit, dict) or not isinstance(shards, dict) or old is None:
+        return "the index was built by a vggsim that recorded neither its shards nor its fit", \
+            _params_anew(old, total, dim, False)
+    growth = total / max(1, int(fit["vectors"]))
+    if retrain and growth > GROWTH_LIMIT:
         return (f"growth: the store holds {total:,} vectors, over {GROWTH_LIMIT:g} times the {int(fit['vectors']):,} "
-                f"the index was trained for")
+                f"the index was trained for"), _params_anew(old, total, dim, True)
     try:
         with quiet_stdout():
             index = faiss.read_index(str(folder / CODES), faiss.IO_FLAG_ONDISK_SAME_DIR | faiss.IO_FLAG_READ_ONLY)
@@ -122,7 +152,7 @@ def _grow(store: Store, faiss: Any, retrain: bool, drift_limit: float, part_rows
         if index.ntotal != vectors or int((old_locations >= 0).sum()) != vectors:
             raise ValueError("its ids mapping does not match its vectors")
     except (RuntimeError, ValueError, KeyError, TypeError, OSError) as exc:
-        return _first_line(damaged(folder, store.root, exc))
+        return _first_line(damaged(folder, store.root, exc)), _params_anew(old, total, dim, False)
     unchanged = {int(shard.id) for shard in store.commit_record.shards
                  if shards.get(str(shard.id)) is not None
                  and shards[str(shard.id)] == shard.files.get(shard_name(shard.id, "vectors"), {}).get("sha256")}
@@ -150,12 +180,14 @@ def _grow(store: Store, faiss: Any, retrain: bool, drift_limit: float, part_rows
 
         rows = part_rows or max(10_000, PART_BYTES // (int(faiss.extract_index_ivf(index).code_size) + 8))
         parts = add_parts(measured(_needed_blocks(store, need)), faiss, template, staging, rows, say)
-        drift = (fit_added[1] / fit_added[0]) / float(fit["residual"]) \
-            if fit_added[0] and float(fit["residual"]) > 0 else None
+        # a training sample that fit its centroids exactly (one vector, or copies) counts as a tiny residual:
+        # any added vector off the centroids is then drift
+        drift = (fit_added[1] / fit_added[0]) / max(float(fit["residual"]), MIN_RESIDUAL) if fit_added[0] else None
         if retrain and drift is not None and drift > drift_limit:
             shutil.rmtree(staging, ignore_errors=True)
             return (f"drift: the {fit_added[0]:,} vectors added since training lie {drift:.2f} times as far from "
-                    f"their lists' centroids as the training sample (limit {drift_limit:g})")
+                    f"their lists' centroids as the training sample (limit {drift_limit:g})"), \
+                _params_anew(old, total, dim, False)
         files: dict[str, dict[str, Any]] = {}
         old_lists = invlists_source(faiss, faiss.extract_index_ivf(index).invlists,
                                     int(faiss.extract_index_ivf(index).code_size), renumber)
@@ -165,8 +197,7 @@ def _grow(store: Store, faiss: Any, retrain: bool, drift_limit: float, part_rows
                           f"{kept:,} codes its ids mapping lists")
         del index, old_lists
         write_mapping(store, staging, files)
-        params = IndexParams(**{f.name: info["params"][f.name] for f in fields(IndexParams)})
-        write_info(staging, index_record(store, written, params, files,
+        write_info(staging, index_record(store, written, old, files,
                                          {**fit, "added": fit_added[0], "added_residual_sum": fit_added[1]},
                                          started, updates=int(info.get("updates", 0)) + 1))
         grown = publish(staging, store.root / INDEX_DIR, index_key(store))
@@ -176,7 +207,8 @@ def _grow(store: Store, faiss: Any, retrain: bool, drift_limit: float, part_rows
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return UpdateSummary(grown, written, int(need.sum()), kept, vectors - kept, time.perf_counter() - started, drift)
+    return UpdateSummary(grown, written, int(need.sum()), kept, vectors - kept, time.perf_counter() - started, drift,
+                         growth=growth)
 
 
 def _renumber(old: np.ndarray, new: np.ndarray, unchanged: set[int]) -> np.ndarray:
