@@ -135,6 +135,24 @@ def build_lock(parent: Path, action: str = "build") -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
+@contextmanager
+def staging_folder(parent: Path) -> Iterator[Path]:
+    """A new ``.build-*`` folder in ``parent`` to write an index into, removed if the block fails (an
+    OSError as one line: "disk full ..." when it is that). The block renames it into place when done."""
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=".build-", dir=parent))
+    except OSError as exc:
+        raise failed(exc, parent) from None
+    try:
+        yield staging
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise failed(exc, staging) from None
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
 def build_index(store: Store, params: IndexParams | None = None, *, part_rows: int | None = None,
                 progress: Callable[[str], None] | None = None) -> BuildSummary:
     """Build the IVF index of ``store``'s current vectors and put it in ``STORE/index/<key>/``."""
@@ -157,11 +175,7 @@ def build_index(store: Store, params: IndexParams | None = None, *, part_rows: i
         del sample
         template = faiss.serialize_index(trained)
         part_rows = part_rows or max(10_000, PART_BYTES // (params.code_size(dim) + 8))
-        try:
-            staging = Path(tempfile.mkdtemp(prefix=".build-", dir=parent))
-        except OSError as exc:
-            raise failed(exc, parent) from None
-        try:
+        with staging_folder(parent) as staging:
             parts = add_parts(store.iter_vector_blocks(), faiss, template, staging, part_rows, say)
             say(f"merging {len(parts)} part(s) into {LISTS}")
             files: dict[str, dict[str, Any]] = {}
@@ -169,12 +183,6 @@ def build_index(store: Store, params: IndexParams | None = None, *, part_rows: i
             write_mapping(store, staging, files)
             write_info(staging, index_record(store, added, params, files, fit, started))
             folder = publish(staging, parent, index_key(store))
-        except OSError as exc:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise failed(exc, staging) from None
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
     size = sum(int(files[name]["size"]) for name in FILES)
     return BuildSummary(folder, added, params, size, time.perf_counter() - started)
 

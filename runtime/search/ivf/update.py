@@ -31,7 +31,6 @@ lists follow the rule for the new size with the old code; the rule's where none 
 from __future__ import annotations
 
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
@@ -46,8 +45,8 @@ from vggsim.similarity import l2_normalize
 from vggsim.store import Store
 from vggsim.store.format import Block, shard_name
 from vggsim.store.npyio import load_npy
-from vggsim.search.ivf.build import (PART_BYTES, add_parts, build_index, build_lock, centroids, failed, index_record,
-                                     location_parts, merge_parts, publish, write_mapping)
+from vggsim.search.ivf.build import (PART_BYTES, add_parts, build_index, build_lock, centroids, index_record,
+                                     location_parts, merge_parts, publish, staging_folder, write_mapping)
 from vggsim.search.ivf.files import (CODES, INDEX_DIR, LOCATIONS, IndexProblem, built_folder, damaged, index_key,
                                      quiet_stdout, read_info, require_files, stale_cause, write_info)
 from vggsim.search.ivf.merge import invlists_source, residuals
@@ -163,11 +162,7 @@ def _grow(store: Store, faiss: Any, retrain: bool, drift_limit: float, part_rows
     kept = int((renumber >= 0).sum())
     template = _empty_copy(faiss, folder)
     say(f"keeping {kept:,} codes, encoding {int(need.sum()):,} new vectors")
-    try:
-        staging = Path(tempfile.mkdtemp(prefix=".build-", dir=store.root / INDEX_DIR))
-    except OSError as exc:
-        raise failed(exc, store.root / INDEX_DIR) from None
-    try:
+    with staging_folder(store.root / INDEX_DIR) as staging:
         quantiser = centroids(faiss, index)
         fit_added = [int(fit["added"]), float(fit["added_residual_sum"])]
 
@@ -201,12 +196,6 @@ def _grow(store: Store, faiss: Any, retrain: bool, drift_limit: float, part_rows
                                          {**fit, "added": fit_added[0], "added_residual_sum": fit_added[1]},
                                          started, updates=int(info.get("updates", 0)) + 1))
         grown = publish(staging, store.root / INDEX_DIR, index_key(store))
-    except OSError as exc:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise failed(exc, staging) from None
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return UpdateSummary(grown, written, int(need.sum()), kept, vectors - kept, time.perf_counter() - started, drift,
                          growth=growth)
 
