@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from vggsim.errors import require
-from vggsim.cli.common import RANDOM_WEIGHTS_NOTE, add_parser, caveat, log, print_json, threshold_type
+from vggsim.cli.common import RANDOM_WEIGHTS_NOTE, UsageError, add_parser, caveat, log, print_json, threshold_type
 
 
 def register(sub: Any) -> None:
@@ -49,8 +49,6 @@ def run(args: argparse.Namespace) -> int:
             f"--store STORE, then vggsim eval --store STORE --truth {written}")
         return 0
     if not args.store or not args.truth:
-        from vggsim.cli.common import UsageError
-
         raise UsageError("eval: pass --store STORE and --truth TRUTH.json (or --make-set DIR)")
     require("pyarrow", "store", "vggsim eval")
     from vggsim.cli.dedup import choose_threshold

@@ -84,8 +84,8 @@ def run_update(args: argparse.Namespace) -> int:
     from vggsim.store import Store
 
     store = Store.open(args.store)
-    summary = update_index(store, retrain=not args.no_retrain, drift_limit=args.drift_limit or DRIFT_LIMIT,
-                           progress=None if args.json else log)
+    limit = args.drift_limit or DRIFT_LIMIT
+    summary = update_index(store, retrain=not args.no_retrain, drift_limit=limit, progress=None if args.json else log)
     drift = None if summary.drift is None else round(summary.drift, 3)
     if summary.current:
         said = "index current: nothing to add"
@@ -102,7 +102,7 @@ def run_update(args: argparse.Namespace) -> int:
                     "current": summary.current, "growth": None if summary.growth is None else round(summary.growth, 3),
                     "seconds": round(summary.seconds, 2)})
     if summary.retrained is None and not summary.current:  # --no-retrain: say how far it went
-        if summary.drift is not None and summary.drift > (args.drift_limit or DRIFT_LIMIT):
+        if summary.drift is not None and summary.drift > limit:
             log(f"warning: drift {drift:g} is over the limit; `vggsim index build --store {args.store}` trains anew")
         if summary.growth is not None and summary.growth > GROWTH_LIMIT:
             log(f"warning: the store holds {summary.growth:.1f} times the vectors the index was trained for; "

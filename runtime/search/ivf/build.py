@@ -104,7 +104,7 @@ def training_sample(store: Store, size: int, seed: int = 0) -> np.ndarray:
     return l2_normalize(store.sample_vectors(size, seed).vectors, np.float32)
 
 
-def failed(exc: OSError, where: Path) -> StoreError:
+def _failed(exc: OSError, where: Path) -> StoreError:
     """One line for an OSError while building: "disk full ..." when it is that."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return StoreError(f"disk full writing the index in {where}: nothing was replaced; free space and build "
@@ -120,7 +120,7 @@ def build_lock(parent: Path, action: str = "build") -> Iterator[None]:
         parent.mkdir(exist_ok=True)
         fd = os.open(parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
-        raise failed(exc, parent) from None
+        raise _failed(exc, parent) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -135,6 +135,11 @@ def build_lock(parent: Path, action: str = "build") -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
+def rows_per_part(code_size: int) -> int:
+    """Vectors per encoded part: PART_BYTES of codes and ids, at least 10,000."""
+    return max(10_000, PART_BYTES // (code_size + 8))
+
+
 @contextmanager
 def staging_folder(parent: Path) -> Iterator[Path]:
     """A new ``.build-*`` folder in ``parent`` to write an index into, removed if the block fails (an
@@ -142,12 +147,12 @@ def staging_folder(parent: Path) -> Iterator[Path]:
     try:
         staging = Path(tempfile.mkdtemp(prefix=".build-", dir=parent))
     except OSError as exc:
-        raise failed(exc, parent) from None
+        raise _failed(exc, parent) from None
     try:
         yield staging
     except OSError as exc:
         shutil.rmtree(staging, ignore_errors=True)
-        raise failed(exc, staging) from None
+        raise _failed(exc, staging) from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -174,7 +179,7 @@ def build_index(store: Store, params: IndexParams | None = None, *, part_rows: i
                "added": 0, "added_residual_sum": 0.0}
         del sample
         template = faiss.serialize_index(trained)
-        part_rows = part_rows or max(10_000, PART_BYTES // (params.code_size(dim) + 8))
+        part_rows = part_rows or rows_per_part(params.code_size(dim))
         with staging_folder(parent) as staging:
             parts = add_parts(store.iter_vector_blocks(), faiss, template, staging, part_rows, say)
             say(f"merging {len(parts)} part(s) into {LISTS}")
@@ -240,8 +245,8 @@ def merge_parts(faiss: Any, template: Any, parts: list[Path], before: list[Any],
     lists file (see merge.py), then delete the parts. Records the files' size and sha256 in ``files``."""
     with quiet_stdout():
         mapped = [faiss.read_index(str(p), faiss.IO_FLAG_MMAP) for p in parts]
-    code_size = int(faiss.extract_index_ivf(faiss.deserialize_index(template)).code_size)
-    sources = before + [invlists_source(faiss, faiss.extract_index_ivf(part).invlists, code_size) for part in mapped]
+    sources = before + [invlists_source(faiss, ivf.invlists, int(ivf.code_size))
+                        for ivf in (faiss.extract_index_ivf(part) for part in mapped)]
     added = write_lists(faiss, template, sources, staging, files)
     del sources, mapped  # the parts' maps
     for part_path in parts:

@@ -45,8 +45,8 @@ from vggsim.similarity import l2_normalize
 from vggsim.store import Store
 from vggsim.store.format import Block, shard_name
 from vggsim.store.npyio import load_npy
-from vggsim.search.ivf.build import (PART_BYTES, add_parts, build_index, build_lock, centroids, index_record,
-                                     location_parts, merge_parts, publish, staging_folder, write_mapping)
+from vggsim.search.ivf.build import (add_parts, build_index, build_lock, centroids, index_record, location_parts,
+                                     merge_parts, publish, rows_per_part, staging_folder, write_mapping)
 from vggsim.search.ivf.files import (CODES, INDEX_DIR, LOCATIONS, IndexProblem, built_folder, damaged, index_key,
                                      quiet_stdout, read_info, require_files, stale_cause, write_info)
 from vggsim.search.ivf.merge import invlists_source, residuals
@@ -173,7 +173,8 @@ def _grow(store: Store, faiss: Any, retrain: bool, drift_limit: float, part_rows
                 fit_added[1] += float(found.sum())
                 yield block
 
-        rows = part_rows or max(10_000, PART_BYTES // (int(faiss.extract_index_ivf(index).code_size) + 8))
+        ivf = faiss.extract_index_ivf(index)
+        rows = part_rows or rows_per_part(int(ivf.code_size))
         parts = add_parts(measured(_needed_blocks(store, need)), faiss, template, staging, rows, say)
         # a training sample that fit its centroids exactly (one vector, or copies) counts as a tiny residual:
         # any added vector off the centroids is then drift
@@ -184,13 +185,12 @@ def _grow(store: Store, faiss: Any, retrain: bool, drift_limit: float, part_rows
                     f"their lists' centroids as the training sample (limit {drift_limit:g})"), \
                 _params_anew(old, total, dim, False)
         files: dict[str, dict[str, Any]] = {}
-        old_lists = invlists_source(faiss, faiss.extract_index_ivf(index).invlists,
-                                    int(faiss.extract_index_ivf(index).code_size), renumber)
+        old_lists = invlists_source(faiss, ivf.invlists, int(ivf.code_size), renumber)
         written = merge_parts(faiss, template, parts, [old_lists], staging, files)
         if written != kept + int(need.sum()):
             raise damaged(folder, store.root, f"its lists hold {written - int(need.sum()):,} of the "
                           f"{kept:,} codes its ids mapping lists")
-        del index, old_lists
+        del index, ivf, old_lists
         write_mapping(store, staging, files)
         write_info(staging, index_record(store, written, old, files,
                                          {**fit, "added": fit_added[0], "added_residual_sum": fit_added[1]},
