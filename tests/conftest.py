@@ -119,3 +119,27 @@ def embedder(model_dir: Path):  # type: ignore[no-untyped-def]
 def rgb_image() -> Image.Image:
     rng = np.random.default_rng(1)
     return Image.fromarray(rng.integers(0, 256, (120, 160, 3), dtype=np.uint8), "RGB")
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """A real PostgreSQL 16 with pgvector, from the pgserver wheel, on a Unix socket in a temporary folder;
+    stopped at the end of the session."""
+    pytest.importorskip("psycopg", reason="needs the postgres extra (psycopg)")
+    pytest.importorskip("pgvector", reason="needs the postgres extra (pgvector)")
+    pgserver = pytest.importorskip("pgserver", reason="needs the test extra (pgserver: PostgreSQL 16 with pgvector)")
+    server = pgserver.get_server(tmp_path_factory.mktemp("postgres") / "data", cleanup_mode="stop")
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def postgres_uri(postgres_server, request: pytest.FixtureRequest) -> str:  # type: ignore[no-untyped-def]
+    """The URI of a new, empty database on the session's PostgreSQL, one per test."""
+    import psycopg
+
+    name = "t_" + "".join(c if c.isalnum() else "_" for c in request.node.name.lower())[:50]
+    with psycopg.connect(postgres_server.get_uri(), autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name}")
+        conn.execute(f"CREATE DATABASE {name}")
+    return str(postgres_server.get_uri(name))

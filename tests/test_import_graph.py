@@ -23,7 +23,7 @@ LAYERS = {
     "vggsim.ingest": 3,
     "vggsim.store": 4,
     "vggsim.search": 5,
-    "vggsim.collection": 6,
+    "vggsim.collection": 6, "vggsim.postgres": 6,
     "vggsim.export": 7,
     "vggsim.ray": 8, "vggsim.serve": 8, "vggsim.tools": 8,
     "vggsim.cli": 9,

@@ -10,7 +10,8 @@ import socket
 from typing import Any
 
 from vggsim.errors import VggsimError, require
-from vggsim.cli.common import MAX_BATCH, MAX_K, add_model_args, add_parser, int_range, log, positive_float
+from vggsim.cli.common import (MAX_BATCH, MAX_K, UsageError, add_model_args, add_parser, int_range, log,
+                               positive_float)
 
 
 
@@ -34,6 +35,16 @@ def register(sub: Any) -> None:
                    "auto uses it while it covers the store's latest commit and otherwise searches exactly "
                    "(each response says which, and why); off always searches exactly; require refuses to start "
                    "without a current index and answers 409 while it is stale (default: auto)")
+    p.add_argument("--search-backend", choices=["store", "postgres"], default="store",
+                   help="what answers /v1/search and /v1/duplicates: the --store (exactly or by its index), or the "
+                   "pgvector table `vggsim store sync --postgres` fills (needs --postgres and vggsim[postgres]; no "
+                   "--store needed)")
+    p.add_argument("--postgres", metavar="URI", default=None,
+                   help="PostgreSQL connection URI for --search-backend postgres, as libpq reads it "
+                   "(postgresql://user@host/db; keep the password in ~/.pgpass or $PGPASSWORD, not here: "
+                   "command lines show in `ps`) (default: none)")
+    p.add_argument("--postgres-table", metavar="NAME", default="vggsim_images",
+                   help="the table `vggsim store sync` filled")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback by default; "
                    "anything else should have a token and a TLS proxy in front)")
     p.add_argument("--allowed-hosts", metavar="HOST[,HOST...]", default="",
@@ -89,6 +100,13 @@ def run(args: argparse.Namespace) -> int:
         require(module, "serve", "vggsim serve")  # before the model loads: say so at once
     if args.store is not None:
         require("pyarrow", "store", "vggsim serve --store")
+    if args.search_backend == "postgres":
+        if not args.postgres:
+            raise UsageError("--search-backend postgres needs --postgres URI (the database `vggsim store sync` filled)")
+        for module in ("psycopg", "pgvector"):
+            require(module, "postgres", "vggsim serve --search-backend postgres")
+    elif args.postgres:
+        raise UsageError("--postgres is used only with --search-backend postgres")
     import uvicorn
 
     from vggsim.serve.app import create_app, with_serving_batch
@@ -103,7 +121,8 @@ def run(args: argparse.Namespace) -> int:
         memory_budget=int(args.memory_budget * 1024 * 1024),
         max_body_bytes=int(args.max_body_mb * 1024 * 1024), body_budget_bytes=int(args.body_budget_mb * 1024 * 1024),
         max_images=args.max_images, deadline_s=args.deadline, body_timeout_s=args.body_timeout,
-        max_k=args.max_k, index=args.index, token=ServeConfig.token_from_env(), drain_s=args.drain_timeout,
+        max_k=args.max_k, index=args.index, search_backend=args.search_backend, postgres=args.postgres,
+        postgres_table=args.postgres_table, token=ServeConfig.token_from_env(), drain_s=args.drain_timeout,
         allowed_hosts=_names(args.allowed_hosts), cors_origins=_names(args.cors_origins))
     if not _loopback(args.host) and config.token is None:
         log(f"warning: listening on {args.host} without a token (set $VGGSIM_SERVE_TOKEN)")

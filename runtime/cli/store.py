@@ -1,4 +1,5 @@
-"""``vggsim store verify|repair STORE``: check every committed shard; drop damaged ones for re-embedding."""
+"""``vggsim store verify|repair|sync STORE``: check every committed shard; drop damaged ones for re-embedding;
+mirror the vectors into PostgreSQL."""
 
 from __future__ import annotations
 
@@ -29,6 +30,20 @@ def register(sub: Any) -> None:
     r.add_argument("store", metavar="STORE", help="store folder")
     r.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     r.set_defaults(handler=repair)
+    s = actions.add_parser("sync", formatter_class=HelpFormatter, help="mirror the store's vectors into a "
+                           "PostgreSQL table with pgvector (incremental, resumable)",
+                           description="Copy the store's current vectors into a pgvector table, with an HNSW index "
+                           "for cosine distance: only files new or re-embedded since the last sync are written, files "
+                           "the store no longer holds are deleted, a sync killed anywhere is finished by the next. "
+                           "`vggsim serve --search-backend postgres` searches the table; its columns are documented "
+                           "for other tools (docs/guide/postgres.md). Needs vggsim[postgres].")
+    s.add_argument("store", metavar="STORE", help="store folder")
+    s.add_argument("--postgres", metavar="URI", required=True,
+                   help="PostgreSQL connection URI, as libpq reads it (postgresql://user@host/db; keep the "
+                   "password in ~/.pgpass or $PGPASSWORD: command lines show in `ps`)")
+    s.add_argument("--postgres-table", metavar="NAME", default="vggsim_images", help="the images table (created if missing)")
+    s.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+    s.set_defaults(handler=sync)
 
 
 def _as_dict(report: Any) -> dict[str, Any]:
@@ -88,4 +103,23 @@ def repair(args: argparse.Namespace) -> int:
         f"the next `vggsim embed` over the same inputs re-embeds those files")
     for moved in report.moved:
         log(f"  moved aside: {display_path(moved)}")
+    return 0
+
+
+def sync(args: argparse.Namespace) -> int:
+    require("pyarrow", "store", "vggsim store sync")
+    for module in ("psycopg", "pgvector"):
+        require(module, "postgres", "vggsim store sync --postgres")
+    from vggsim.postgres import sync_store
+
+    report = sync_store(args.store, args.postgres, args.postgres_table)
+    if args.json:
+        print_json(report.to_dict())
+    elif report.up_to_date:
+        log(f"{args.store}: postgres table {report.table} already holds snapshot {report.snapshot} "
+            f"({report.rows} rows): nothing to do")
+    else:
+        log(f"{args.store}: postgres table {report.table} now holds snapshot {report.snapshot}: {report.rows} rows "
+            f"({report.written} written, {report.deleted} deleted, {report.unchanged} unchanged"
+            f"{', HNSW index built' if report.index_built else ''}) in {report.seconds:.1f} s")
     return 0

@@ -86,6 +86,8 @@ def create_app(config: ServeConfig, embedder: Embedder | None = None) -> FastAPI
             state.ready = False
             await state.batcher.drain(config.drain_s)
             state.decoder.close()
+            if state.postgres is not None:
+                state.postgres.close()
 
     app = FastAPI(title="vggsim", version=__version__, lifespan=lifespan, default_response_class=AsciiJSONResponse,
                   description="VGG16 image embeddings, similarity, search and near-duplicate checks.",

@@ -34,6 +34,9 @@ class ServeConfig:
     body_timeout_s: float = 30.0   # a request body not in within this of its headers gets 408
     max_k: int = 1000
     index: str = "auto"            # on-disk index: auto (when current, else exact), off, require
+    search_backend: str = "store"  # what answers /v1/search and /v1/duplicates: the store, or postgres
+    postgres: str | None = None    # the PostgreSQL URI for search_backend postgres (libpq's form)
+    postgres_table: str = "vggsim_images"
     token: str | None = None       # bearer token; None: no auth
     drain_s: float = 30.0          # graceful shutdown: how long in-flight requests may take
     allowed_hosts: tuple[str, ...] = ()  # Host names answered besides the bound one and loopback (vggsim.serve.hosts)

@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
 from vggsim.errors import one_line, ImageError, StoreError, VggsimError
+from vggsim.postgres.connection import PostgresError
 
 log = logging.getLogger("vggsim.serve")
 
@@ -67,8 +68,8 @@ def install_handlers(app: FastAPI) -> None:
         return error_response(422, exc.kind, f"{exc.source}: {exc.reason}", path=request.url.path)
 
     async def vggsim_error(request: Request, exc: Exception) -> Response:
-        kind = "store" if isinstance(exc, StoreError) else "bad_request"
-        status = 409 if isinstance(exc, StoreError) else 400
+        kind = "store" if isinstance(exc, StoreError) else "postgres" if isinstance(exc, PostgresError) else "bad_request"
+        status = 409 if isinstance(exc, StoreError) else 503 if isinstance(exc, PostgresError) else 400
         return error_response(status, kind, str(exc).splitlines()[0] if str(exc) else kind, path=request.url.path)
 
     async def validation_error(request: Request, exc: Exception) -> Response:

@@ -17,6 +17,7 @@ from vggsim.collection import dedup_threshold
 
 from vggsim import validate
 from vggsim.errors import ArgumentError, VggsimError
+from vggsim.postgres import TableInfo
 from vggsim.similarity import cosine, l2_normalize
 from vggsim.store import StoreIdentity
 from vggsim.serve import schemas
@@ -89,6 +90,12 @@ def _reader(state: ServiceState) -> Any:
     for listener in state.snapshot_listeners:
         listener(snapshot)
     return snapshot
+
+
+def _synced(table: TableInfo) -> dict[str, Any]:
+    """An answer's ``generation`` and ``snapshot`` from a postgres table: the store snapshot it last held in full
+    (both None while a sync is under way or after one was killed), and the table's name."""
+    return {"generation": table.generation, "snapshot": table.snapshot, "table": table.name}
 
 
 def _fallback(used: IndexReport) -> str | None:
@@ -164,6 +171,14 @@ def add_routes(app: FastAPI) -> None:
     async def search(request: Request, k: int = Query(10, description="matches wanted, from 1 to --max-k")) -> Response:
         """The k stored images most similar to an image (or a vector); reports the store generation searched."""
         state = state_of(request)
+        if state.postgres is not None:
+            query, fields, _ = await _query(request, state)
+            k = _k(fields.get("k", k), state)
+            started = time.perf_counter()
+            found, table, done = await asyncio.to_thread(state.postgres.search, query, k)
+            state.metrics.searched("postgres", time.perf_counter() - started)
+            return AsciiJSONResponse({**facts(state), **_synced(table), "k": k, "index": done,
+                                      "matches": [m.to_dict() for m in found]})
         snapshot = _reader(state)
         query, fields, _ = await _query(request, state)
         k = _k(fields.get("k", k), state)
@@ -183,7 +198,7 @@ def add_routes(app: FastAPI) -> None:
             None, description="cosine threshold in (0, 1] (default: the model's calibrated one)")) -> Response:
         """Is this image a near-duplicate of something in the store?"""
         state = state_of(request)
-        snapshot = _reader(state)
+        snapshot = None if state.postgres is not None else _reader(state)
         query, fields, digest = await _query(request, state)
         value = fields.get("threshold", threshold)
         if value is None:
@@ -197,8 +212,13 @@ def add_routes(app: FastAPI) -> None:
             value = validate.threshold(value)  # the library's rule, as `vggsim dedup --threshold` applies it
         except ArgumentError as exc:
             raise ApiError(400, "bad_request", str(exc)) from None
-        assert state.store is not None
         started = time.perf_counter()
+        if state.postgres is not None:
+            found, table, done = await asyncio.to_thread(state.postgres.duplicates, query, value, digest)
+            state.metrics.searched("postgres", time.perf_counter() - started)
+            return AsciiJSONResponse({**facts(state), **_synced(table), "threshold": value, "is_duplicate": bool(found),
+                                      "index": done, "matches": [m.to_dict() for m in found]})
+        assert snapshot is not None and state.store is not None
         assert state.search is not None
         matches, used = await asyncio.to_thread(state.search.duplicates, snapshot, query, value, digest)
         state.metrics.searched("index" if used.used else "exact", time.perf_counter() - started, _fallback(used))
@@ -220,6 +240,9 @@ def add_routes(app: FastAPI) -> None:
             vectors = used.info["vectors"] if used is not None and used.info else await asyncio.to_thread(snap.count_ok)
             store = {"path": str(state.store.root), "generation": snap.generation, "vectors": vectors,
                      **({"index": used.to_dict()} if used is not None else {})}
+        postgres = None
+        if state.postgres is not None:
+            postgres = (await asyncio.to_thread(state.postgres.info)).to_dict()
         try:
             threshold: float | None = dedup_threshold(e.manifest)
         except VggsimError:
@@ -227,6 +250,7 @@ def add_routes(app: FastAPI) -> None:
         return AsciiJSONResponse({
             **facts(state), "dim": e.dim, "input_size": list(e.input_size), "preprocess": e.spec.to_dict(),
             "precision": e.manifest.precision, "dedup_threshold": threshold, "store": store,
+            "search_backend": "postgres" if state.postgres is not None else "store", "postgres": postgres,
             "limits": {"max_batch": c.max_batch, "max_wait_ms": c.max_wait_ms, "queue_size": c.queue_size,
                        "max_body_bytes": c.max_body_bytes, "max_images": c.max_images, "deadline_s": c.deadline_s,
                        "max_k": c.max_k}, "auth": c.token is not None})

@@ -12,6 +12,7 @@ import numpy as np
 
 from vggsim.collection import StoreReader
 from vggsim.model.embedder import Embedder
+from vggsim.postgres import PostgresSearch
 from vggsim.store import Store, StoreIdentity
 from vggsim.serve.batcher import Batcher, QueueFull
 from vggsim.serve.config import ServeConfig
@@ -30,6 +31,7 @@ class ServiceState:
     decoder: Decoder
     metrics: Metrics
     search: StoreSearch | None = None
+    postgres: PostgresSearch | None = None  # --search-backend postgres: answers /v1/search and /v1/duplicates
     ready: bool = False
     admitted: int = 0  # images admitted (decoding or queued or running): bounded by config.queue_size
     started: float = field(default_factory=time.time)
@@ -45,6 +47,14 @@ class ServiceState:
             store.snapshot().require_compatible(StoreIdentity.of(embedder))
             search = StoreSearch(store, config.index)
             search.check_startup()
+        postgres = None
+        if config.search_backend == "postgres":
+            if not config.postgres:
+                raise ValueError("search_backend 'postgres' needs the postgres URI (--postgres)")
+            postgres = PostgresSearch(config.postgres, StoreIdentity.of(embedder), config.postgres_table)
+            postgres.info()  # refuse to start when the table is missing or holds another model's vectors
+        elif config.search_backend != "store":
+            raise ValueError(f"search_backend must be 'store' or 'postgres', got {config.search_backend!r}")
         metrics = Metrics(config.max_batch)
         holder: list[ServiceState] = []
 
@@ -55,7 +65,7 @@ class ServiceState:
         batcher = Batcher(embedder.run, config.max_batch, config.max_wait_ms / 1000.0, config.queue_size, metrics,
                           coming)
         decoder = Decoder(embedder, config.decode_workers, config.memory_budget, config.decode_timeout_s)
-        holder.append(cls(config, embedder, store, batcher, decoder, metrics, search))
+        holder.append(cls(config, embedder, store, batcher, decoder, metrics, search, postgres))
         return holder[0]
 
     def not_ready(self) -> str | None:

@@ -1,0 +1,133 @@
+"""Connecting to PostgreSQL, the tables vggsim keeps there, and the check that a table fits a model.
+
+Two tables per destination (docs/guide/postgres.md shows them for psql users):
+
+- ``vggsim_tables``: one row per images table: which model and preprocessing made its vectors
+  (the store's identity), the store it mirrors, and the store snapshot it holds in full
+  (``snapshot`` is NULL while a sync is under way or was killed: the rows are then a mix of
+  two snapshots, each row still a vector the store committed).
+- the images table (``vggsim_images`` unless ``--table`` says otherwise): one row per current
+  file of the store that has a vector, keyed by the file's exact name (``path_bytes``), with an
+  HNSW index for cosine distance.
+
+A table holding another model's vectors is refused, as a store is: cosine between two models'
+vectors means nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import numpy as np
+
+from vggsim.errors import VggsimError, require
+from vggsim.store import StoreIdentity
+
+DEFAULT_TABLE = "vggsim_images"
+TABLES = "vggsim_tables"
+#: a plain lower-case SQL identifier, so it is never quoted, and short enough for its index's name
+_NAME = re.compile(r"[a-z_][a-z0-9_]{0,47}")
+
+
+class PostgresError(VggsimError):
+    """PostgreSQL could not be reached, refused a statement, or holds a table vggsim cannot use."""
+
+
+def table_name(name: str) -> str:
+    """``name`` if it is a usable table name; PostgresError saying the rule otherwise."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or name == TABLES:
+        raise PostgresError(f"postgres table name {name!r}: use lower-case letters, digits and _ (at most 48, "
+                            f"starting with a letter or _), not {TABLES!r}")
+    return name
+
+
+def redacted(uri: str) -> str:
+    """``uri`` with its password replaced by ``***`` (messages and logs never show it)."""
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return "<unparsable URI>"
+    if parts.password is None:
+        return uri
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__
+
+
+def connect(uri: str, feature: str, *, autocommit: bool = False) -> Any:
+    """An open psycopg connection to ``uri`` with pgvector's types registered (creating the extension
+    if it is missing); PostgresError in one line when that fails."""
+    require("psycopg", "postgres", feature)
+    require("pgvector", "postgres", feature)
+    import psycopg
+    from pgvector.psycopg import register_vector
+
+    try:
+        conn = psycopg.connect(uri, autocommit=True, connect_timeout=10, application_name="vggsim")
+    except (psycopg.Error, ValueError) as exc:
+        raise PostgresError(f"postgres {redacted(uri)}: cannot connect: {first_line(exc)}") from None
+    try:
+        if conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'vector'").fetchone() is None:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        register_vector(conn)
+    except psycopg.Error as exc:
+        conn.close()
+        raise PostgresError(f"postgres {redacted(uri)}: the pgvector extension is not available ({first_line(exc)}); "
+                            "install pgvector on the server (https://github.com/pgvector/pgvector)") from None
+    conn.autocommit = autocommit
+    return conn
+
+
+def vector_array(value: Any) -> np.ndarray:
+    """A ``vector`` column's value as float32 (pgvector's adapter gives a Vector, older ones an array)."""
+    return np.asarray(value.to_numpy() if hasattr(value, "to_numpy") else value, np.float32)
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    """A row of ``vggsim_tables``: what an images table holds."""
+
+    name: str
+    identity: StoreIdentity
+    store: str
+    snapshot: str | None
+    generation: int | None
+    rows: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"table": self.name, "model_sha256": self.identity.model_sha256, "store": self.store,
+                "snapshot": self.snapshot, "generation": self.generation, "rows": self.rows,
+                "complete": self.snapshot is not None}
+
+
+def table_info(conn: Any, table: str) -> TableInfo | None:
+    """What ``vggsim_tables`` says about ``table``; None when it has no row (or the table does not exist)."""
+    exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (TABLES,)).fetchone()[0]
+    if not exists:
+        return None
+    row = conn.execute(f"SELECT model_sha256, preprocess, dim, store, snapshot, generation, rows FROM {TABLES} "
+                       "WHERE name = %s", (table,)).fetchone()
+    if row is None:
+        return None
+    preprocess = row[1] if isinstance(row[1], dict) else json.loads(row[1])
+    identity = StoreIdentity.from_dict({"model_sha256": row[0], "preprocess": preprocess, "dim": row[2]},
+                                       f"postgres {TABLES} row {table!r}")
+    return TableInfo(table, identity, row[3], row[4], row[5], row[6])
+
+
+def require_fits(info: TableInfo, identity: StoreIdentity, what: str = "this model") -> None:
+    """PostgresError unless ``info``'s vectors were made by the model and preprocessing of ``identity``."""
+    for key in ("model_sha256", "preprocess", "dim"):
+        if getattr(info.identity, key) != getattr(identity, key):
+            raise PostgresError(
+                f"postgres table {info.name} holds vectors from a different {key.replace('_', ' ')} than {what}: "
+                f"scores between them would mean nothing. Use another --postgres-table, or drop this one "
+                f"(DROP TABLE {info.name}; DELETE FROM {TABLES} WHERE name = '{info.name}').")
