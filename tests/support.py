@@ -3,6 +3,7 @@ images and stores. One module, so test files never import each other."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import importlib.util
 import io
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import time
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -192,3 +194,47 @@ def fill_disk_at(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
 
     for module in (build, files, merge):
         monkeypatch.setattr(module, "atomic_write", full_disk)
+
+
+BROWSERS = ("chromium", "chromium-browser")
+DRIVERS = ("chromedriver",)
+
+
+def browser_missing() -> str | None:
+    """Why a web page test cannot run here (the serve extra, selenium, Debian's chromium and chromedriver), or None."""
+    import shutil
+
+    absent = [m for m in ("fastapi", "uvicorn", "multipart", "prometheus_client")
+              if importlib.util.find_spec(m) is None]
+    if absent:
+        return f"needs the serve extra (pip install 'vggsim[serve]'): {', '.join(absent)} not installed"
+    if importlib.util.find_spec("selenium") is None:
+        return "needs selenium (pip install selenium) to drive Chromium"
+    if not any(shutil.which(b) for b in BROWSERS):
+        return "needs Chromium (Debian: apt-get install chromium)"
+    if not any(shutil.which(d) for d in DRIVERS):
+        return "needs chromedriver (Debian: apt-get install chromium-driver)"
+    return None
+
+
+@contextlib.contextmanager
+def headless_chromium() -> Iterator[Any]:
+    """Debian's Chromium, headless, driven by selenium through Debian's chromedriver (nothing downloaded)."""
+    import shutil
+
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = next(p for p in map(shutil.which, BROWSERS) if p)
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--window-size=1100,900", "--no-proxy-server"):
+        options.add_argument(flag)
+    # The driver path is given, so selenium never looks for (or downloads) a browser or a driver.
+    driver = webdriver.Chrome(service=Service(next(p for p in map(shutil.which, DRIVERS) if p)), options=options)
+    driver.set_page_load_timeout(30)
+    driver.set_script_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()

@@ -7,7 +7,6 @@ each test gets its own database.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time

@@ -10,7 +10,6 @@ takes well under two minutes. Set VGGSIM_PAGE_SCREENSHOT=FILE.png to keep a scre
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -22,32 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import free_port  # noqa: E402
+from support import browser_missing, free_port, headless_chromium  # noqa: E402
 
-SERVE_EXTRA = ("fastapi", "uvicorn", "multipart", "prometheus_client")
-BROWSERS = ("chromium", "chromium-browser")
-DRIVERS = ("chromedriver",)
 START_TIMEOUT_S = 40.0
 RESULT_TIMEOUT_S = 20.0
 
-
-def _missing() -> str | None:
-    """Why this test cannot run here, or None."""
-    absent = [m for m in SERVE_EXTRA if importlib.util.find_spec(m) is None]
-    if absent:
-        return f"needs the serve extra (pip install 'vggsim[serve]'): {', '.join(absent)} not installed"
-    if importlib.util.find_spec("selenium") is None:
-        return "needs selenium (pip install selenium) to drive Chromium"
-    if not any(shutil.which(b) for b in BROWSERS):
-        return "needs Chromium (Debian: apt-get install chromium)"
-    if not any(shutil.which(d) for d in DRIVERS):
-        return "needs chromedriver (Debian: apt-get install chromium-driver)"
-    if importlib.util.find_spec("vggsim.serve.app") is None:
-        return "vggsim serve is not part of this build (vggsim.serve.app is missing)"
-    return None
-
-
-pytestmark = pytest.mark.skipif(_missing() is not None, reason=_missing() or "")
+pytestmark = pytest.mark.skipif(browser_missing() is not None, reason=browser_missing() or "")
 
 
 def vggsim(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -102,22 +81,8 @@ def service(model_dir: Path, store: tuple[Path, list[Path]]) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = next(p for p in map(shutil.which, BROWSERS) if p)
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--window-size=1100,900", "--no-proxy-server"):
-        options.add_argument(flag)
-    # The driver path is given, so selenium never looks for (or downloads) a browser or a driver.
-    driver = webdriver.Chrome(service=Service(next(p for p in map(shutil.which, DRIVERS) if p)), options=options)
-    driver.set_page_load_timeout(30)
-    driver.set_script_timeout(30)
-    try:
+    with headless_chromium() as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def upload(browser: Any, url: str, path: Path, k: int) -> str:

@@ -14,6 +14,7 @@ from vggsim.cli.common import (
     add_parser,
     caveat,
     display_path,
+    int_range,
     json_safe,
     log,
     output_path,
@@ -47,6 +48,17 @@ def register(sub: Any) -> None:
     p.add_argument("--csv", metavar="OUT.csv", help="write group, path, score (to the group's first member) "
                    "as CSV (folders are created; default: none)")
     p.add_argument("--plot", metavar="OUT.png", help="draw the largest groups (folders are created; default: none)")
+    p.add_argument("--page", type=int_range(1), default=None, metavar="N",
+                   help="print only page N of the groups (largest first), --page-size groups a page (default: all)")
+    p.add_argument("--page-size", type=int_range(1, 100_000), default=100, metavar="S", help="groups per --page")
+    decide = p.add_mutually_exclusive_group()
+    decide.add_argument("--not-duplicates", nargs="+", metavar="PATH", default=None,
+                        help="record that these stored files are not duplicates of each other (kept in the store, "
+                        "honoured by every later dedup, the API and the service), then list the groups (default: none)")
+    decide.add_argument("--keep", nargs="+", metavar="PATH", default=None,
+                        help="record that these stored files are the ones to keep in their groups (default: none)")
+    decide.add_argument("--forget", nargs="+", metavar="PATH", default=None,
+                        help="take back every decision about these stored files (default: none)")
     p.set_defaults(handler=run)
 
 
@@ -56,16 +68,30 @@ def run(args: argparse.Namespace) -> int:
                           output_path(args.plot, "--plot"))
     from vggsim.collection import StoreReader, find_duplicates
 
+    from vggsim.collection import page_of
+    from vggsim.collection.decisions import record
+
     store = StoreReader(args.store).snapshot()
     choice = choose_threshold(args.threshold, args.model, store.identity, str(store.root))
+    for kind, paths in (("not_duplicates", args.not_duplicates), ("keep", args.keep), ("forget", args.forget)):
+        if paths:
+            decided = record(store, kind, [_stored_path(p) for p in paths])
+            log(f"recorded: {kind.replace('_', ' ')}: {len(paths)} file(s); the store now holds "
+                f"{len(decided.not_duplicates)} not-duplicate pair(s) and {len(decided.keep)} file(s) to keep")
     groups = find_duplicates(store, choice.threshold)
-    rows: list[dict[str, Any]] = [{"group": g.number, "path": m.path, "score": round(float(m.score), 6)}
+    total = len(groups)
+    if args.page is not None:
+        groups = page_of(groups, args.page, args.page_size).groups
+    rows: list[dict[str, Any]] = [{"group": g.number, "path": m.path, "score": round(float(m.score), 6),
+                                   "tier": m.tier, "keeper": m.id == g.keeper,
+                                   "keeper_reason": g.keeper_reason if m.id == g.keeper else ""}
                                   for g in groups for m in g.members]
     # Union-find links a group through any chain of pairs at or above the threshold (single linkage),
     # so a member may score below it against the group's first member: counted and said.
     chained = sum(row["score"] < choice.threshold for row in rows)
     report = {"store": args.store, "threshold": choice.threshold, "threshold_source": choice.source,
-              **caveat(choice.random_weights), "linkage": LINKAGE_NOTE, "chained": chained, "groups": rows}
+              **caveat(choice.random_weights), "linkage": LINKAGE_NOTE, "chained": chained, "total_groups": total,
+              **({"page": args.page, "page_size": args.page_size} if args.page is not None else {}), "groups": rows}
     if out is not None:
         import json
 
@@ -80,7 +106,8 @@ def run(args: argparse.Namespace) -> int:
         write_output(plot, lambda p: contact_sheet(sheet, p, title=title), "--plot")
     if choice.note:
         log(f"warning: {choice.note}")
-    log(f"{len(groups)} groups, {len(rows)} images at threshold {choice.threshold} ({choice.source})")
+    shown = f"page {args.page} of {max(1, -(-total // args.page_size))}: " if args.page is not None else ""
+    log(f"{shown}{len(groups)} of {total} groups, {len(rows)} images at threshold {choice.threshold} ({choice.source})")
     if chained:
         images = f"{chained} image{'' if chained == 1 else 's'}"
         log(f"note: {images} scored below the threshold against the first member of {'its' if chained == 1 else 'their'} "
@@ -93,7 +120,8 @@ def run(args: argparse.Namespace) -> int:
         print_json(report)
     elif not (out or csv_out):
         for row in rows:
-            print(f"{row['group']}\t{row['score']:.6f}\t{display_path(row['path'])}")
+            mark = f"\tkeep: {row['keeper_reason']}" if row["keeper"] else ""
+            print(f"{row['group']}\t{row['tier']}\t{row['score']:.6f}\t{display_path(row['path'])}{mark}")
     return 0
 
 
@@ -143,6 +171,13 @@ def choose_threshold(given: float | None, model: str | None, identity: Any, wher
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     with open(path, "w", newline="", encoding="utf-8", errors="surrogateescape") as fp:
-        writer = csv.DictWriter(fp, fieldnames=["group", "path", "score"])
+        writer = csv.DictWriter(fp, fieldnames=["group", "path", "score", "tier", "keeper", "keeper_reason"])
         writer.writeheader()
         writer.writerows(rows)
+
+
+def _stored_path(path: str) -> str:
+    """A path as the store records it: absolute, as `vggsim embed` resolved it (a relative one is taken from here)."""
+    import os
+
+    return path if os.path.isabs(path) else os.path.abspath(path)

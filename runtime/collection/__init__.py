@@ -6,7 +6,9 @@ store goes through these functions, which return typed, JSON-ready results.
 
 from __future__ import annotations
 
-from vggsim.collection.duplicates import DEDUP_BLOCK_ROWS, dedup_threshold, find_duplicates, require_threshold_model
+from vggsim.collection.decisions import Decisions
+from vggsim.collection.duplicates import (DEDUP_BLOCK_ROWS, dedup_threshold, find_duplicates, label_matches, page_of,
+                                          require_threshold_model)
 from vggsim.collection.queries import duplicates_of
 from vggsim.collection.embed import embed_into_store
 from vggsim.collection.reader import StoreReader
@@ -14,6 +16,7 @@ from vggsim.collection.results import (
     DuplicateCheck,
     DuplicateGroup,
     DuplicateMember,
+    DuplicatePage,
     EmbedProgress,
     EmbedSummary,
     Failure,
@@ -24,7 +27,8 @@ from vggsim.collection.search import search_images, search_store
 from vggsim.validate import ArgumentError
 
 __all__ = [
-    "ArgumentError", "DEDUP_BLOCK_ROWS", "DuplicateCheck", "DuplicateGroup", "DuplicateMember", "EmbedProgress",
-    "EmbedSummary", "Failure", "Match", "SearchResult", "StoreReader", "dedup_threshold", "duplicates_of",
-    "embed_into_store", "find_duplicates", "require_threshold_model", "search_images", "search_store",
+    "ArgumentError", "DEDUP_BLOCK_ROWS", "Decisions", "DuplicateCheck", "DuplicateGroup", "DuplicateMember",
+    "DuplicatePage", "EmbedProgress", "EmbedSummary", "Failure", "Match", "SearchResult", "StoreReader",
+    "dedup_threshold", "duplicates_of", "embed_into_store", "find_duplicates", "label_matches", "page_of",
+    "require_threshold_model", "search_images", "search_store",
 ]

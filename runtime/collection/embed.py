@@ -24,7 +24,8 @@ def _record(result: EmbedResult) -> Record:
     info = result.info
     if result.error is None:
         assert info is not None  # the pipeline sets info on every ok result
-        return Record(result.path, "ok", info.size, info.mtime_ns, info.sha256, info.width, info.height)
+        return Record(result.path, "ok", info.size, info.mtime_ns, info.sha256, info.width, info.height,
+                      pixel_sha256=info.pixel_sha256 or None)
     size = getattr(info, "size", None) if info is not None else None
     mtime_ns = getattr(info, "mtime_ns", None) if info is not None else None
     return Record(result.path, "error", size, mtime_ns, None, None, None, result.error.kind, result.error.reason)

@@ -76,14 +76,19 @@ class EmbedSummary:
 
 @dataclass(frozen=True)
 class Match:
-    """One search hit: ``id`` indexes the searched snapshot's ``records()``."""
+    """One search hit: ``id`` indexes the searched snapshot's ``records()``. ``tier`` (duplicate checks
+    only): ``byte`` (the same file content), ``pixel`` (the same decoded pixels) or ``near`` (cosine)."""
 
     path: str
     score: float
     id: int
+    tier: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if self.tier is None:
+            del out["tier"]
+        return out
 
 
 @dataclass(frozen=True)
@@ -99,22 +104,50 @@ class SearchResult:
 
 @dataclass(frozen=True)
 class DuplicateMember:
-    """A member of a near-duplicate group; ``score`` is its cosine to the group's first member."""
+    """A member of a duplicate group. ``tier`` says how it duplicates the group's keeper: ``byte`` (the
+    same file content, sha256), ``pixel`` (the same decoded pixels: only metadata or encoding differ),
+    ``near`` (cosine); the keeper itself is ``keeper``. ``score``: cosine to the keeper (1.0 for the
+    keeper, byte and pixel tiers)."""
 
     path: str
     score: float
     id: int
+    tier: str = "near"
 
 
 @dataclass(frozen=True)
 class DuplicateGroup:
-    """Near-duplicates connected by pairs at or above the threshold, first member by id."""
+    """Duplicates connected by pairs at or above the threshold (members by id), the member to keep
+    (``keeper``: its id; ``keeper_reason``; ``keeper_chosen``: a person's decision) and the loosest
+    tier among the others (``tier``: byte, pixel or near)."""
 
     number: int
     members: list[DuplicateMember] = field(default_factory=list)
+    keeper: int = -1
+    keeper_reason: str = ""
+    keeper_chosen: bool = False
+    tier: str = "near"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class DuplicatePage:
+    """One page of duplicate groups (``page`` from 1) and how many there are in all."""
+
+    groups: list[DuplicateGroup]
+    page: int
+    page_size: int
+    total_groups: int
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total_groups // self.page_size))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"page": self.page, "page_size": self.page_size, "pages": self.pages,
+                "total_groups": self.total_groups, "groups": [g.to_dict() for g in self.groups]}
 
 
 @dataclass(frozen=True)

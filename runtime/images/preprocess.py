@@ -11,6 +11,8 @@ first, at full resolution, by the rule in :func:`to_rgb`.
 
 from __future__ import annotations
 
+import hashlib
+
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -152,6 +154,45 @@ def decode_and_prepare(
     image = open_image(source, max_pixels, before_load, name=name)
     size = image.size
     return prepare(image, spec, name), size
+
+
+def decode_prepare_and_hash(
+    source: ImageSource,
+    spec: PreprocessSpec = DEFAULT_SPEC,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    name: str | None = None,
+) -> tuple[np.ndarray, tuple[int, int], str]:
+    """:func:`decode_and_prepare` and the :func:`pixel_sha256` of the decoded image (a store records both)."""
+    name = name or describe_source(source)
+    before_load = jpeg_draft_hook(spec) if spec.jpeg_draft else None
+    image = open_image(source, max_pixels, before_load, name=name)
+    try:
+        digest = pixel_sha256(image)
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many types on damaged data
+        raise ImageError(name, "decode_error", f"cannot read the decoded pixels ({exc})") from None
+    return prepare(image, spec, name), image.size, digest
+
+
+#: rows hashed at a time by :func:`pixel_sha256`: a strip of about 4 MB, never a full-size copy
+_STRIP_BYTES = 1 << 22
+
+
+def pixel_sha256(image: Image.Image) -> str:
+    """The sha256 of a decoded image's pixels as decoded (mode, size, palette and raw bytes; no metadata).
+
+    Two files with the same pixels hash alike whatever their EXIF, ICC profile, comments or
+    compression settings (a PNG saved again at another level, a JPEG whose EXIF was edited): the
+    store's "pixel-identical" duplicate tier. EXIF orientation is metadata, so it plays no part.
+    With ``jpeg_draft`` the pixels are those of libjpeg's reduced decode, the ones the model saw.
+    """
+    digest = hashlib.sha256(f"{image.mode} {image.width}x{image.height}\n".encode())
+    if image.mode in ("P", "PA") and image.palette is not None:
+        digest.update(bytes(image.palette.tobytes()))
+        digest.update(repr(image.info.get("transparency")).encode())
+    rows = max(1, _STRIP_BYTES // max(1, image.width * 4))
+    for top in range(0, image.height, rows):
+        digest.update(image.crop((0, top, image.width, min(image.height, top + rows))).tobytes())
+    return digest.hexdigest()
 
 
 def jpeg_draft_hook(spec: PreprocessSpec) -> BeforeLoad:

@@ -22,7 +22,7 @@ from vggsim.images.budget import decode_need
 from vggsim.images.decode import check_stat, probe, stat_file
 from vggsim.model.embedder import Embedder
 from vggsim.errors import ImageError
-from vggsim.images.preprocess import decode_and_prepare
+from vggsim.images.preprocess import decode_prepare_and_hash
 
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 
@@ -40,6 +40,7 @@ class FileInfo:
     sha256: str
     width: int
     height: int
+    pixel_sha256: str = ""  # of the decoded pixels (vggsim.images.preprocess.pixel_sha256); "" when unknown
 
 
 class FileError(ImageError):
@@ -99,12 +100,12 @@ def read_file(path: Path, embedder: Embedder, max_bytes: int = DEFAULT_MAX_BYTES
             if len(data) != before.st_size or _changed_since(path, before):
                 raise _changed(name)
             digest = hashlib.sha256(data).hexdigest()
-            array, (width, height) = decode_and_prepare(data, embedder.spec, embedder.max_pixels, name)
+            array, (width, height), pixels = decode_prepare_and_hash(data, embedder.spec, embedder.max_pixels, name)
             del data
     except ImageError as exc:
         failure = exc.with_traceback(None)  # its frames hold the file's bytes and pixels
     else:
-        return array, FileInfo(before.st_size, before.st_mtime_ns, digest, width, height)
+        return array, FileInfo(before.st_size, before.st_mtime_ns, digest, width, height, pixels)
     error = failure if failure.kind == "changed" or not _changed_since(path, before) else _changed(name)
     raise FileError(error, known)
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from vggsim.collection.duplicates import match_order
 from vggsim.collection.results import Match
 from vggsim.postgres.connection import (DEFAULT_TABLE, PostgresError, TableInfo, connect, first_line, redacted,
                                         require_fits, table_info, table_name, vector_array)
@@ -114,9 +115,10 @@ class PostgresSearch:
         return matches, info, {"backend": "postgres", "used": True, "state": "hnsw", "table": self.table,
                                "candidates": len(ids)}
 
-    def duplicates(self, query: np.ndarray, threshold: float, sha256: str | None = None) -> tuple[
-            list[Match], TableInfo, dict[str, Any]]:
-        """Every row with cosine >= ``threshold`` to ``query`` (rows holding the file ``sha256`` first, score 1.0)."""
+    def duplicates(self, query: np.ndarray, threshold: float, sha256: str | None = None,
+                   pixel_sha256: str | None = None) -> tuple[list[Match], TableInfo, dict[str, Any]]:
+        """Every row with cosine >= ``threshold`` to ``query`` (rows holding the file ``sha256`` first, score 1.0),
+        each with its tier: ``byte`` (that file), ``pixel`` (the same decoded pixels, ``pixel_sha256``), ``near``."""
         report: dict[str, Any] = {"backend": "postgres", "used": True, "state": "hnsw", "table": self.table}
         with self._connection() as conn:
             info = self.info(conn)
@@ -136,11 +138,16 @@ class PostgresSearch:
             if sha256:
                 identical = dict(conn.execute(f"SELECT id, path FROM {self.table} WHERE sha256 = %s",
                                               (sha256,)).fetchall())
+            same_pixels: set[int] = set()
+            if pixel_sha256 and len(ids):
+                same_pixels = {r[0] for r in conn.execute(f"SELECT id FROM {self.table} WHERE id = ANY(%s) AND "
+                                                          "pixel_sha256 = %s", (ids.tolist(), pixel_sha256))}
         keep = (scores >= np.float32(threshold)) & ~np.isin(ids, list(identical))
         order = np.lexsort((ids[keep], -scores[keep]))
         kept_ids, kept_scores = ids[keep][order], scores[keep][order]
         kept_paths = [p for p, k in zip(paths, keep) if k]
         kept_paths = [kept_paths[i] for i in order]
-        matches = [Match(identical[i], 1.0, i) for i in sorted(identical)]
-        matches += [Match(p, float(s), int(i)) for p, s, i in zip(kept_paths, kept_scores, kept_ids)]
-        return matches, info, report
+        matches = [Match(identical[i], 1.0, i, "byte") for i in sorted(identical)]
+        matches += [Match(p, 1.0, int(i), "pixel") if int(i) in same_pixels else Match(p, float(s), int(i), "near")
+                    for p, s, i in zip(kept_paths, kept_scores, kept_ids)]
+        return sorted(matches, key=match_order), info, report

@@ -38,7 +38,8 @@ from vggsim.store.format import shard_name
 BATCH_ROWS = 2000
 #: memory PostgreSQL may use to build the HNSW index (pgvector builds it far faster when the graph fits)
 INDEX_BUILD_MEMORY = "512MB"
-_COLUMNS = ("path_bytes", "path", "sha256", "width", "height", "size", "mtime_ns", "vector_ref", "embedding")
+_COLUMNS = ("path_bytes", "path", "sha256", "pixel_sha256", "width", "height", "size", "mtime_ns", "vector_ref",
+            "embedding")
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ def _create_tables(conn: Any, table: str, dim: int) -> None:
     conn.execute(f"""
         CREATE TABLE IF NOT EXISTS {table} (
             id bigserial PRIMARY KEY, path_bytes bytea NOT NULL UNIQUE, path text NOT NULL, sha256 text,
-            width integer, height integer, size bigint, mtime_ns bigint, vector_ref text NOT NULL,
+            pixel_sha256 text, width integer, height integer, size bigint, mtime_ns bigint, vector_ref text NOT NULL,
             embedding vector({int(dim)}) NOT NULL)""")
     conn.execute(f"CREATE INDEX IF NOT EXISTS {table}_sha256 ON {table} (sha256)")  # byte-identical copies
 
@@ -86,7 +87,7 @@ def _refs(store: Store) -> Iterator[tuple[np.ndarray, np.ndarray, int, str]]:
 def _wanted(store: Store) -> dict[bytes, tuple[int, int, int, str]]:
     """path_bytes -> (id, shard, row, vector_ref) of every current record with a vector."""
     out: dict[bytes, tuple[int, int, int, str]] = {}
-    names = {}
+    names: dict[int, bytes] = {}
     for ids, table in store.iter_record_blocks(["path_bytes"]):
         names.update(zip(ids.tolist(), table.column("path_bytes").to_pylist()))
     for ids, rows, shard, sha in _refs(store):
@@ -98,7 +99,7 @@ def _wanted(store: Store) -> dict[bytes, tuple[int, int, int, str]]:
 def _write(conn: Any, store: Store, table: str, todo: list[tuple[int, int, int, str]], batch_rows: int,
            progress: Callable[[int], None] | None) -> None:
     """Upsert the records ``todo`` ((id, shard, row, ref), in shard order), one transaction per batch."""
-    columns = ["path_bytes", "path", "sha256", "width", "height", "size", "mtime_ns"]
+    columns = list(_COLUMNS[:-2])
     wanted_ids = np.array([t[0] for t in todo], np.int64)
     meta: dict[int, tuple[Any, ...]] = {}
     for ids, rows_table in store.iter_record_blocks(columns):
@@ -121,7 +122,7 @@ def _write(conn: Any, store: Store, table: str, todo: list[tuple[int, int, int, 
                 vectors[where] = files.get(int(shard)).take(rows[where])
             with conn.transaction():
                 with conn.cursor().copy(f"COPY vggsim_stage ({names}) FROM STDIN WITH (FORMAT BINARY)") as copy:
-                    copy.set_types(["bytea", "text", "text", "int4", "int4", "int8", "int8", "text", "vector"])
+                    copy.set_types(["bytea", "text", "text", "text", "int4", "int4", "int8", "int8", "text", "vector"])
                     for (i, _, _, ref), vector in zip(batch, vectors):
                         copy.write_row([*meta[i], ref, vector])
                 conn.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM vggsim_stage "

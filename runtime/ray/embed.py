@@ -67,8 +67,9 @@ def _record(batch: dict[str, Any], i: int, path: str) -> tuple[Record, np.ndarra
     """The store record of one result row: exactly what the local ``_record`` builds."""
     size, mtime = int(batch["size"][i]), int(batch["mtime_ns"][i])
     if bool(batch["ok"][i]):
-        return (Record(path, "ok", size, mtime, str(batch["sha256"][i]), int(batch["width"][i]), int(batch["height"][i])),
-                np.asarray(batch["vector"][i], np.float32))
+        pixels = str(batch["pixel_sha256"][i]) if "pixel_sha256" in batch else ""
+        return (Record(path, "ok", size, mtime, str(batch["sha256"][i]), int(batch["width"][i]), int(batch["height"][i]),
+                       pixel_sha256=pixels or None), np.asarray(batch["vector"][i], np.float32))
     return (Record(path, "error", None if size < 0 else size, None if mtime < 0 else mtime, None, None, None,
                    str(batch["error_kind"][i]), str(batch["error"][i])), None)
 

@@ -3,7 +3,7 @@
 Both stages take and return numpy batches (dicts of columns). Paths travel as bytes
 (``os.fsencode``): Arrow strings must be valid UTF-8, file names need not be. A decoded
 image is the same array the local pipeline makes, because decoding goes through the same
-function (:func:`vggsim.ingest.reading.read_file`, or :func:`~vggsim.images.preprocess.decode_and_prepare`
+function (:func:`vggsim.ingest.reading.read_file`, or :func:`~vggsim.images.preprocess.decode_prepare_and_hash`
 for bytes), and errors get the same kinds the local pipeline records.
 
 This module imports no Ray: the driver (:mod:`vggsim.ray.embed`) hands these functions to
@@ -22,12 +22,12 @@ from typing import Any
 import numpy as np
 
 from vggsim.errors import ImageError
-from vggsim.images.preprocess import PreprocessSpec, decode_and_prepare
+from vggsim.images.preprocess import PreprocessSpec, decode_prepare_and_hash
 from vggsim.ingest.reading import FileInfo, read_file
 
 #: Columns of a decoded batch. ``size``/``mtime_ns`` are -1 when unknown (a file that could
 #: not be stat'ed); ``array`` rows of failed files are zeros and never reach the model.
-DECODED = ("path", "array", "ok", "size", "mtime_ns", "sha256", "width", "height", "error_kind", "error")
+DECODED = ("path", "array", "ok", "size", "mtime_ns", "sha256", "pixel_sha256", "width", "height", "error_kind", "error")
 
 
 @dataclass(frozen=True)
@@ -55,8 +55,8 @@ def _from_bytes(path: str, data: bytes, mtime_ns: int, how: _Decoding,
     try:
         if len(data) > max_bytes:
             raise ImageError(path, "too_large", f"file is {len(data):,} bytes, over the {max_bytes:,}-byte limit")
-        array, (width, height) = decode_and_prepare(data, how.spec, how.max_pixels, path)
-        return array, FileInfo(len(data), mtime_ns, hashlib.sha256(data).hexdigest(), width, height), None
+        array, (width, height), pixels = decode_prepare_and_hash(data, how.spec, how.max_pixels, path)
+        return array, FileInfo(len(data), mtime_ns, hashlib.sha256(data).hexdigest(), width, height, pixels), None
     except ImageError as exc:
         return None, known, exc
     except Exception as exc:
@@ -73,7 +73,8 @@ def decode_batch(batch: dict[str, np.ndarray], spec: dict[str, Any], max_pixels:
     out: dict[str, Any] = {
         "path": np.array(raw_paths, dtype=object), "array": np.zeros((count, height, width, 3), np.float32),
         "ok": np.zeros(count, bool), "size": np.full(count, -1, np.int64), "mtime_ns": np.full(count, -1, np.int64),
-        "sha256": np.full(count, "", object), "width": np.zeros(count, np.int64), "height": np.zeros(count, np.int64),
+        "sha256": np.full(count, "", object), "pixel_sha256": np.full(count, "", object),
+        "width": np.zeros(count, np.int64), "height": np.zeros(count, np.int64),
         "error_kind": np.full(count, "", object), "error": np.full(count, "", object)}
     for i, raw in enumerate(raw_paths):
         path = os.fsdecode(raw if isinstance(raw, (bytes, str)) else bytes(raw))
@@ -88,6 +89,7 @@ def decode_batch(batch: dict[str, np.ndarray], spec: dict[str, Any], max_pixels:
             assert array is not None and info is not None
             out["array"][i], out["ok"][i] = array, True
             out["sha256"][i], out["width"][i], out["height"][i] = info.sha256, info.width, info.height
+            out["pixel_sha256"][i] = info.pixel_sha256
         else:
             out["error_kind"][i], out["error"][i] = error.kind, error.reason
     return out

@@ -23,6 +23,7 @@ from vggsim.serve.metrics import route_label
 from vggsim.serve.problems import AsciiJSONResponse, error_response, install_handlers
 from vggsim.serve.oip.routes import add_oip_routes
 from vggsim.serve.routes import add_routes
+from vggsim.serve.review import add_review_routes
 from vggsim.serve.state import ServiceState
 
 log = logging.getLogger("vggsim.serve")
@@ -96,6 +97,7 @@ def create_app(config: ServeConfig, embedder: Embedder | None = None) -> FastAPI
     install_handlers(app)
     add_routes(app)
     add_oip_routes(app)
+    add_review_routes(app)
     add_docs(app)
     _add_page(app, state)
     app.add_middleware(BodyBudgetMiddleware, budget=BodyBudget(max(config.body_budget_bytes, config.max_body_bytes + 1)),

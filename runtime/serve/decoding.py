@@ -31,7 +31,7 @@ import numpy as np
 from vggsim.errors import ImageError
 from vggsim.images.budget import MemoryBudget, decode_need, return_freed_buffers_to_the_os
 from vggsim.images.decode import probe_bytes
-from vggsim.images.preprocess import decode_and_prepare
+from vggsim.images.preprocess import decode_and_prepare, decode_prepare_and_hash
 from vggsim.model.embedder import Embedder
 
 # Decode threads run at normal priority. They used to be niced below inference (on a 2-core
@@ -96,6 +96,25 @@ class Decoder:
             task.loop.call_soon_threadsafe(task.started.set)  # the timeout clock starts now
         try:
             return decode_and_prepare(data, embedder.spec, embedder.max_pixels, name)[0]
+        finally:
+            reservation.release()
+
+    def pixel_digest(self, data: bytes, name: str) -> str | None:
+        """The pixel sha256 of an upload (the duplicate check's pixel tier), decoded again within the memory
+        budget; None when it cannot be decoded or the budget is not free within the decode timeout."""
+        embedder = self._embedder
+        try:
+            need = decode_need(probe_bytes(data, name, embedder.max_pixels), len(data), embedder.spec)
+        except ImageError:
+            return None
+        deadline = time.monotonic() + self.timeout_s
+        reservation = self.budget.acquire(need, lambda: self._stop.is_set() or time.monotonic() > deadline)
+        if reservation is None:
+            return None
+        try:
+            return decode_prepare_and_hash(data, embedder.spec, embedder.max_pixels, name)[2]
+        except ImageError:
+            return None
         finally:
             reservation.release()
 

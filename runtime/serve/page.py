@@ -27,20 +27,20 @@ from vggsim.serve.thumbnails import Thumbnailer, ThumbnailError
 if TYPE_CHECKING:
     from vggsim.serve.state import ServiceState
 
-@lru_cache(maxsize=1)
-def page_html() -> str:
-    """The page's HTML, read once from the package."""
-    return resources.files(__package__ or "vggsim.serve").joinpath("static/index.html").read_text("utf-8")
+@lru_cache(maxsize=4)
+def page_html(name: str = "index.html") -> str:
+    """A page's HTML, read once from the package."""
+    return resources.files(__package__ or "vggsim.serve").joinpath(f"static/{name}").read_text("utf-8")
 
 
-@lru_cache(maxsize=1)
-def page_headers() -> dict[str, str]:
+@lru_cache(maxsize=4)
+def page_headers(name: str = "index.html") -> dict[str, str]:
     """The page may only talk to this service and show its own thumbnails or the user's file (blob:).
 
     Its one inline script is allowed by its sha256, not by 'unsafe-inline': should markup ever
     get into the page, no script in it would run.
     """
-    scripts = re.findall(r"<script>(.*?)</script>", page_html(), re.S)
+    scripts = re.findall(r"<script>(.*?)</script>", page_html(name), re.S)
     hashes = " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(s.encode()).digest()).decode()}'" for s in scripts)
     return {
         "Content-Security-Policy": f"default-src 'none'; script-src {hashes}; style-src 'unsafe-inline'; "
@@ -62,6 +62,10 @@ def add_page_routes(app: FastAPI, state: ServiceState) -> None:
     @app.get("/", include_in_schema=False)
     async def page() -> Response:
         return HTMLResponse(page_html(), headers=page_headers())
+
+    @app.get("/review", include_in_schema=False)
+    async def review() -> Response:  # duplicate groups side by side, keep / not duplicates (vggsim.serve.review)
+        return HTMLResponse(page_html("review.html"), headers=page_headers("review.html"))
 
     @app.get("/favicon.ico", include_in_schema=False)
     async def favicon() -> Response:  # browsers ask for it: no content, rather than a 404 in every console

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.security import HTTPBearer
 from starlette.responses import Response
 
-from vggsim.collection import dedup_threshold
+from vggsim.collection import dedup_threshold, label_matches
 
 from vggsim import validate
 from vggsim.errors import ArgumentError, VggsimError
@@ -82,7 +82,7 @@ def _k(value: Any, state: ServiceState) -> int:
     return k
 
 
-def _reader(state: ServiceState) -> Any:
+def snapshot_of(state: ServiceState) -> Any:
     if state.store is None:
         raise ApiError(409, "no_store", "the service was started without --store")
     snapshot = state.store.snapshot()
@@ -124,15 +124,15 @@ def _query_vector(raw: Any, dim: int) -> np.ndarray:
     return vector.astype(np.float32)
 
 
-async def _query(request: Request, state: ServiceState) -> tuple[np.ndarray, dict[str, Any], str | None]:
-    """The query vector, the body's other fields, and the image's content sha256 (None for a vector)."""
+async def _query(request: Request, state: ServiceState) -> tuple[np.ndarray, dict[str, Any], str | None, bytes | None]:
+    """The query vector, the body's other fields, the image's content sha256 and bytes (None for a vector)."""
     body = await parse_images(request, state.config.max_body_bytes, 1)
     if "vector" in body.fields and not body.uploads:
-        return _query_vector(body.fields["vector"], state.embedder.dim), body.fields, None
+        return _query_vector(body.fields["vector"], state.embedder.dim), body.fields, None, None
     if len(body.uploads) != 1:
         raise ApiError(400, "no_image", 'send one image (or JSON {"vector": [...]})')
     digest = hashlib.sha256(body.uploads[0].data).hexdigest()
-    return (await embed_uploads(state, body.uploads, request))[0], body.fields, digest
+    return (await embed_uploads(state, body.uploads, request))[0], body.fields, digest, body.uploads[0].data
 
 
 def add_routes(app: FastAPI) -> None:
@@ -172,15 +172,15 @@ def add_routes(app: FastAPI) -> None:
         """The k stored images most similar to an image (or a vector); reports the store generation searched."""
         state = state_of(request)
         if state.postgres is not None:
-            query, fields, _ = await _query(request, state)
+            query, fields, _, _ = await _query(request, state)
             k = _k(fields.get("k", k), state)
             started = time.perf_counter()
             found, table, done = await asyncio.to_thread(state.postgres.search, query, k)
             state.metrics.searched("postgres", time.perf_counter() - started)
             return AsciiJSONResponse({**facts(state), **_synced(table), "k": k, "index": done,
                                       "matches": [m.to_dict() for m in found]})
-        snapshot = _reader(state)
-        query, fields, _ = await _query(request, state)
+        snapshot = snapshot_of(state)
+        query, fields, _, _ = await _query(request, state)
         k = _k(fields.get("k", k), state)
         started = time.perf_counter()
         assert state.search is not None
@@ -198,8 +198,8 @@ def add_routes(app: FastAPI) -> None:
             None, description="cosine threshold in (0, 1] (default: the model's calibrated one)")) -> Response:
         """Is this image a near-duplicate of something in the store?"""
         state = state_of(request)
-        snapshot = None if state.postgres is not None else _reader(state)
-        query, fields, digest = await _query(request, state)
+        snapshot = None if state.postgres is not None else snapshot_of(state)
+        query, fields, digest, data = await _query(request, state)
         value = fields.get("threshold", threshold)
         if value is None:
             value = dedup_threshold(state.embedder.manifest)
@@ -214,7 +214,8 @@ def add_routes(app: FastAPI) -> None:
             raise ApiError(400, "bad_request", str(exc)) from None
         started = time.perf_counter()
         if state.postgres is not None:
-            found, table, done = await asyncio.to_thread(state.postgres.duplicates, query, value, digest)
+            pixels = None if data is None else await asyncio.to_thread(state.decoder.pixel_digest, data, "<upload>")
+            found, table, done = await asyncio.to_thread(state.postgres.duplicates, query, value, digest, pixels)
             state.metrics.searched("postgres", time.perf_counter() - started)
             return AsciiJSONResponse({**facts(state), **_synced(table), "threshold": value, "is_duplicate": bool(found),
                                       "index": done, "matches": [m.to_dict() for m in found]})
@@ -222,6 +223,10 @@ def add_routes(app: FastAPI) -> None:
         assert state.search is not None
         matches, used = await asyncio.to_thread(state.search.duplicates, snapshot, query, value, digest)
         state.metrics.searched("index" if used.used else "exact", time.perf_counter() - started, _fallback(used))
+        pixels = None
+        if data is not None and matches:  # one of them may hold the same pixels: decode the upload again for its hash
+            pixels = await asyncio.to_thread(state.decoder.pixel_digest, data, "<upload>")
+        matches = await asyncio.to_thread(label_matches, snapshot, matches, digest, pixels)
         return AsciiJSONResponse({**facts(state), "generation": snapshot.generation, "snapshot": snapshot.snapshot_id,
                                   "threshold": value,
                                   "is_duplicate": bool(matches), "index": used.to_dict(),

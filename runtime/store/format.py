@@ -136,6 +136,7 @@ class Record:
     height: int | None = None
     error_kind: str | None = None
     error: str | None = None
+    pixel_sha256: str | None = None  # of the decoded pixels: the pixel-identical duplicate tier (None: unknown)
 
 
 @dataclass(frozen=True)

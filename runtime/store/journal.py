@@ -31,7 +31,20 @@ def meta_schema() -> Any:
     return pa.schema([
         ("path", pa.string()), ("path_bytes", pa.binary()), ("size", pa.int64()), ("mtime_ns", pa.int64()),
         ("sha256", pa.string()), ("width", pa.int32()), ("height", pa.int32()), ("status", pa.string()),
-        ("error_kind", pa.string()), ("error", pa.string()), ("row", pa.int64())])
+        ("error_kind", pa.string()), ("error", pa.string()), ("row", pa.int64()),
+        ("pixel_sha256", pa.string())])  # added after format 2 shipped: older shards lack it (read as null)
+
+
+def conform_meta(table: Any, columns: list[str] | None = None) -> Any:
+    """``table`` (a meta file's, or some of its ``columns``) with every column of :func:`meta_schema` asked for,
+    in its order and types: a column that shards written before it existed lack is all null."""
+    pa = pyarrow()
+    schema = meta_schema()
+    wanted = schema.names if columns is None else list(columns)
+    for name in wanted:
+        if name not in table.column_names:
+            table = table.append_column(schema.field(name), pa.nulls(table.num_rows, schema.field(name).type))
+    return table.select(wanted).cast(pa.schema([schema.field(name) for name in wanted]))
 
 
 def journal_ids(folder: Path) -> set[int]:
@@ -66,7 +79,8 @@ class JournalWriter:
         line: dict[str, Any] = {"p": base64.b64encode(os.fsencode(record.path)).decode("ascii"),
                                 "status": record.status, "size": record.size, "mtime_ns": record.mtime_ns,
                                 "sha256": display(record.sha256), "width": record.width, "height": record.height,
-                                "error_kind": display(record.error_kind), "error": display(record.error), "row": -1}
+                                "error_kind": display(record.error_kind), "error": display(record.error), "row": -1,
+                                "pixel_sha256": display(record.pixel_sha256)}
         if vector is not None:
             data = np.ascontiguousarray(vector, dtype=np.float32).tobytes()
             with writing(self.vec_path):

@@ -15,7 +15,7 @@ from vggsim.errors import StoreError
 from vggsim.store.checksum import require_intact
 from vggsim.store.format import (COMMIT, IDENTITY, STORE_FORMAT, CommitRecord, Shard, StoreIdentity, parse_commit,
                                  pyarrow, read_json, remedy, shard_name)
-from vggsim.store.journal import meta_schema
+from vggsim.store.journal import conform_meta
 
 
 Stamp = tuple[int, int, int, int] | None
@@ -82,7 +82,7 @@ def read_meta(root: Path, shard: Shard) -> Any:
     path = root / shard_name(shard.id, "meta")
     require_intact(path, shard.files[shard_name(shard.id, "meta")], root)  # same size is not same bytes
     try:
-        table = pa.parquet.read_table(path).select(meta_schema().names).cast(meta_schema())
+        table = conform_meta(pa.parquet.read_table(path))
     except Exception as exc:  # noqa: BLE001 - a damaged file can fail in the parser in any way
         raise StoreError(f"{path}: cannot read the committed meta file ({str(exc)[:100]}); {remedy(root)}") from None
     ok = pa.compute.equal(table.column("status"), "ok").to_numpy(zero_copy_only=False)

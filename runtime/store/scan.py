@@ -28,6 +28,7 @@ import numpy as np
 from vggsim.errors import StoreError
 from vggsim.store.checksum import require_intact
 from vggsim.store.format import CommitRecord, Shard, pyarrow, remedy, shard_name
+from vggsim.store.journal import conform_meta
 from vggsim.store.rows import ShardFile
 
 SCANNED = ("path_bytes", "status", "row")
@@ -62,7 +63,8 @@ def read_meta_columns(root: Path, shard: Shard, columns: tuple[str, ...] | list[
     path = root / shard_name(shard.id, "meta")
     require_intact(path, shard.files[shard_name(shard.id, "meta")], root)
     try:
-        table = pa.parquet.read_table(path, columns=list(columns))
+        present = set(pa.parquet.read_schema(path).names)
+        table = conform_meta(pa.parquet.read_table(path, columns=[c for c in columns if c in present]), list(columns))
     except Exception as exc:  # noqa: BLE001 - a damaged file can fail in the parser in any way
         raise StoreError(f"{path}: cannot read the committed meta file ({str(exc)[:100]}); {remedy(root)}") from None
     if table.num_rows != shard.records:

@@ -102,7 +102,8 @@ class Store:
         with self._lock:
             if self._records is None:
                 columns = [table.column(c).to_pylist() for c in ("path_bytes", "status", "size", "mtime_ns",
-                                                                  "sha256", "width", "height", "error_kind", "error")]
+                                                                  "sha256", "width", "height", "error_kind", "error",
+                                                                  "pixel_sha256")]
                 self._records = [Record(os.fsdecode(values[0]), *values[1:]) for values in zip(*columns)]
             return self._records
 
