@@ -114,7 +114,9 @@ def add_model_args(parser: argparse.ArgumentParser, model_help: str | None = Non
                         "(default: $VGGSIM_MODEL or models/vgg16)")
     parser.add_argument("--providers", default="auto",
                         help="auto (CUDA if usable, else CPU), cpu, cuda (exact float32), cuda-tf32 "
-                        "(faster, TF32 convolutions), or a comma-separated list of onnxruntime provider names")
+                        "(faster, TF32 convolutions), openvino-bf16 (bfloat16 on the CPU's AMX/AVX512_BF16 units, "
+                        "needs vggsim[openvino]), openvino-cpu (OpenVINO at f32; int8 models on AMX/VNNI), or a "
+                        "comma-separated list of onnxruntime provider names")
     parser.add_argument("--threads", type=int_range(1, 4096), default=None,
                         help="CPU threads, >= 1 (default: the CPUs this process may use)")
     parser.add_argument("--strict", action="store_true",

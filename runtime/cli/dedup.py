@@ -30,8 +30,12 @@ LINKAGE_NOTE = ("linked: members join a group through a chain of pairs at or abo
 
 
 def register(sub: Any) -> None:
-    p = add_parser(sub, "dedup", help="groups of near-duplicate images in a store",
-                   description="Group stored images whose cosine similarity reaches the threshold; a group links "
+    p = add_parser(sub, "dedup", help="groups of duplicate images in a store, with a keeper each",
+                   description="Group stored images that are byte-identical (same content), pixel-identical (same "
+                   "decoded pixels, only metadata or encoding differ) or near-duplicates (cosine similarity at or "
+                   "above the threshold); each member names its tier and each group a suggested keeper with the "
+                   "reason. Decisions recorded with --not-duplicates and --keep are kept in the store and honoured "
+                   "here, by the API and by the service. A group links "
                    "images through chains of such pairs (single linkage), so two members of a group may score "
                    "below it. The default "
                    "threshold is the one calibrated for the store's model at export (`vggsim doctor` shows it); "

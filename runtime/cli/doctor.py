@@ -37,6 +37,9 @@ def run(args: argparse.Namespace) -> int:
     gpu = report["gpu"]
     print(f"GPU: nvidia-smi {'found' if gpu['nvidia_smi'] else 'not found'}; "
           f"CUDA_VISIBLE_DEVICES={gpu['CUDA_VISIBLE_DEVICES']}")
+    cpu = report["cpu_settings"]
+    print(f"CPU matrix units: {', '.join(cpu['matrix_units']) or 'none found'}; "
+          f"fastest named setting within tolerance here: {cpu['suggested']}")
     if "error" in model:
         print(f"model: {model['error']}")
         return 1

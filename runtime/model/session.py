@@ -12,7 +12,7 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Union, TypeAlias
+from typing import Any, Union, TypeAlias, cast
 from collections.abc import Sequence
 
 import onnxruntime as ort
@@ -21,6 +21,7 @@ import onnxruntime as ort
 from vggsim.model.cuda.settings import CUDA_DEFAULT as CUDA_DEFAULT, CUDA_SETTINGS as CUDA_SETTINGS, CUDA_TF32 as CUDA_TF32
 from vggsim.model.cuda.settings import CudaSetting as CudaSetting, cuda_setting as cuda_setting
 from vggsim.errors import ProviderError
+from vggsim.model.openvino import OPENVINO_SETTINGS, OpenVinoSession
 from vggsim.model.profiles import SessionProfile, graph_cache_dir, session_profile
 
 ProviderRequest = Union[str, Sequence[str | tuple[str, dict[str, Any]]]]
@@ -104,6 +105,7 @@ def resolve_providers(request: ProviderRequest = "auto", fixed_buffers: bool = F
         else:
             raise ProviderError(
                 f"Unknown provider {request!r}: use 'auto', a CUDA setting ({', '.join(CUDA_SETTINGS)}), "
+                f"an OpenVINO setting ({', '.join(OPENVINO_SETTINGS)}), "
                 f"one of {sorted(PROVIDER_ALIASES)}, "
                 f"or an onnxruntime provider name ({', '.join(available)})."
             )
@@ -236,6 +238,12 @@ def create_session(
     ``"edge"`` always saves the optimised graph (see :func:`_cached_graph_session`).
     """
     chosen = session_profile(profile)
+    if isinstance(providers, str) and providers.lower() in OPENVINO_SETTINGS:
+        if isinstance(model_path, bytes):
+            raise ProviderError(f"{providers!r} reads the model from its file, not from bytes")
+        openvino = OpenVinoSession(model_path, providers.lower(), threads)
+        # the subset of the session interface the Embedder calls (run, get_inputs, get_outputs, get_providers)
+        return cast(ort.InferenceSession, openvino), openvino.provider
     requested = resolve_providers(providers, fixed_buffers)
     first_requested = requested[0][0] if isinstance(requested[0], tuple) else requested[0]
     on_gpu = first_requested in _GPU_PROVIDERS

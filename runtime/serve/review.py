@@ -4,8 +4,9 @@
 (:func:`vggsim.collection.find_duplicates`: tiers, keeper and reason, the store's decisions
 honoured). Finding the groups is a pass over every pair of vectors (minutes at a million), far
 longer than a request may take, so it runs once per store snapshot, threshold and set of
-decisions, in a background thread: until it is done the route answers 202 ``computing`` with
-Retry-After, then every page comes from the result kept in memory (two results at most).
+decisions, in a background thread, one pass at a time: until it is done the route answers 202
+``computing`` with Retry-After, then every page comes from the result kept in memory (two
+results at most).
 A new commit or a new decision starts the next pass on the next request.
 
 ``POST /v1/duplicates/decisions`` records "not duplicates", "keep" or "forget" for stored files
@@ -42,11 +43,13 @@ class GroupCache:
         self._running: set[tuple[str, float, str]] = set()
 
     def groups(self, store: Store, threshold: float) -> list[DuplicateGroup] | None:
-        """The groups, or None while they are being found (the first call starts the pass)."""
+        """The groups, or None while they are being found (the first call starts the pass). One pass runs
+        at a time: a request for other groups meanwhile (another threshold, say) waits its turn with a 202,
+        so clients asking for many thresholds cannot start many passes."""
         key = (store.snapshot_id, threshold, load(store.root).version)
         with self._lock:
             found = self._done.get(key)
-            if found is None and key not in self._running:
+            if found is None and not self._running:
                 self._running.add(key)
                 threading.Thread(target=self._find, args=(store, threshold, key), daemon=True,
                                  name="vggsim-duplicate-groups").start()

@@ -98,7 +98,8 @@ def gpu_name() -> str | None:
 
 
 # The instruction sets that decide which onnxruntime kernels run (int8 speed hangs on VNNI).
-SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimd", "asimddp")
+SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "asimd",
+              "asimddp")
 
 
 def hardware() -> dict[str, Any]:

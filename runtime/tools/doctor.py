@@ -10,10 +10,11 @@ from typing import Any
 
 from vggsim.errors import VggsimError
 from vggsim.model.manifest import Manifest
+from vggsim.model.openvino import settings_report
 from vggsim.model.session import available_providers, resolve_providers, usable_cpus
 
 PACKAGES = ("onnxruntime", "onnxruntime-gpu", "numpy", "pillow", "tensorflow", "tensorflow-cpu", "tf2onnx",
-            "onnx", "pyarrow", "tqdm", "faiss-cpu", "matplotlib")
+            "onnx", "pyarrow", "tqdm", "faiss-cpu", "matplotlib", "openvino")
 
 
 def _version(name: str) -> str | None:
@@ -60,6 +61,7 @@ def doctor_report(model: str | None, profile: str = "default") -> dict[str, Any]
         }
     except VggsimError as exc:
         report["model"] = {"error": str(exc)}
+    report["cpu_settings"] = settings_report(report["model"].get("precision"))
     return report
 
 
