@@ -105,6 +105,16 @@ def test_a_torn_or_edited_decision_line_is_skipped_not_guessed(store: Store) -> 
         fp.write(b'0000abcd {"decision": "keep", "files": ["x"]}\n{"decision": "keep"')  # bad crc, then cut
     decided = load(store.root)
     assert decided.skipped_lines == 2 and len(decided.not_duplicates) == 1 and not decided.keep
+    # the next decision after a cut line still counts: it starts on a line of its own
+    assert record(store, "keep", [paths[0]]).keep == {(paths[0], store.records()[0].sha256)}
+
+
+def test_a_decision_naming_files_many_times_costs_once(store: Store) -> None:
+    paths = [r.path for r in store.records()][:2]
+    decided = record(store, "not_duplicates", paths * 3000)
+    assert len(decided.not_duplicates) == 1
+    with pytest.raises(ValueError, match="at most 100 files"):
+        record(store, "not_duplicates", [f"/p/{n}.png" for n in range(101)])
 
 
 def test_a_decision_about_a_file_not_in_the_store_is_refused(store: Store) -> None:

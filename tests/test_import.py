@@ -125,7 +125,8 @@ def test_wheel_build_prints_no_package_would_be_ignored_warning_and_ships_the_da
     assert "Successfully built vggsim" in log  # the verbose log is the build's, not an early exit
     assert "would be ignored" not in log.lower()
     names = zipfile.ZipFile(next((tmp_path / "dist").glob("vggsim-*.whl"))).namelist()
-    assert "vggsim/serve/static/index.html" in names
+    for page in ("index.html", "review.html", "common.js"):  # common.js: what the pages share (page.py inlines it)
+        assert f"vggsim/serve/static/{page}" in names
     assert "vggsim/tools/bench_matmul.onnx" in names
 
 

@@ -198,3 +198,7 @@ def test_an_unreachable_server_is_one_line_without_the_password(tmp_path: Path) 
     assert result.returncode == 1
     assert "cannot connect" in result.stderr and "s3cret" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    for uri in ("postgresql://me@127.0.0.1:1/db?password=s3cret", "host=127.0.0.1 port=1 password=s3cret",
+                "postgresql://me:s3cret@[bad"):
+        result = run_cli("store", "sync", str(tmp_path / "s"), "--postgres", uri)
+        assert result.returncode == 1 and "s3cret" not in result.stderr, result.stderr

@@ -30,6 +30,8 @@ from vggsim.errors import StoreError, short_name
 from vggsim.store import Store
 
 FILE = "decisions.jsonl"
+#: files one decision may name (a "not duplicates" of n files marks n*(n-1)/2 pairs, read on every check)
+MAX_FILES = 100
 KINDS = ("not_duplicates", "keep", "forget")
 
 
@@ -82,7 +84,7 @@ def load(root: str | os.PathLike[str]) -> Decisions:
         if entry is None:
             skipped += 1
             continue
-        files = [f for f in entry.get("files", []) if isinstance(f, str) and f]
+        files = sorted({f for f in entry.get("files", []) if isinstance(f, str) and f})[:MAX_FILES]
         paths = [p for p in entry.get("paths", []) if isinstance(p, str)]
         kind = entry.get("decision")
         if kind == "not_duplicates":
@@ -110,8 +112,11 @@ def _parse(raw: bytes) -> dict[str, Any] | None:
 def contents_of(store: Store, paths: Iterable[str]) -> list[tuple[str, str]]:
     """(path, content sha256) of each path, looked up among ``store``'s current ok files; StoreError
     naming the first path that is not one (a decision about a file the store does not hold means nothing)."""
-    wanted = list(paths)
-    found = {r.path: r.sha256 for r in store.records() if r.status == "ok" and r.sha256 and r.path in set(wanted)}
+    wanted = list(dict.fromkeys(paths))  # repeats named once
+    if len(wanted) > MAX_FILES:
+        raise ValueError(f"one decision names at most {MAX_FILES} files, got {len(wanted)}")
+    names = set(wanted)
+    found = {r.path: r.sha256 for r in store.records() if r.status == "ok" and r.sha256 and r.path in names}
     for path in wanted:
         if path not in found:
             raise StoreError(f"{short_name(path)}: not a file with a vector in the store {store.root} "
@@ -136,10 +141,13 @@ def record(store: Store, decision: str, paths: Iterable[str]) -> Decisions:
     body = json.dumps(entry, ensure_ascii=True).encode("ascii")
     path = _path(store.root)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            os.write(fd, b"%08x %s\n" % (zlib.crc32(body), body))
+            end = os.lseek(fd, 0, os.SEEK_END)
+            # a line a crash cut short must not swallow this one: start on a line of its own
+            torn = end > 0 and os.pread(fd, 1, end - 1) != b"\n"
+            os.write(fd, (b"\n" if torn else b"") + b"%08x %s\n" % (zlib.crc32(body), body))
             os.fsync(fd)
         finally:
             os.close(fd)

@@ -20,7 +20,7 @@ import json
 import re
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -46,20 +46,43 @@ def table_name(name: str) -> str:
 
 
 def redacted(uri: str) -> str:
-    """``uri`` with its password replaced by ``***`` (messages and logs never show it)."""
+    """Where ``uri`` points (user, host, port, database), never its password in any of libpq's forms
+    (``user:pw@``, ``?password=``, ``password=`` in a key/value string): messages reach HTTP clients."""
     try:
-        parts = urlsplit(uri)
+        from psycopg.conninfo import conninfo_to_dict
+
+        parts = conninfo_to_dict(uri)
+    except Exception:  # noqa: BLE001 - unparsable: say nothing of it
+        return "<the given URI>"
+    shown = [f"{key}={parts[key]}" for key in ("user", "host", "port", "dbname") if parts.get(key)]
+    return f"<{' '.join(shown) or 'defaults'}>"
+
+
+def _secrets(uri: str) -> list[str]:
+    found = [uri]
+    try:
+        from psycopg.conninfo import conninfo_to_dict
+
+        password = conninfo_to_dict(uri).get("password")
+        if password:
+            found.append(str(password))
+    except Exception:  # noqa: BLE001
+        pass
+    try:
+        if urlsplit(uri).password:
+            found.append(str(urlsplit(uri).password))
     except ValueError:
-        return "<unparsable URI>"
-    if parts.password is None:
-        return uri
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+        pass
+    return found
 
 
-def first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException, uri: str | None = None) -> str:
+    """The first line of ``exc``'s message, with ``uri`` and its password cut out (psycopg quotes them)."""
     text = str(exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__
+    line = text[0][:300] if text else type(exc).__name__
+    for secret in _secrets(uri) if uri else []:
+        line = line.replace(secret, "***")
+    return line
 
 
 def connect(uri: str, feature: str, *, autocommit: bool = False) -> Any:
@@ -73,14 +96,14 @@ def connect(uri: str, feature: str, *, autocommit: bool = False) -> Any:
     try:
         conn = psycopg.connect(uri, autocommit=True, connect_timeout=10, application_name="vggsim")
     except (psycopg.Error, ValueError) as exc:
-        raise PostgresError(f"postgres {redacted(uri)}: cannot connect: {first_line(exc)}") from None
+        raise PostgresError(f"postgres {redacted(uri)}: cannot connect: {first_line(exc, uri)}") from None
     try:
         if conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'vector'").fetchone() is None:
             conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
         register_vector(conn)
     except psycopg.Error as exc:
         conn.close()
-        raise PostgresError(f"postgres {redacted(uri)}: the pgvector extension is not available ({first_line(exc)}); "
+        raise PostgresError(f"postgres {redacted(uri)}: the pgvector extension is not available ({first_line(exc, uri)}); "
                             "install pgvector on the server (https://github.com/pgvector/pgvector)") from None
     conn.autocommit = autocommit
     return conn

@@ -57,7 +57,7 @@ class PostgresSearch:
             conn.rollback()
         except psycopg.Error as exc:
             conn.close()
-            raise PostgresError(f"postgres {redacted(self.uri)} table {self.table}: {first_line(exc)}") from None
+            raise PostgresError(f"postgres {redacted(self.uri)} table {self.table}: {first_line(exc, self.uri)}") from None
         except BaseException:
             conn.close()
             raise

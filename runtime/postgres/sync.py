@@ -184,6 +184,6 @@ def sync_store(store: str | os.PathLike[str], uri: str, table: str = DEFAULT_TAB
         return SyncReport(table, where, snapshot.snapshot_id, snapshot.generation, rows, len(todo), len(gone),
                           len(wanted) - len(todo), False, bool(built), time.perf_counter() - started)
     except psycopg.Error as exc:
-        raise PostgresError(f"postgres table {table}: {first_line(exc)}") from None
+        raise PostgresError(f"postgres table {table}: {first_line(exc, uri)}") from None
     finally:
         conn.close()

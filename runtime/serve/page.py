@@ -27,10 +27,16 @@ from vggsim.serve.thumbnails import Thumbnailer, ThumbnailError
 if TYPE_CHECKING:
     from vggsim.serve.state import ServiceState
 
+COMMON_MARKER = "/* vggsim:common.js */"
+
+
 @lru_cache(maxsize=4)
 def page_html(name: str = "index.html") -> str:
-    """A page's HTML, read once from the package."""
-    return resources.files(__package__ or "vggsim.serve").joinpath(f"static/{name}").read_text("utf-8")
+    """A page's HTML, read once from the package, with ``static/common.js`` (what the pages share) put in
+    place of its marker: one inline script per page, which the Content-Security-Policy allows by hash."""
+    static = resources.files(__package__ or "vggsim.serve").joinpath("static")
+    html = static.joinpath(name).read_text("utf-8")
+    return html.replace(COMMON_MARKER, static.joinpath("common.js").read_text("utf-8"), 1)
 
 
 @lru_cache(maxsize=4)
