@@ -73,6 +73,12 @@ setup() {
         || echo "chromium could not be installed: the web page test will skip"
     fi
   fi
+  # KServe's own client checks the /v2 routes (tests/test_serve_oip.py) from a venv of its own: kserve
+  # brings uvloop, Kubernetes and pandas, which the test environment must not import.
+  if [ ! -x .venv-kserve/bin/python ] || ! .venv-kserve/bin/python -c 'import kserve' 2>/dev/null; then
+    { "$PYTHON" -m venv .venv-kserve && .venv-kserve/bin/python -m pip install -q "kserve==0.21.0"; } \
+      || echo "KServe's client could not be installed: its OIP test will skip"
+  fi
   # One random-weight model, verified against Keras, for every stage (VGGSIM_TEST_MODEL): exported
   # once here rather than once per pytest session.
   rm -rf .cache/test-model

@@ -99,18 +99,20 @@ def test_not_duplicates_and_keep_are_kept_in_the_store_and_honoured(store: Store
 
 
 def test_a_torn_or_edited_decision_line_is_skipped_not_guessed(store: Store) -> None:
-    paths = [r.path for r in store.records()][:2]
+    records = by_name(store)
+    paths = [records["a.png"].path, records["e.png"].path]  # two files with different contents
     record(store, "not_duplicates", paths)
     with open(store.root / FILE, "ab") as fp:
         fp.write(b'0000abcd {"decision": "keep", "files": ["x"]}\n{"decision": "keep"')  # bad crc, then cut
     decided = load(store.root)
     assert decided.skipped_lines == 2 and len(decided.not_duplicates) == 1 and not decided.keep
     # the next decision after a cut line still counts: it starts on a line of its own
-    assert record(store, "keep", [paths[0]]).keep == {(paths[0], store.records()[0].sha256)}
+    assert record(store, "keep", [paths[0]]).keep == {(paths[0], records["a.png"].sha256)}
 
 
 def test_a_decision_naming_files_many_times_costs_once(store: Store) -> None:
-    paths = [r.path for r in store.records()][:2]
+    records = by_name(store)
+    paths = [records["a.png"].path, records["e.png"].path]
     decided = record(store, "not_duplicates", paths * 3000)
     assert len(decided.not_duplicates) == 1
     with pytest.raises(ValueError, match="at most 100 files"):
@@ -172,3 +174,7 @@ def test_the_cli_records_decisions_and_pages(store: Store) -> None:
     assert body["total_groups"] >= 1
     missing = run_cli("dedup", "--store", str(store.root), "--threshold", "1", "--keep", "/nowhere.png")
     assert missing.returncode == 1 and "not a file with a vector" in missing.stderr
+    same = run_cli("dedup", "--store", str(store.root), "--threshold", "1", "--not-duplicates", paths["a.png"],
+                   paths["c.png"])  # byte copies: always duplicates, refused in one line as a usage error
+    assert same.returncode == 2 and "different contents" in same.stderr and "internal error" not in same.stderr
+    assert len(same.stderr.strip().splitlines()) == 1

@@ -161,6 +161,30 @@ def test_a_table_of_another_model_or_store_is_refused(tmp_path: Path, postgres_u
     assert_mirrors(postgres_uri, tmp_path / "a")  # untouched
 
 
+def test_a_dropped_or_thinned_table_is_filled_again_not_called_up_to_date(tmp_path: Path, postgres_uri: str) -> None:
+    make_store(tmp_path / "s", vectors(200, 11), IDENTITY)
+    sync_store(tmp_path / "s", postgres_uri)
+    with psycopg.connect(postgres_uri) as conn:
+        conn.execute("DELETE FROM vggsim_images WHERE id % 10 = 0")  # another tool deleted some rows
+    again = sync_store(tmp_path / "s", postgres_uri)
+    assert not again.up_to_date and again.written == 20
+    assert_mirrors(postgres_uri, tmp_path / "s")
+    with psycopg.connect(postgres_uri) as conn:
+        conn.execute("DROP TABLE vggsim_images")
+    again = sync_store(tmp_path / "s", postgres_uri)
+    assert not again.up_to_date and again.written == 200
+    assert_mirrors(postgres_uri, tmp_path / "s")
+
+
+def test_a_tables_row_edited_by_another_tool_is_one_postgres_error(tmp_path: Path, postgres_uri: str) -> None:
+    make_store(tmp_path / "s", vectors(20, 12), IDENTITY)
+    sync_store(tmp_path / "s", postgres_uri)
+    with psycopg.connect(postgres_uri) as conn:
+        conn.execute("""UPDATE vggsim_tables SET preprocess = '"a string"'::jsonb""")
+    with pytest.raises(PostgresError, match="not what vggsim store sync writes"):
+        sync_store(tmp_path / "s", postgres_uri)
+
+
 def test_a_damaged_shard_is_never_copied(tmp_path: Path, postgres_uri: str) -> None:
     store = make_store(tmp_path / "s", vectors(600, 10), IDENTITY, per_commit=300)
     shard = store.commit_record.shards[-1]

@@ -1,14 +1,18 @@
-"""The Open Inference Protocol (KServe v2 / Triton HTTP) in `vggsim serve`, driven by Triton's own client.
+"""The Open Inference Protocol (KServe v2 / Triton HTTP) in `vggsim serve`, driven by Triton's and KServe's clients.
 
-Real uvicorn processes on free loopback ports; `tritonclient[http]` (a client nobody here wrote)
-speaks both the binary tensor extension and plain JSON. The vectors must be bit-identical to
-``Embedder.embed`` of the same files, as /v1 gives them.
+Real uvicorn processes on free loopback ports; `tritonclient[http]` and `kserve.InferenceRESTClient`
+(clients nobody here wrote) speak both the binary tensor extension and plain JSON. KServe's client
+runs in its own virtual environment (.venv-kserve, made by scripts/test.sh; VGGSIM_KSERVE_PYTHON
+names another), as kserve brings uvloop, Kubernetes and pandas that the suite must not import.
+The vectors must be bit-identical to ``Embedder.embed`` of the same files, as /v1 gives them.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -62,6 +66,28 @@ def test_triton_client_gets_the_embedders_vectors_bit_for_bit(
     response = result.get_response()
     assert response["id"] == "req-7" and response["model_name"] == "vggsim"
     assert response["parameters"]["model_sha256"] == embedder.model_sha256
+
+
+KSERVE_PYTHON = Path(os.environ.get("VGGSIM_KSERVE_PYTHON") or Path(__file__).parents[1] / ".venv-kserve/bin/python")
+
+
+def test_kserve_client_gets_the_embedders_vectors_bit_for_bit(
+    server: Server, embedder: Embedder, photos: list[Path], tmp_path: Path
+) -> None:
+    if not KSERVE_PYTHON.exists():
+        pytest.skip(f"needs KServe's client in its own venv at {KSERVE_PYTHON}: python -m venv .venv-kserve && "
+                    ".venv-kserve/bin/pip install kserve==0.21.0 (scripts/test.sh makes it)")
+    files = photos[:3]
+    np.save(tmp_path / "pixels.npy", load_image(files[0])[None])
+    run = subprocess.run([str(KSERVE_PYTHON), str(Path(__file__).with_name("kserve_client_run.py")), server.url,
+                          str(tmp_path / "out.npz"), *map(str, files)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    got = np.load(tmp_path / "out.npz")
+    expected = embedder.embed(files)
+    for kind in ("binary", "json"):
+        assert got[kind].dtype == np.float32 and np.array_equal(got[kind], expected), kind
+    assert np.array_equal(got["pixels"], expected[:1])
+    assert got["health"].tolist() == [True, True, True, False]
 
 
 def test_pixels_in_fp32_give_the_same_vectors(server: Server, embedder: Embedder, photos: list[Path]) -> None:

@@ -67,6 +67,20 @@ def test_search_and_duplicates_answer_as_the_store_backed_service(servers: tuple
     assert info["search_backend"] == "postgres" and info["postgres"]["complete"] and info["postgres"]["rows"] == 5
 
 
+def test_not_duplicates_decisions_in_the_store_are_honoured_as_by_the_store_backend(
+        servers: tuple[Server, Server], images: list[Path], synced: Path) -> None:
+    on_postgres, on_store = servers
+    first, second = (str(p.resolve()) for p in images[1:3])
+    before = {m["path"] for m in _ask(on_postgres, "duplicates", images[1], threshold=0.01)["matches"]}
+    assert second in before  # every stored image passes so low a threshold
+    marked = run_cli("dedup", "--store", str(synced), "--threshold", "1", "--not-duplicates", first, second)
+    assert marked.returncode == 0, marked.stderr
+    got, want = (_ask(s, "duplicates", images[1], threshold=0.01) for s in (on_postgres, on_store))
+    assert second not in {m["path"] for m in got["matches"]} and first in {m["path"] for m in got["matches"]}
+    assert [(m["path"], m["score"], m["tier"]) for m in got["matches"]] == \
+        [(m["path"], m["score"], m["tier"]) for m in want["matches"]]
+
+
 def test_a_table_gone_or_of_another_model_is_a_503_json_error(servers: tuple[Server, Server], images: list[Path],
                                                               postgres_uri: str) -> None:
     on_postgres, _ = servers

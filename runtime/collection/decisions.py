@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vggsim.errors import StoreError, short_name
+from vggsim.errors import ArgumentError, StoreError, short_name
 from vggsim.store import Store
 
 FILE = "decisions.jsonl"
@@ -114,7 +114,7 @@ def contents_of(store: Store, paths: Iterable[str]) -> list[tuple[str, str]]:
     naming the first path that is not one (a decision about a file the store does not hold means nothing)."""
     wanted = list(dict.fromkeys(paths))  # repeats named once
     if len(wanted) > MAX_FILES:
-        raise ValueError(f"one decision names at most {MAX_FILES} files, got {len(wanted)}")
+        raise ArgumentError(f"one decision names at most {MAX_FILES} files, got {len(wanted)}")
     names = set(wanted)
     found = {r.path: r.sha256 for r in store.records() if r.status == "ok" and r.sha256 and r.path in names}
     for path in wanted:
@@ -129,13 +129,13 @@ def record(store: Store, decision: str, paths: Iterable[str]) -> Decisions:
     now in force. ``not_duplicates`` needs two or more files (every pair among them is marked);
     ``keep`` marks each file as one to keep; ``forget`` takes back every decision about them."""
     if decision not in KINDS:
-        raise ValueError(f"decision must be one of {', '.join(KINDS)}, got {decision!r}")
+        raise ArgumentError(f"decision must be one of {', '.join(KINDS)}, got {decision!r}")
     named = contents_of(store, paths)
     if decision == "not_duplicates" and len({sha for _, sha in named}) < 2:
-        raise ValueError("not_duplicates needs at least two files with different contents (byte-identical files "
+        raise ArgumentError("not_duplicates needs at least two files with different contents (byte-identical files "
                          "are always duplicates)")
     if not named:
-        raise ValueError(f"{decision} needs at least one file")
+        raise ArgumentError(f"{decision} needs at least one file")
     entry = {"decision": decision, "files": [sha for _, sha in named], "paths": [p for p, _ in named],
              "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     body = json.dumps(entry, ensure_ascii=True).encode("ascii")

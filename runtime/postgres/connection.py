@@ -140,9 +140,17 @@ def table_info(conn: Any, table: str) -> TableInfo | None:
                        "WHERE name = %s", (table,)).fetchone()
     if row is None:
         return None
-    preprocess = row[1] if isinstance(row[1], dict) else json.loads(row[1])
-    identity = StoreIdentity.from_dict({"model_sha256": row[0], "preprocess": preprocess, "dim": row[2]},
-                                       f"postgres {TABLES} row {table!r}")
+    # Another tool may have edited the row: anything but what sync writes is refused as a PostgresError
+    # (a 503 naming the table in the service), never a crash.
+    try:
+        preprocess = row[1] if isinstance(row[1], dict) else json.loads(row[1])
+        if not isinstance(preprocess, dict):
+            raise ValueError(f"preprocess is a JSON {type(preprocess).__name__}, not an object")
+        identity = StoreIdentity.from_dict({"model_sha256": row[0], "preprocess": preprocess, "dim": row[2]},
+                                           f"postgres {TABLES} row {table!r}")
+    except (TypeError, ValueError) as exc:
+        raise PostgresError(f"postgres {TABLES} row {table!r} is not what vggsim store sync writes ({exc}): "
+                            f"run vggsim store sync again, or drop the row and the table") from None
     return TableInfo(table, identity, row[3], row[4], row[5], row[6])
 
 

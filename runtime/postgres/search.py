@@ -15,6 +15,7 @@ the answer names the table and the store snapshot it last held in full.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from vggsim.collection.decisions import Decisions
+from vggsim.collection.decisions import load as load_decisions
 from vggsim.collection.duplicates import match_order
 from vggsim.collection.results import Match
 from vggsim.postgres.connection import (DEFAULT_TABLE, PostgresError, TableInfo, connect, first_line, redacted,
@@ -116,12 +119,18 @@ class PostgresSearch:
                                "candidates": len(ids)}
 
     def duplicates(self, query: np.ndarray, threshold: float, sha256: str | None = None,
-                   pixel_sha256: str | None = None) -> tuple[list[Match], TableInfo, dict[str, Any]]:
+                   pixel_sha256: str | None = None, decisions: Decisions | None = None,
+                   ) -> tuple[list[Match], TableInfo, dict[str, Any]]:
         """Every row with cosine >= ``threshold`` to ``query`` (rows holding the file ``sha256`` first, score 1.0),
-        each with its tier: ``byte`` (that file), ``pixel`` (the same decoded pixels, ``pixel_sha256``), ``near``."""
+        each with its tier: ``byte`` (that file), ``pixel`` (the same decoded pixels, ``pixel_sha256``), ``near``;
+        less the rows whose content a person marked as not a duplicate of ``sha256``, as the store's check
+        leaves them out. ``decisions``: by default those kept in the store the table mirrors, when that
+        folder is on this machine (decisions live in the store, never in the table)."""
         report: dict[str, Any] = {"backend": "postgres", "used": True, "state": "hnsw", "table": self.table}
         with self._connection() as conn:
             info = self.info(conn)
+            if decisions is None and sha256 and os.path.isdir(info.store):
+                decisions = load_decisions(info.store)
             with conn.transaction():
                 ids, paths, vectors = self._candidates(conn, query, MIN_CANDIDATES)
             scores = cosine_scores(vectors, query) if len(ids) else np.zeros(0, np.float32)
@@ -142,7 +151,11 @@ class PostgresSearch:
             if pixel_sha256 and len(ids):
                 same_pixels = {r[0] for r in conn.execute(f"SELECT id FROM {self.table} WHERE id = ANY(%s) AND "
                                                           "pixel_sha256 = %s", (ids.tolist(), pixel_sha256))}
-        keep = (scores >= np.float32(threshold)) & ~np.isin(ids, list(identical))
+            apart: set[int] = set()
+            if decisions is not None and decisions.not_duplicates and sha256 and len(ids):
+                apart = {r[0] for r in conn.execute(f"SELECT id, sha256 FROM {self.table} WHERE id = ANY(%s)",
+                                                    (ids.tolist(),)) if decisions.apart(sha256, r[1])}
+        keep = (scores >= np.float32(threshold)) & ~np.isin(ids, list(identical)) & ~np.isin(ids, list(apart))
         order = np.lexsort((ids[keep], -scores[keep]))
         kept_ids, kept_scores = ids[keep][order], scores[keep][order]
         kept_paths = [p for p, k in zip(paths, keep) if k]

@@ -155,8 +155,10 @@ def sync_store(store: str | os.PathLike[str], uri: str, table: str = DEFAULT_TAB
                 if info.store != where:
                     raise PostgresError(f"postgres table {table} mirrors the store {info.store}, not {where}: use "
                                         f"another --postgres-table (a table mirrors one store)")
-        if info is not None and info.snapshot == snapshot.snapshot_id:
-            rows = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+        rows = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+        # the recorded snapshot alone is not enough: a table dropped (and made again empty above) or rows
+        # deleted by another tool leave it in place, so the row count must agree too
+        if info is not None and info.snapshot == snapshot.snapshot_id and rows == info.rows:
             return SyncReport(table, where, snapshot.snapshot_id, snapshot.generation, rows, 0, 0, rows, True,
                               False, time.perf_counter() - started)
         with conn.transaction():  # the rows are about to hold two snapshots: the table is incomplete until the end

@@ -34,11 +34,13 @@ def _model(name: str, version: str | None = None) -> None:
         raise ApiError(404, "not_found", f"unknown version {version!r} of {MODEL!r}: it has version {VERSION!r}")
 
 
-def _ready(state: ServiceState) -> Response:
+def _ready(state: ServiceState, body: dict[str, Any]) -> Response:
     reason = state.not_ready()
     if reason is not None:
         raise ApiError(503, "not_ready", reason)
-    return AsciiJSONResponse({})
+    # Triton's client reads only the status code; KServe's reads the body's "ready" (its spec's
+    # {"ready": true}, with the model's name for a model): both are given
+    return AsciiJSONResponse({**body, "ready": True})
 
 
 def _metadata(state: ServiceState) -> dict[str, Any]:
@@ -79,12 +81,12 @@ def add_oip_routes(app: FastAPI) -> None:
     @v2.get("/health/live")
     async def server_live() -> Response:
         """The process answers."""
-        return AsciiJSONResponse({})
+        return AsciiJSONResponse({"live": True})
 
     @v2.get("/health/ready")
     async def server_ready(request: Request) -> Response:
         """The model is loaded and warmed up, and the service is not draining (503 otherwise)."""
-        return _ready(state_of(request))
+        return _ready(state_of(request), {})
 
     @v2.get("/models/{name}", dependencies=auth)
     async def model_metadata(request: Request, name: str) -> Response:
@@ -102,13 +104,13 @@ def add_oip_routes(app: FastAPI) -> None:
     async def model_ready(request: Request, name: str) -> Response:
         """The model answers inference requests (503 while warming up or draining)."""
         _model(name)
-        return _ready(state_of(request))
+        return _ready(state_of(request), {"name": MODEL})
 
     @v2.get("/models/{name}/versions/{version}/ready", dependencies=auth)
     async def model_version_ready(request: Request, name: str, version: str) -> Response:
         """The model's one version answers inference requests."""
         _model(name, version)
-        return _ready(state_of(request))
+        return _ready(state_of(request), {"name": MODEL, "version": VERSION})
 
     @v2.post("/models/{name}/infer", dependencies=auth)
     async def infer(request: Request, name: str) -> Response:
