@@ -68,6 +68,15 @@ def test_an_unknown_provider_lists_the_openvino_settings(model_dir: Path) -> Non
         Embedder(model_dir, providers="openvino-fp8")
 
 
+def test_an_openvino_setting_in_a_list_says_to_pass_it_alone(model_dir: Path, photos: list[Path]) -> None:
+    with pytest.raises(ProviderError, match="pass it alone"):
+        Embedder(model_dir, providers=["openvino-cpu", "cpu"])
+    listed = run_cli("compare", "--model", str(model_dir), "--providers", "openvino-bf16,cpu", str(photos[0]),
+                     str(photos[1]))
+    assert listed.returncode == 1 and "pass it alone" in listed.stderr
+    assert [line for line in listed.stderr.splitlines() if "pass it alone" in line][0].startswith("vggsim: error: ")
+
+
 def test_the_cli_and_doctor_take_and_report_the_setting(model_dir: Path, photos: list[Path]) -> None:
     pytest.importorskip("openvino", reason="needs the openvino extra")
     compared = run_cli("compare", str(photos[0]), str(photos[1]), "--model", str(model_dir), "--providers",

@@ -202,7 +202,7 @@ def test_a_damaged_shard_is_never_copied(tmp_path: Path, postgres_uri: str) -> N
 
 def test_bad_table_names_are_refused_before_connecting(tmp_path: Path) -> None:
     make_store(tmp_path / "s", vectors(3, 11), IDENTITY)
-    for name in ("Images", "x; DROP TABLE y", "vggsim_tables", "", "a" * 49):
+    for name in ("Images", "x; DROP TABLE y", "vggsim_tables", "", "a" * 49, "user", "order", "select"):
         with pytest.raises(PostgresError, match="table name"):
             sync_store(tmp_path / "s", "postgresql://nobody@127.0.0.1:1/none", name)
 

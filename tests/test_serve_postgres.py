@@ -81,6 +81,17 @@ def test_not_duplicates_decisions_in_the_store_are_honoured_as_by_the_store_back
         [(m["path"], m["score"], m["tier"]) for m in want["matches"]]
 
 
+def test_a_kept_connection_that_died_is_replaced_not_answered_with_a_503(
+        servers: tuple[Server, Server], images: list[Path], postgres_uri: str) -> None:
+    on_postgres, _ = servers
+    assert _ask(on_postgres, "search", images[0], k=2)["matches"]  # leaves a connection kept for reuse
+    with psycopg.connect(postgres_uri, autocommit=True) as conn:  # as a server restart or failover would
+        ended = conn.execute("SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                             "WHERE application_name = 'vggsim' AND pid <> pg_backend_pid()) t").fetchone()[0]
+    assert ended >= 1
+    assert _ask(on_postgres, "search", images[0], k=2)["matches"]  # 200, on a new connection
+
+
 def test_a_table_gone_or_of_another_model_is_a_503_json_error(servers: tuple[Server, Server], images: list[Path],
                                                               postgres_uri: str) -> None:
     on_postgres, _ = servers

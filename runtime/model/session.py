@@ -114,6 +114,10 @@ def resolve_providers(request: ProviderRequest = "auto", fixed_buffers: bool = F
     resolved: list[Any] = []
     for item in items:
         name = item[0] if isinstance(item, tuple) else PROVIDER_ALIASES.get(item.lower(), item)
+        if isinstance(name, str) and name.lower() in OPENVINO_SETTINGS:
+            raise ProviderError(
+                f"{name} runs the model on OpenVINO itself, not as one onnxruntime provider among others: "
+                f"pass it alone (--providers {name.lower()}), not in a list")
         if name not in available:
             hint = (
                 " Install the GPU build: pip uninstall -y onnxruntime && pip install 'vggsim[gpu]'."

@@ -31,6 +31,18 @@ DEFAULT_TABLE = "vggsim_images"
 TABLES = "vggsim_tables"
 #: a plain lower-case SQL identifier, so it is never quoted, and short enough for its index's name
 _NAME = re.compile(r"[a-z_][a-z0-9_]{0,47}")
+#: PostgreSQL's keywords that cannot name a table unquoted (its reserved ones, and those reserved
+#: but allowed as a function or type name; PostgreSQL 16's pg_get_keywords(), catcode R and T)
+RESERVED = frozenset("""
+    all analyse analyze and any array as asc asymmetric both case cast check collate column constraint create
+    current_catalog current_date current_role current_time current_timestamp current_user default deferrable
+    desc distinct do else end except false fetch for foreign from grant group having in initially intersect
+    into lateral leading limit localtime localtimestamp not null offset on only or order placing primary
+    references returning select session_user some symmetric system_user table then to trailing true union
+    unique user using variadic when where window with
+    authorization binary collation concurrently cross current_schema freeze full ilike inner is isnull join
+    left like natural notnull outer overlaps right similar tablesample verbose
+""".split())
 
 
 class PostgresError(VggsimError):
@@ -42,6 +54,8 @@ def table_name(name: str) -> str:
     if not isinstance(name, str) or not _NAME.fullmatch(name) or name == TABLES:
         raise PostgresError(f"postgres table name {name!r}: use lower-case letters, digits and _ (at most 48, "
                             f"starting with a letter or _), not {TABLES!r}")
+    if name in RESERVED:
+        raise PostgresError(f"postgres table name {name!r} is an SQL keyword: choose another (say {name}_images)")
     return name
 
 

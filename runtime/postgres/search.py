@@ -53,6 +53,13 @@ class PostgresSearch:
 
         with self._lock:
             conn = self._idle.pop() if self._idle else None
+        if conn is not None and not conn.closed:
+            # a kept connection may have died with its server (a restart, a failover, an administrator's
+            # pg_terminate_backend) since it was last used: one round trip to know, rather than a 503
+            try:
+                conn.execute("SELECT 1")
+            except psycopg.Error:
+                conn.close()
         if conn is None or conn.closed:
             conn = connect(self.uri, FEATURE)
         try:
