@@ -110,6 +110,26 @@ def test_a_torn_or_edited_decision_line_is_skipped_not_guessed(store: Store) -> 
     assert record(store, "keep", [paths[0]]).keep == {(paths[0], records["a.png"].sha256)}
 
 
+def test_a_decisions_file_that_is_not_a_regular_file_is_refused_not_waited_on(store: Store) -> None:
+    import os
+    import signal
+
+    from vggsim import StoreError
+
+    def hung(*_: object) -> None:
+        raise TimeoutError("reading the decisions blocked")
+
+    os.mkfifo(store.root / FILE)  # reading a FIFO with no writer would block for ever
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(20)  # bounded: a hang fails the test instead of the run
+    try:
+        with pytest.raises(StoreError, match="not a regular file"):
+            load(store.root)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def test_a_decision_naming_files_many_times_costs_once(store: Store) -> None:
     records = by_name(store)
     paths = [records["a.png"].path, records["e.png"].path]

@@ -79,6 +79,11 @@ def test_not_duplicates_decisions_in_the_store_are_honoured_as_by_the_store_back
     assert second not in {m["path"] for m in got["matches"]} and first in {m["path"] for m in got["matches"]}
     assert [(m["path"], m["score"], m["tier"]) for m in got["matches"]] == \
         [(m["path"], m["score"], m["tier"]) for m in want["matches"]]
+    assert "decisions" not in got["index"]
+    synced.rename(synced.with_name("moved"))  # the store folder, and its decisions, no longer on this machine
+    moved = _ask(on_postgres, "duplicates", images[1], threshold=0.01)
+    assert moved["index"]["decisions"] == "not applied" and "not on this machine" in moved["index"]["message"]
+    assert second in {m["path"] for m in moved["matches"]}
 
 
 def test_a_kept_connection_that_died_is_replaced_not_answered_with_a_503(

@@ -24,6 +24,7 @@ import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from stat import S_ISREG
 from typing import Any
 
 from vggsim.errors import ArgumentError, StoreError, short_name
@@ -68,6 +69,9 @@ def load(root: str | os.PathLike[str]) -> Decisions:
     path = _path(root)
     try:
         stat = path.stat()
+        if not S_ISREG(stat.st_mode):  # a FIFO would block the reader for ever, a folder fail every check
+            raise StoreError(f"{path}: the duplicate decisions are not a regular file: move it away (the store "
+                             "then holds no decisions)")
         data = path.read_bytes()
     except FileNotFoundError:
         return Decisions()

@@ -242,6 +242,9 @@ def create_session(
     ``"edge"`` always saves the optimised graph (see :func:`_cached_graph_session`).
     """
     chosen = session_profile(profile)
+    if isinstance(providers, (list, tuple)) and len(providers) == 1 and isinstance(providers[0], str) \
+            and providers[0].lower() in OPENVINO_SETTINGS:
+        providers = providers[0]  # ["openvino-bf16"] (or "--providers openvino-bf16,") is the setting alone
     if isinstance(providers, str) and providers.lower() in OPENVINO_SETTINGS:
         if isinstance(model_path, bytes):
             raise ProviderError(f"{providers!r} reads the model from its file, not from bytes")

@@ -29,6 +29,8 @@ from vggsim.store import StoreIdentity
 
 DEFAULT_TABLE = "vggsim_images"
 TABLES = "vggsim_tables"
+STAGE = "vggsim_stage"  # the TEMP table each sync stages its COPY in
+INDEX_SUFFIXES = ("_sha256", "_embedding_hnsw")  # the indexes of an images table, named after it
 #: a plain lower-case SQL identifier, so it is never quoted, and short enough for its index's name
 _NAME = re.compile(r"[a-z_][a-z0-9_]{0,47}")
 #: PostgreSQL's keywords that cannot name a table unquoted (its reserved ones, and those reserved
@@ -56,6 +58,11 @@ def table_name(name: str) -> str:
                             f"starting with a letter or _), not {TABLES!r}")
     if name in RESERVED:
         raise PostgresError(f"postgres table name {name!r} is an SQL keyword: choose another (say {name}_images)")
+    # names PostgreSQL or sync already use: pg_* resolves to the system catalog first, vggsim_stage is
+    # sync's staging table, and <table>_sha256 / <table>_embedding_hnsw are another table's indexes
+    if name.startswith("pg_") or name == STAGE or name.endswith(INDEX_SUFFIXES):
+        raise PostgresError(f"postgres table name {name!r} is taken (pg_* names are PostgreSQL's; {STAGE} and "
+                            f"names ending {' or '.join(INDEX_SUFFIXES)} are vggsim's own): choose another")
     return name
 
 
@@ -156,15 +163,17 @@ def table_info(conn: Any, table: str) -> TableInfo | None:
         return None
     # Another tool may have edited the row: anything but what sync writes is refused as a PostgresError
     # (a 503 naming the table in the service), never a crash.
+    where = f"postgres {TABLES} row {table!r}"
     try:
         preprocess = row[1] if isinstance(row[1], dict) else json.loads(row[1])
         if not isinstance(preprocess, dict):
-            raise ValueError(f"preprocess is a JSON {type(preprocess).__name__}, not an object")
-        identity = StoreIdentity.from_dict({"model_sha256": row[0], "preprocess": preprocess, "dim": row[2]},
-                                           f"postgres {TABLES} row {table!r}")
+            raise ValueError(f"{where}: preprocess is a JSON {type(preprocess).__name__}, not an object")
+        identity = StoreIdentity.from_dict({"model_sha256": row[0], "preprocess": preprocess, "dim": row[2]}, where)
     except (TypeError, ValueError) as exc:
-        raise PostgresError(f"postgres {TABLES} row {table!r} is not what vggsim store sync writes ({exc}): "
-                            f"run vggsim store sync again, or drop the row and the table") from None
+        text = str(exc) if str(exc).startswith(where) else f"{where}: {exc}"
+        # sync reads this row too, so it cannot mend it: the table must be made again
+        raise PostgresError(f"{text} (not what vggsim store sync writes): drop the table and its row "
+                            f"(DROP TABLE {table}; DELETE FROM {TABLES} WHERE name = '{table}') and sync again") from None
     return TableInfo(table, identity, row[3], row[4], row[5], row[6])
 
 

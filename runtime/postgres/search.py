@@ -136,8 +136,15 @@ class PostgresSearch:
         report: dict[str, Any] = {"backend": "postgres", "used": True, "state": "hnsw", "table": self.table}
         with self._connection() as conn:
             info = self.info(conn)
-            if decisions is None and sha256 and os.path.isdir(info.store):
-                decisions = load_decisions(info.store)
+            if decisions is None and sha256:
+                # decisions live in the store folder the table mirrors (an absolute path, as sync records it);
+                # where that folder is not on this machine none can be applied, and the answer says so
+                if os.path.isabs(info.store) and os.path.isdir(info.store):
+                    decisions = load_decisions(info.store)
+                else:
+                    report["decisions"] = "not applied"
+                    report["message"] = (f"the store folder {info.store} that holds the duplicate decisions is not on "
+                                         "this machine: files marked not duplicates may be listed")
             with conn.transaction():
                 ids, paths, vectors = self._candidates(conn, query, MIN_CANDIDATES)
             scores = cosine_scores(vectors, query) if len(ids) else np.zeros(0, np.float32)
@@ -148,8 +155,8 @@ class PostgresSearch:
                 with conn.transaction():
                     ids, paths, vectors = self._candidates(conn, query, 0, exact_floor=floor)
                 scores = cosine_scores(vectors, query) if len(ids) else np.zeros(0, np.float32)
-                report.update(state="exact", message=f"all {MIN_CANDIDATES} nearest rows passed the threshold: "
-                              "scanned the whole table")
+                said = f"all {MIN_CANDIDATES} nearest rows passed the threshold: scanned the whole table"
+                report.update(state="exact", message="; ".join(filter(None, [said, report.get("message")])))
             identical: dict[int, str] = {}
             if sha256:
                 identical = dict(conn.execute(f"SELECT id, path FROM {self.table} WHERE sha256 = %s",

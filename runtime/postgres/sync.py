@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from vggsim.postgres.connection import (DEFAULT_TABLE, TABLES, PostgresError, connect, first_line, require_fits,
+from vggsim.postgres.connection import (DEFAULT_TABLE, STAGE, TABLES, PostgresError, connect, first_line, require_fits,
                                         table_info, table_name)
 from vggsim.store import Store, StoreIdentity
 from vggsim.store.format import shard_name
@@ -107,7 +107,7 @@ def _write(conn: Any, store: Store, table: str, todo: list[tuple[int, int, int, 
         if keep.any():
             picked = rows_table.filter(keep)
             meta.update(zip(ids[keep].tolist(), zip(*(picked.column(c).to_pylist() for c in columns))))
-    conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS vggsim_stage (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
+    conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {STAGE} (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
     updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in _COLUMNS[1:])
     names = ", ".join(_COLUMNS)
     files = store.vector_files()
@@ -121,11 +121,11 @@ def _write(conn: Any, store: Store, table: str, todo: list[tuple[int, int, int, 
                 where = np.flatnonzero(shards == shard)
                 vectors[where] = files.get(int(shard)).take(rows[where])
             with conn.transaction():
-                with conn.cursor().copy(f"COPY vggsim_stage ({names}) FROM STDIN WITH (FORMAT BINARY)") as copy:
+                with conn.cursor().copy(f"COPY {STAGE} ({names}) FROM STDIN WITH (FORMAT BINARY)") as copy:
                     copy.set_types(["bytea", "text", "text", "text", "int4", "int4", "int8", "int8", "text", "vector"])
                     for (i, _, _, ref), vector in zip(batch, vectors):
                         copy.write_row([*meta[i], ref, vector])
-                conn.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM vggsim_stage "
+                conn.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM {STAGE} "
                              f"ON CONFLICT (path_bytes) DO UPDATE SET {updates}")
             if progress is not None:
                 progress(len(batch))
@@ -155,9 +155,11 @@ def sync_store(store: str | os.PathLike[str], uri: str, table: str = DEFAULT_TAB
                 if info.store != where:
                     raise PostgresError(f"postgres table {table} mirrors the store {info.store}, not {where}: use "
                                         f"another --postgres-table (a table mirrors one store)")
-        rows = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
         # the recorded snapshot alone is not enough: a table dropped (and made again empty above) or rows
         # deleted by another tool leave it in place, so the row count must agree too
+        rows = -1
+        if info is not None and info.snapshot == snapshot.snapshot_id:
+            rows = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
         if info is not None and info.snapshot == snapshot.snapshot_id and rows == info.rows:
             return SyncReport(table, where, snapshot.snapshot_id, snapshot.generation, rows, 0, 0, rows, True,
                               False, time.perf_counter() - started)
