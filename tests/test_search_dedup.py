@@ -55,11 +55,14 @@ def test_similar_pairs_equal_brute_force_and_groups_are_connected() -> None:
     data = rng.standard_normal((230, 16)).astype(np.float32)
     data[100] = data[5] + 0.01
     data[200] = data[100] + 0.01
-    blocks = blocks_of(data, 50)
-    pairs = sorted((i, j) for i, j, _ in similar_pairs(lambda: blocks, 0.95))
+    data[7] = data[6] + 0.01  # a pair inside one block: counted once, never as (7, 6) or a self-pair
+    blocks = blocks_of(data, 50)  # the last block (30 rows) is smaller than the score buffer the others leave
+    found = sorted(similar_pairs(lambda: blocks, 0.95))
     brute = cosine_similarity(data)
     expected = sorted((i, j) for i, j in zip(*np.nonzero(np.triu(brute, k=1) >= 0.95)))
-    assert pairs == expected
+    pairs = [(i, j) for i, j, _ in found]
+    assert pairs == expected and (6, 7) in pairs
+    assert np.allclose([score for *_, score in found], [brute[i, j] for i, j in pairs], atol=1e-5)
     assert [5, 100, 200] in group_pairs((i, j, 1.0) for i, j in pairs)
     assert group_pairs([(1, 2, 1.0), (3, 4, 1.0), (2, 3, 1.0), (8, 9, 1.0)]) == [[1, 2, 3, 4], [8, 9]]
 

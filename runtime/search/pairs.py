@@ -20,21 +20,34 @@ def similar_pairs(blocks: Blocks, threshold: float) -> Iterator[tuple[int, int, 
     """Every pair (i, j, score) with i < j and cosine score >= ``threshold``.
 
     ``blocks`` is called once per outer block to stream the inner ones again, so only two
-    blocks are in memory at a time.
+    blocks (and one score block) are in memory at a time.
     """
+    buffer = np.empty(0, np.float32)  # one score block, reused: a fresh 64 MB array per pair of blocks costs page faults
     for a_index, outer in enumerate(blocks()):
         a = l2_normalize(outer.vectors, np.float32)
         for b_index, inner in enumerate(blocks()):
             if b_index < a_index:
                 continue
             b = a if b_index == a_index else l2_normalize(inner.vectors, np.float32)
-            scores = a @ b.T
-            if b_index == a_index:
-                scores[np.tril_indices_from(scores)] = -np.inf  # each pair once, no self-pairs
-            rows, cols = np.nonzero(scores >= threshold)
-            for r, c in zip(rows, cols):
+            if not len(a) or not len(b):
+                continue
+            if buffer.size < len(a) * len(b):
+                buffer = np.empty(len(a) * len(b), np.float32)
+            scores = buffer[:len(a) * len(b)].reshape(len(a), len(b))
+            np.matmul(a, b.T, out=scores)
+            # Most pairs of blocks hold no duplicate: one max() settles them, and a flat nonzero is
+            # several times faster than a 2-d one where there are hits. (NaN scores fall through and match nothing.)
+            if scores.max() < threshold:
+                continue
+            hits = np.flatnonzero(scores >= threshold)
+            rows, cols = np.divmod(hits, len(b))
+            if b_index == a_index:  # each pair once, no self-pairs: the upper triangle of a symmetric block
+                upper = rows < cols
+                rows, cols, hits = rows[upper], cols[upper], hits[upper]
+            values = scores.ravel()[hits]  # copied: the buffer is reused by the next pair of blocks
+            for r, c, value in zip(rows.tolist(), cols.tolist(), values.tolist()):
                 i, j = int(outer.ids[r]), int(inner.ids[c])
-                yield (min(i, j), max(i, j), float(scores[r, c]))
+                yield (min(i, j), max(i, j), value)
 
 
 def identical_pairs(hashes: Iterable[tuple[int, str | None]]) -> Iterator[tuple[int, int, float]]:
