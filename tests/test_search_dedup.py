@@ -67,6 +67,16 @@ def test_similar_pairs_equal_brute_force_and_groups_are_connected() -> None:
     assert group_pairs([(1, 2, 1.0), (3, 4, 1.0), (2, 3, 1.0), (8, 9, 1.0)]) == [[1, 2, 3, 4], [8, 9]]
 
 
+def test_similar_pairs_keeps_a_pair_scoring_exactly_the_threshold_in_float32() -> None:
+    # float32(0.95) is just under 0.95: the hit mask compares in float32 and keeps the pair, so the
+    # shortcut that skips a pair of blocks with no hit must compare the same way (it did not on NumPy 1.x).
+    c = np.float32(0.95)
+    s = np.sqrt(np.float32(1) - c * c)
+    blocks = [Block(np.array([0]), np.array([[1, 0]], np.float32)), Block(np.array([1]), np.array([[c, s]], np.float32))]
+    mask_keeps = bool((np.array([[1, 0]], np.float32) @ np.array([[c, s]], np.float32).T >= 0.95).all())
+    assert [(i, j) for i, j, _ in similar_pairs(lambda: blocks, 0.95)] == ([(0, 1)] if mask_keeps else [])
+
+
 @pytest.fixture(scope="module")
 def photo_store(model_dir: Path, photos: list[Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("pyarrow")

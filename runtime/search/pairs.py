@@ -36,8 +36,10 @@ def similar_pairs(blocks: Blocks, threshold: float) -> Iterator[tuple[int, int, 
             scores = buffer[:len(a) * len(b)].reshape(len(a), len(b))
             np.matmul(a, b.T, out=scores)
             # Most pairs of blocks hold no duplicate: one max() settles them, and a flat nonzero is
-            # several times faster than a 2-d one where there are hits. (NaN scores fall through and match nothing.)
-            if scores.max() < threshold:
+            # several times faster than a 2-d one where there are hits. The max stays an array so it is
+            # compared as the hit mask is (NumPy 1.x compares two scalars in float64, and float32(t) < t
+            # would skip a pair scoring exactly t). NaN scores fall through and match nothing.
+            if (scores.max(keepdims=True) < threshold).all():
                 continue
             hits = np.flatnonzero(scores >= threshold)
             rows, cols = np.divmod(hits, len(b))
