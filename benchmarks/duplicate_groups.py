@@ -23,7 +23,6 @@ import hashlib
 import json
 import os
 import resource
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,9 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from serve_load import free_port, stop_server, wait_ready  # noqa: E402  (the load benchmark's service helpers)
 
 DIM = 512
 PAGE = 100
@@ -74,12 +76,6 @@ def cli_pass(store: Path, threshold: float, groups: int) -> dict[str, object]:
             "peak_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def service_pass(model: Path, store: Path, threshold: float, groups: int) -> dict[str, object]:
     import httpx
 
@@ -90,16 +86,7 @@ def service_pass(model: Path, store: Path, threshold: float, groups: int) -> dic
                                "--index", "off", "--port", str(port), "--log-level", "warning"],
                               stdout=log, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(url + "/health/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
-        else:
-            raise SystemExit("the service was not ready in 120 s")
+        wait_ready(server, url, seconds=120)
         query = {"threshold": threshold, "page_size": PAGE}
         started = time.perf_counter()
         waits: list[float] = []
@@ -131,8 +118,7 @@ def service_pass(model: Path, store: Path, threshold: float, groups: int) -> dic
                 "slowest_202_ms": round(max(waits[:-1] or [0.0]) * 1000, 1), "page_ms": pages,
                 "pages": last, "page_size": PAGE}
     finally:
-        server.terminate()
-        server.wait(30)
+        stop_server(server)
         log.close()
         os.unlink(log.name)
 

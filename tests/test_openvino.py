@@ -26,18 +26,21 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.asarray((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1))
 
 
-@pytest.fixture(scope="module")
-def reference(model_dir: Path, photos: list[Path]) -> np.ndarray:
+def quiet_embedder(model_dir: Path, providers: str) -> Embedder:
+    """The random-weight test model says so in a warning on every load: not what these tests check."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return Embedder(model_dir, providers="cpu").embed(photos)
+        return Embedder(model_dir, providers=providers)
+
+
+@pytest.fixture(scope="module")
+def reference(model_dir: Path, photos: list[Path]) -> np.ndarray:
+    return quiet_embedder(model_dir, "cpu").embed(photos)
 
 
 def test_openvino_at_f32_gives_the_fp32_vectors(model_dir: Path, photos: list[Path], reference: np.ndarray) -> None:
     pytest.importorskip("openvino", reason="needs the openvino extra")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        embedder = Embedder(model_dir, providers="openvino-cpu")
+    embedder = quiet_embedder(model_dir, "openvino-cpu")
     vectors = embedder.embed(photos)
     assert embedder.provider.startswith("OpenVINO") and embedder.provider.endswith("(f32)")
     assert np.abs(vectors - reference).max() / np.abs(reference).max() < 1e-4
@@ -45,9 +48,7 @@ def test_openvino_at_f32_gives_the_fp32_vectors(model_dir: Path, photos: list[Pa
 
 def test_openvino_bf16_stays_within_cosine_0_999(model_dir: Path, photos: list[Path], reference: np.ndarray) -> None:
     pytest.importorskip("openvino", reason="needs the openvino extra")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        embedder = Embedder(model_dir, providers="openvino-bf16")
+    embedder = quiet_embedder(model_dir, "openvino-bf16")
     vectors = embedder.embed(photos)
     has_units = bool({"amx_bf16", "avx512_bf16"} & set(matrix_units()))
     assert embedder.provider.endswith("(bf16)" if has_units else "(f32)"), embedder.provider  # says what runs
