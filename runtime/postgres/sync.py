@@ -38,6 +38,10 @@ from vggsim.store.format import shard_name
 BATCH_ROWS = 2000
 #: memory PostgreSQL may use to build the HNSW index (pgvector builds it far faster when the graph fits)
 INDEX_BUILD_MEMORY = "512MB"
+#: the HNSW graph's build options. pgvector's default ef_construction (64) gave recall@10 0.981-0.982 on
+#: 100,000 clustered 512-d vectors at ef_search 100 (twice, under the 0.99 we promise); 128 gave 1.0 at
+#: the same query cost, for a build 1.6x as long (29 s instead of 18 s on a 2-core Xeon)
+INDEX_OPTIONS = "m = 16, ef_construction = 128"
 _COLUMNS = ("path_bytes", "path", "sha256", "pixel_sha256", "width", "height", "size", "mtime_ns", "vector_ref",
             "embedding")
 
@@ -180,7 +184,7 @@ def sync_store(store: str | os.PathLike[str], uri: str, table: str = DEFAULT_TAB
         if built:  # after the first load: building once is far faster than growing it row by row
             conn.execute(f"SET maintenance_work_mem = '{INDEX_BUILD_MEMORY}'")
             conn.execute(f"CREATE INDEX IF NOT EXISTS {table}_embedding_hnsw ON {table} "
-                         "USING hnsw (embedding vector_cosine_ops)")
+                         f"USING hnsw (embedding vector_cosine_ops) WITH ({INDEX_OPTIONS})")
         with conn.transaction():
             rows = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
             conn.execute(f"UPDATE {TABLES} SET snapshot = %s, generation = %s, rows = %s, synced_at = now() "
