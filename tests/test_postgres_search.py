@@ -81,6 +81,20 @@ def test_few_duplicates_come_from_the_index_and_equal_the_exact_check(synced: tu
     assert [(m.path, m.score) for m in found] == [(m.path, m.score) for m in exact]
 
 
+def test_without_its_hnsw_index_the_table_answers_exactly_and_says_so(synced: tuple[Store, PostgresSearch]) -> None:
+    store, search = synced
+    with psycopg.connect(search.uri, autocommit=True) as conn:
+        conn.execute("DROP INDEX vggsim_images_embedding_hnsw")
+    query = store.vectors([5])[0]
+    found, _, done = search.search(query, 10)
+    exact_ids, exact_scores = exact_topk(query[None, :], store.blocks(), 10)
+    assert done["state"] == "exact" and "has no HNSW index" in done["message"]
+    assert [(m.path, np.float32(m.score)) for m in found] == [(store.paths()[int(i)], s)
+                                                              for i, s in zip(exact_ids[0], exact_scores[0])]
+    _, _, done = search.duplicates(query, 0.9)
+    assert done["state"] == "exact" and "has no HNSW index" in done["message"]
+
+
 def test_a_byte_identical_file_is_a_duplicate_whatever_its_score(tmp_path: Path, postgres_uri: str) -> None:
     from vggsim.store import Record, StoreWriter
 

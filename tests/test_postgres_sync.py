@@ -83,6 +83,23 @@ def test_a_sync_mirrors_the_store_bit_for_bit_with_an_hnsw_index(tmp_path: Path,
     assert "WITH (m='16', ef_construction='128')" in indexes["vggsim_images_embedding_hnsw"]
 
 
+def test_the_documented_schema_is_the_one_sync_makes(tmp_path: Path, postgres_uri: str) -> None:
+    # docs/guide/postgres.md shows the tables for other tools to read: its columns must be the real ones
+    text = (Path(__file__).resolve().parents[1] / "docs" / "guide" / "postgres.md").read_text()
+    documented = {}
+    for table in ("vggsim_tables", "vggsim_images"):
+        block = text.split(f"CREATE TABLE {table} (", 1)[1].split("\n);", 1)[0]
+        lines = [line.split("--")[0].strip() for line in block.splitlines()]
+        documented[table] = [part.split()[0] for line in lines for part in line.split(",") if part.strip()]
+    make_store(tmp_path / "s", vectors(20, 1), IDENTITY)
+    sync_store(tmp_path / "s", postgres_uri)
+    with psycopg.connect(postgres_uri) as conn:
+        for table, columns in documented.items():
+            real = [r[0] for r in conn.execute("SELECT column_name FROM information_schema.columns WHERE table_name = %s "
+                                               "ORDER BY ordinal_position", (table,))]
+            assert columns == real, table
+
+
 def test_a_second_sync_of_an_unchanged_store_writes_nothing(tmp_path: Path, postgres_uri: str) -> None:
     make_store(tmp_path / "s", vectors(300, 1), IDENTITY)
     sync_store(tmp_path / "s", postgres_uri)
@@ -92,6 +109,19 @@ def test_a_second_sync_of_an_unchanged_store_writes_nothing(tmp_path: Path, post
     assert again.up_to_date and again.written == 0 and again.rows == 300
     with psycopg.connect(postgres_uri) as conn:
         assert conn.execute("SELECT id, xmin::text FROM vggsim_images ORDER BY id").fetchall() == before  # no row rewritten
+
+
+def test_a_dropped_index_is_built_again_by_the_next_sync_of_an_unchanged_store(tmp_path: Path, postgres_uri: str) -> None:
+    # the documented way to rebuild the index with other options: DROP INDEX, then sync (rows already current)
+    make_store(tmp_path / "s", vectors(300, 1), IDENTITY)
+    sync_store(tmp_path / "s", postgres_uri)
+    with psycopg.connect(postgres_uri, autocommit=True) as conn:
+        conn.execute("DROP INDEX vggsim_images_embedding_hnsw")
+    again = sync_store(tmp_path / "s", postgres_uri)
+    assert again.up_to_date and again.written == 0 and again.index_built
+    with psycopg.connect(postgres_uri) as conn:
+        assert conn.execute("SELECT to_regclass('vggsim_images_embedding_hnsw') IS NOT NULL").fetchone()[0]
+    assert not sync_store(tmp_path / "s", postgres_uri).index_built  # and only once
 
 
 def test_only_new_and_reembedded_files_are_written_and_deletions_propagate(tmp_path: Path, postgres_uri: str) -> None:
@@ -188,6 +218,17 @@ def test_a_tables_row_edited_by_another_tool_is_one_postgres_error(tmp_path: Pat
             sync_store(tmp_path / "s", postgres_uri)
 
 
+def test_a_table_of_that_name_made_by_another_tool_is_refused_in_one_line(tmp_path: Path, postgres_uri: str) -> None:
+    make_store(tmp_path / "s", vectors(20, 12), IDENTITY)
+    with psycopg.connect(postgres_uri, autocommit=True) as conn:
+        conn.execute("CREATE TABLE mytab (id int, x text)")
+    with pytest.raises(PostgresError, match="mytab exists but is not a vggsim images table .*--postgres-table"):
+        sync_store(tmp_path / "s", postgres_uri, "mytab")
+    with psycopg.connect(postgres_uri) as conn:  # left as it was
+        assert [r[0] for r in conn.execute("SELECT column_name FROM information_schema.columns WHERE "
+                                           "table_name = 'mytab' ORDER BY ordinal_position")] == ["id", "x"]
+
+
 def test_a_damaged_shard_is_never_copied(tmp_path: Path, postgres_uri: str) -> None:
     store = make_store(tmp_path / "s", vectors(600, 10), IDENTITY, per_commit=300)
     shard = store.commit_record.shards[-1]
@@ -209,6 +250,13 @@ def test_bad_table_names_are_refused_before_connecting(tmp_path: Path) -> None:
                  "pg_class", "vggsim_stage", "a_sha256", "photos_embedding_hnsw"):
         with pytest.raises(PostgresError, match="table name"):
             sync_store(tmp_path / "s", "postgresql://nobody@127.0.0.1:1/none", name)
+    # on the command line a bad name is a usage error (exit 2) in one line, for sync and serve alike
+    for command in (("store", "sync", str(tmp_path / "s"), "--postgres", "postgresql://nobody@127.0.0.1:1/none"),
+                    ("serve", "--search-backend", "postgres", "--postgres", "postgresql://nobody@127.0.0.1:1/none")):
+        for name, says in (("Photos", "lower-case letters"), ("select", "SQL keyword"), ("vggsim_tables", "records")):
+            result = run_cli(*command, "--postgres-table", name)
+            assert result.returncode == 2 and says in result.stderr, (command, name, result.stderr)
+            assert "not 'vggsim_tables'" not in result.stderr and "Traceback" not in result.stderr
 
 
 def test_the_cli_syncs_and_says_what_it_did(tmp_path: Path, postgres_uri: str) -> None:

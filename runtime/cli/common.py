@@ -72,6 +72,16 @@ def int_range(low: int, high: int | None = None) -> Callable[[str], int]:
     return parse
 
 
+def postgres_table(text: str) -> str:
+    """A usable PostgreSQL table name for vggsim's images (``vggsim.postgres.connection.table_name``'s rule)."""
+    from vggsim.postgres.connection import table_name
+
+    try:
+        return table_name(text)
+    except VggsimError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def positive_float(high: float | None = None, inclusive_high: bool = True) -> Callable[[str], float]:
     """A finite number > 0 (and <= high when given)."""
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from vggsim.errors import VggsimError, require
 from vggsim.cli.common import (MAX_BATCH, MAX_K, UsageError, add_model_args, add_parser, int_range, log,
-                               positive_float)
+                               positive_float, postgres_table)
 
 
 
@@ -43,7 +43,7 @@ def register(sub: Any) -> None:
                    help="PostgreSQL connection URI for --search-backend postgres, as libpq reads it "
                    "(postgresql://user@host/db; keep the password in ~/.pgpass or $PGPASSWORD, not here: "
                    "command lines show in `ps`) (default: none)")
-    p.add_argument("--postgres-table", metavar="NAME", default="vggsim_images",
+    p.add_argument("--postgres-table", metavar="NAME", default="vggsim_images", type=postgres_table,
                    help="the table `vggsim store sync` filled")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback by default; "
                    "anything else should have a token and a TLS proxy in front)")

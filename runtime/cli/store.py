@@ -7,7 +7,7 @@ import argparse
 from typing import Any
 
 from vggsim.errors import require
-from vggsim.cli.common import HelpFormatter, add_parser, display_path, log, print_json
+from vggsim.cli.common import HelpFormatter, add_parser, display_path, log, postgres_table, print_json
 
 
 def register(sub: Any) -> None:
@@ -41,7 +41,8 @@ def register(sub: Any) -> None:
     s.add_argument("--postgres", metavar="URI", required=True,
                    help="PostgreSQL connection URI, as libpq reads it (postgresql://user@host/db; keep the "
                    "password in ~/.pgpass or $PGPASSWORD: command lines show in `ps`)")
-    s.add_argument("--postgres-table", metavar="NAME", default="vggsim_images", help="the images table (created if missing)")
+    s.add_argument("--postgres-table", metavar="NAME", default="vggsim_images", type=postgres_table,
+                   help="the images table (created if missing)")
     s.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     s.set_defaults(handler=sync)
 
@@ -117,7 +118,7 @@ def sync(args: argparse.Namespace) -> int:
         print_json(report.to_dict())
     elif report.up_to_date:
         log(f"{args.store}: postgres table {report.table} already holds snapshot {report.snapshot} "
-            f"({report.rows} rows): nothing to do")
+            f"({report.rows} rows): {'its HNSW index was missing and is built' if report.index_built else 'nothing to do'}")
     else:
         log(f"{args.store}: postgres table {report.table} now holds snapshot {report.snapshot}: {report.rows} rows "
             f"({report.written} written, {report.deleted} deleted, {report.unchanged} unchanged"

@@ -53,9 +53,11 @@ class PostgresError(VggsimError):
 
 def table_name(name: str) -> str:
     """``name`` if it is a usable table name; PostgresError saying the rule otherwise."""
-    if not isinstance(name, str) or not _NAME.fullmatch(name) or name == TABLES:
+    if name == TABLES:
+        raise PostgresError(f"postgres table name {name!r} is where vggsim records its tables: choose another")
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise PostgresError(f"postgres table name {name!r}: use lower-case letters, digits and _ (at most 48, "
-                            f"starting with a letter or _), not {TABLES!r}")
+                            "starting with a letter or _)")
     if name in RESERVED:
         raise PostgresError(f"postgres table name {name!r} is an SQL keyword: choose another (say {name}_images)")
     # names PostgreSQL or sync already use: pg_* resolves to the system catalog first, vggsim_stage is

@@ -118,12 +118,21 @@ class PostgresSearch:
         count = min(max(2 * k, MIN_CANDIDATES), MAX_CANDIDATES)
         with self._connection() as conn:
             info = self.info(conn)
+            report = self._index_state(conn)
             ids, paths, vectors = self._candidates(conn, query, max(count, k))
         scores = cosine_scores(vectors, query) if len(ids) else np.zeros(0, np.float32)
         order = np.lexsort((ids, -scores))[:k]
         matches = [Match(paths[i], float(scores[i]), int(ids[i])) for i in order]
-        return matches, info, {"backend": "postgres", "used": True, "state": "hnsw", "table": self.table,
-                               "candidates": len(ids)}
+        return matches, info, {**report, "candidates": len(ids)}
+
+    def _index_state(self, conn: Any) -> dict[str, Any]:
+        """The answer's ``index`` field so far: ``hnsw``, or ``exact`` when the table has no HNSW index (dropped,
+        or a sync stopped before building it), where PostgreSQL scans the whole table for every query."""
+        report: dict[str, Any] = {"backend": "postgres", "used": True, "state": "hnsw", "table": self.table}
+        if conn.execute("SELECT to_regclass(%s) IS NULL", (f"{self.table}_embedding_hnsw",)).fetchone()[0]:
+            report.update(state="exact", message=f"postgres table {self.table} has no HNSW index: every query scans "
+                          f"the whole table (`vggsim store sync STORE --postgres URI` builds it)")
+        return report
 
     def duplicates(self, query: np.ndarray, threshold: float, sha256: str | None = None,
                    pixel_sha256: str | None = None, decisions: Decisions | None = None,
@@ -133,9 +142,9 @@ class PostgresSearch:
         less the rows whose content a person marked as not a duplicate of ``sha256``, as the store's check
         leaves them out. ``decisions``: by default those kept in the store the table mirrors, when that
         folder is on this machine (decisions live in the store, never in the table)."""
-        report: dict[str, Any] = {"backend": "postgres", "used": True, "state": "hnsw", "table": self.table}
         with self._connection() as conn:
             info = self.info(conn)
+            report = self._index_state(conn)
             if decisions is None and sha256:
                 # decisions live in the store folder the table mirrors (an absolute path, as sync records it);
                 # where that folder is not on this machine none can be applied, and the answer says so
@@ -143,8 +152,9 @@ class PostgresSearch:
                     decisions = load_decisions(info.store)
                 else:
                     report["decisions"] = "not applied"
-                    report["message"] = (f"the store folder {info.store} that holds the duplicate decisions is not on "
-                                         "this machine: files marked not duplicates may be listed")
+                    said = (f"the store folder {info.store} that holds the duplicate decisions is not on "
+                            "this machine: files marked not duplicates may be listed")
+                    report["message"] = "; ".join(filter(None, [report.get("message"), said]))
             with conn.transaction():
                 ids, paths, vectors = self._candidates(conn, query, MIN_CANDIDATES)
             scores = cosine_scores(vectors, query) if len(ids) else np.zeros(0, np.float32)

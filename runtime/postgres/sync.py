@@ -76,6 +76,15 @@ def _create_tables(conn: Any, table: str, dim: int) -> None:
             id bigserial PRIMARY KEY, path_bytes bytea NOT NULL UNIQUE, path text NOT NULL, sha256 text,
             pixel_sha256 text, width integer, height integer, size bigint, mtime_ns bigint, vector_ref text NOT NULL,
             embedding vector({int(dim)}) NOT NULL)""")
+    # a table of that name made by someone else is kept by IF NOT EXISTS: refuse it here in one line, rather
+    # than fail later on the first column it lacks
+    have = {r[0] for r in conn.execute("SELECT column_name FROM information_schema.columns WHERE table_schema = "
+                                       "current_schema() AND table_name = %s", (table,))}
+    missing = [c for c in ("id", *_COLUMNS) if c not in have]
+    if missing:
+        raise PostgresError(f"postgres table {table} exists but is not a vggsim images table (it has no "
+                            f"{', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''} column): "
+                            "choose another --postgres-table")
     conn.execute(f"CREATE INDEX IF NOT EXISTS {table}_sha256 ON {table} (sha256)")  # byte-identical copies
 
 
@@ -137,6 +146,16 @@ def _write(conn: Any, store: Store, table: str, todo: list[tuple[int, int, int, 
         files.close()
 
 
+def _ensure_index(conn: Any, table: str) -> bool:
+    """Build ``table``'s HNSW index if it has none (never built, or dropped); True when it was built."""
+    if not conn.execute("SELECT to_regclass(%s) IS NULL", (f"{table}_embedding_hnsw",)).fetchone()[0]:
+        return False
+    conn.execute(f"SET maintenance_work_mem = '{INDEX_BUILD_MEMORY}'")
+    conn.execute(f"CREATE INDEX IF NOT EXISTS {table}_embedding_hnsw ON {table} "
+                 f"USING hnsw (embedding vector_cosine_ops) WITH ({INDEX_OPTIONS})")
+    return True
+
+
 def sync_store(store: str | os.PathLike[str], uri: str, table: str = DEFAULT_TABLE, *,
                batch_rows: int = BATCH_ROWS, progress: Callable[[int], None] | None = None) -> SyncReport:
     """Mirror the current vectors of the store at ``store`` into ``table`` (see the module docstring)."""
@@ -165,8 +184,9 @@ def sync_store(store: str | os.PathLike[str], uri: str, table: str = DEFAULT_TAB
         if info is not None and info.snapshot == snapshot.snapshot_id:
             rows = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
         if info is not None and info.snapshot == snapshot.snapshot_id and rows == info.rows:
+            # the rows are current, but the index may have been dropped (to rebuild it with other options)
             return SyncReport(table, where, snapshot.snapshot_id, snapshot.generation, rows, 0, 0, rows, True,
-                              False, time.perf_counter() - started)
+                              _ensure_index(conn, table), time.perf_counter() - started)
         with conn.transaction():  # the rows are about to hold two snapshots: the table is incomplete until the end
             conn.execute(
                 f"INSERT INTO {TABLES} (name, model_sha256, preprocess, dim, store, snapshot) "
@@ -180,17 +200,13 @@ def sync_store(store: str | os.PathLike[str], uri: str, table: str = DEFAULT_TAB
         with conn.transaction():
             for start in range(0, len(gone), 10000):
                 conn.execute(f"DELETE FROM {table} WHERE path_bytes = ANY(%s)", (gone[start:start + 10000],))
-        built = conn.execute("SELECT to_regclass(%s) IS NULL", (f"{table}_embedding_hnsw",)).fetchone()[0]
-        if built:  # after the first load: building once is far faster than growing it row by row
-            conn.execute(f"SET maintenance_work_mem = '{INDEX_BUILD_MEMORY}'")
-            conn.execute(f"CREATE INDEX IF NOT EXISTS {table}_embedding_hnsw ON {table} "
-                         f"USING hnsw (embedding vector_cosine_ops) WITH ({INDEX_OPTIONS})")
+        built = _ensure_index(conn, table)  # after the first load: building once is far faster than row by row
         with conn.transaction():
             rows = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
             conn.execute(f"UPDATE {TABLES} SET snapshot = %s, generation = %s, rows = %s, synced_at = now() "
                          "WHERE name = %s", (snapshot.snapshot_id, snapshot.generation, rows, table))
         return SyncReport(table, where, snapshot.snapshot_id, snapshot.generation, rows, len(todo), len(gone),
-                          len(wanted) - len(todo), False, bool(built), time.perf_counter() - started)
+                          len(wanted) - len(todo), False, built, time.perf_counter() - started)
     except psycopg.Error as exc:
         raise PostgresError(f"postgres table {table}: {first_line(exc, uri)}") from None
     finally:
