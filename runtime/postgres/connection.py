@@ -51,6 +51,16 @@ class PostgresError(VggsimError):
     """PostgreSQL could not be reached, refused a statement, or holds a table vggsim cannot use."""
 
 
+def hnsw_index(table: str) -> str:
+    """The name of ``table``'s HNSW index, as sync creates it."""
+    return f"{table}_embedding_hnsw"
+
+
+def has_hnsw_index(conn: Any, table: str) -> bool:
+    """Whether ``table``'s HNSW index exists (sync builds it; another tool may have dropped it)."""
+    return bool(conn.execute("SELECT to_regclass(%s) IS NOT NULL", (hnsw_index(table),)).fetchone()[0])
+
+
 def table_name(name: str) -> str:
     """``name`` if it is a usable table name; PostgresError saying the rule otherwise."""
     if name == TABLES:

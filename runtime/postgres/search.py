@@ -27,8 +27,8 @@ from vggsim.collection.decisions import Decisions
 from vggsim.collection.decisions import load as load_decisions
 from vggsim.collection.duplicates import match_order
 from vggsim.collection.results import Match
-from vggsim.postgres.connection import (DEFAULT_TABLE, PostgresError, TableInfo, connect, first_line, redacted,
-                                        require_fits, table_info, table_name, vector_array)
+from vggsim.postgres.connection import (DEFAULT_TABLE, PostgresError, TableInfo, connect, first_line, has_hnsw_index,
+                                        redacted, require_fits, table_info, table_name, vector_array)
 from vggsim.search.scores import cosine_scores, score_margin
 from vggsim.store import StoreIdentity
 
@@ -129,7 +129,7 @@ class PostgresSearch:
         """The answer's ``index`` field so far: ``hnsw``, or ``exact`` when the table has no HNSW index (dropped,
         or a sync stopped before building it), where PostgreSQL scans the whole table for every query."""
         report: dict[str, Any] = {"backend": "postgres", "used": True, "state": "hnsw", "table": self.table}
-        if conn.execute("SELECT to_regclass(%s) IS NULL", (f"{self.table}_embedding_hnsw",)).fetchone()[0]:
+        if not has_hnsw_index(conn, self.table):
             report.update(state="exact", message=f"postgres table {self.table} has no HNSW index: every query scans "
                           f"the whole table (`vggsim store sync STORE --postgres URI` builds it)")
         return report

@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from vggsim.postgres.connection import (DEFAULT_TABLE, STAGE, TABLES, PostgresError, connect, first_line, require_fits,
-                                        table_info, table_name)
+from vggsim.postgres.connection import (DEFAULT_TABLE, STAGE, TABLES, PostgresError, connect, first_line, has_hnsw_index,
+                                        hnsw_index, require_fits, table_info, table_name)
 from vggsim.store import Store, StoreIdentity
 from vggsim.store.format import shard_name
 
@@ -148,10 +148,10 @@ def _write(conn: Any, store: Store, table: str, todo: list[tuple[int, int, int, 
 
 def _ensure_index(conn: Any, table: str) -> bool:
     """Build ``table``'s HNSW index if it has none (never built, or dropped); True when it was built."""
-    if not conn.execute("SELECT to_regclass(%s) IS NULL", (f"{table}_embedding_hnsw",)).fetchone()[0]:
+    if has_hnsw_index(conn, table):
         return False
     conn.execute(f"SET maintenance_work_mem = '{INDEX_BUILD_MEMORY}'")
-    conn.execute(f"CREATE INDEX IF NOT EXISTS {table}_embedding_hnsw ON {table} "
+    conn.execute(f"CREATE INDEX IF NOT EXISTS {hnsw_index(table)} ON {table} "
                  f"USING hnsw (embedding vector_cosine_ops) WITH ({INDEX_OPTIONS})")
     return True
 
