@@ -8,13 +8,19 @@
 # skipped, and says so, only when that environment could not be set up). The summary at the end
 # lists each stage with its result and time, and the exit status is non-zero if any failed.
 #
-# Environment: PYTHON (default python3), VGGSIM_SKIP_AARCH64=1 (skip the 4-8 minute emulated
-# check on purpose), VGGSIM_STAGES="lint tests ..." (run only these stages, after setup).
+# Environment: PYTHON (default python3), VGGSIM_SKIP_AARCH64=1 (skip the 2-8 minute emulated
+# check on purpose), VGGSIM_STAGES="lint tests ..." (run only these stages, after setup),
+# VGGSIM_TEST_WORKERS (pytest-xdist processes for the release and tests stages; default 2, 0 runs
+# them in one process).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 export TF_CPP_MIN_LOG_LEVEL=3 PIP_DISABLE_PIP_VERSION_CHECK=1
 PYTEST=(-p no:cacheprovider --durations=10)
+# Two pytest-xdist workers, one test file each at a time (a file's servers and stores are its own): about
+# half the default run waits on child processes, servers and sockets, so the two cores share it (12 min
+# 12 s in one process here, 7 min 50 s in two). More workers would only queue on two cores.
+WORKERS=(-n "${VGGSIM_TEST_WORKERS:-2}" --dist loadfile)
 EXTRAS=export,test,ann,fp16,serve,ray,edge-bench,store,docs
 T0=$SECONDS
 NAMES=() RESULTS=() FAILED=0 PASSED=0 SETUP_OK=0
@@ -59,31 +65,51 @@ stage() {  # stage NAME FUNCTION: run it, record "passed"/"FAILED (exit N)" and 
 }
 
 setup() {
+  # Debian's packages and KServe's venv come from the network beside the main install, not after it.
+  local apt_pid="" kserve_pid="" rc=0
+  setup_apt > "$MEMDIR/apt.log" 2>&1 & apt_pid=$!
+  setup_kserve > "$MEMDIR/kserve.log" 2>&1 & kserve_pid=$!
+  setup_venv || rc=$?
+  wait "$apt_pid"; cat "$MEMDIR/apt.log"
+  wait "$kserve_pid"; cat "$MEMDIR/kserve.log"
+  [ $rc = 0 ] || return $rc
+  # One random-weight model, verified against Keras, for every stage (VGGSIM_TEST_MODEL): exported
+  # once here rather than once per pytest session.
+  rm -rf .cache/test-model
+  .venv/bin/vggsim export --weights random --seed 0 --out .cache/test-model >/dev/null || return
+  SETUP_OK=1
+}
+
+setup_venv() {
   [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv || return
   .venv/bin/python -m pip install -q --upgrade pip setuptools wheel || return
   .venv/bin/python -m pip install -q -e ".[$EXTRAS]" "mypy==2.4.1" "ruff==0.17.6" "build>=1.2" "twine>=5" || return
   # imagededup's evaluation code cross-checks `vggsim eval`'s figures (tests/test_evaluation.py); without its
   # dependencies, which are torch and torchvision for its CNN methods, never used by its evaluation
-  .venv/bin/python -m pip install -q --no-deps "imagededup==0.3.3.post2" || return
-  # The web page test drives Debian's chromium through chromedriver (never a downloaded browser).
-  # Install them where this runs as root with apt; elsewhere the test skips and says why.
-  if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-      { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } \
-        || echo "chromium could not be installed: the web page test will skip"
-    fi
+  .venv/bin/python -m pip install -q --no-deps "imagededup==0.3.3.post2"
+}
+
+setup_apt() {
+  # The web page test drives Debian's chromium through chromedriver (never a downloaded browser), and
+  # the aarch64 stage needs qemu-user-static and mmdebstrap. Installed where this runs as root with
+  # apt, in one transaction; elsewhere the web page test skips and says why (the aarch64 stage too).
+  local pkgs=()
+  { command -v chromium && command -v chromedriver; } >/dev/null 2>&1 || pkgs+=(chromium chromium-driver)
+  if want aarch64 && [ -z "${VGGSIM_SKIP_AARCH64:-}" ]; then
+    { command -v qemu-aarch64-static && command -v mmdebstrap; } >/dev/null 2>&1 || pkgs+=(qemu-user-static mmdebstrap)
   fi
+  [ ${#pkgs[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 || return 0
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null; } \
+    || echo "apt-get could not install ${pkgs[*]}: without chromium the web page test skips, saying why"
+}
+
+setup_kserve() {
   # KServe's own client checks the /v2 routes (tests/test_serve_oip.py) from a venv of its own: kserve
   # brings uvloop, Kubernetes and pandas, which the test environment must not import.
   if [ ! -x .venv-kserve/bin/python ] || ! .venv-kserve/bin/python -c 'import kserve' 2>/dev/null; then
     { "$PYTHON" -m venv .venv-kserve && .venv-kserve/bin/python -m pip install -q "kserve==0.21.0"; } \
       || echo "KServe's client could not be installed: its OIP test will skip"
   fi
-  # One random-weight model, verified against Keras, for every stage (VGGSIM_TEST_MODEL): exported
-  # once here rather than once per pytest session.
-  rm -rf .cache/test-model
-  .venv/bin/vggsim export --weights random --seed 0 --out .cache/test-model >/dev/null || return
-  SETUP_OK=1
 }
 
 lint() { .venv/bin/ruff check runtime export tests benchmarks scripts; }
@@ -98,7 +124,7 @@ tests_default() {
     echo "$(wc -l < "$WHEEL_PASSED") tests passed against the installed wheel (release stage); the rest run here"
     leave_out=(--leave-out "$WHEEL_PASSED")
   fi
-  VGGSIM_TEST_MODEL="$PWD/.cache/test-model" .venv/bin/python -m pytest -q "${PYTEST[@]}" "${leave_out[@]}" tests
+  VGGSIM_TEST_MODEL="$PWD/.cache/test-model" .venv/bin/python -m pytest -q "${PYTEST[@]}" "${WORKERS[@]}" "${leave_out[@]}" tests
 }
 # One pytest process per slow test: TensorFlow keeps its gigabytes until its process exits, and
 # the three tests that run Keras in process held 6.4 GB together in one.
@@ -133,7 +159,7 @@ release() {
   case $where in "$PWD/.venv-wheel/"*) echo "runtime tests against the installed wheel: $where" ;;
     *) echo "vggsim imports from $where, not from the installed wheel" >&2; return 1 ;; esac
   VGGSIM_TEST_MODEL="$PWD/.cache/test-model" VGGSIM_RUNTIME_ONLY=1 \
-    .venv-wheel/bin/python -m pytest -q "${PYTEST[@]}" --record-passed "$WHEEL_PASSED" tests -m "not export and not slow"
+    .venv-wheel/bin/python -m pytest -q "${PYTEST[@]}" "${WORKERS[@]}" --record-passed "$WHEEL_PASSED" tests -m "not export and not slow"
 }
 
 aarch64() {

@@ -55,7 +55,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     out = session.config.getoption("--record-passed")
-    if out:
+    # under pytest-xdist the controller hears every worker's reports; a worker's list is partial
+    if out and not hasattr(session.config, "workerinput"):
         Path(out).write_text("".join(f"{nodeid}\n" for nodeid in _PASSED), encoding="utf-8")
 
 

@@ -87,8 +87,11 @@ def test_decodes_holding_every_thread_make_the_service_say_not_ready(model_dir: 
     200. Now they get 503 at once, ready says why, and all comes back when the decodes end."""
     server = Server(model_dir, "--decode-timeout", "1", "--decode-workers", "1")
     try:
+        # 10,000 scans: 15 s of decoding here (40,000 took a minute, all of it waited out below), still
+        # many times the 1 s limit on a faster CPU, and long enough for the checks made while they run
+        slow = many_scans_jpeg(10_000)
         for _ in range(2):  # the first abandoned thread is replaced; the second takes the pool's last one
-            assert error_of(httpx.post(server.url + "/v1/embed", content=many_scans_jpeg(),
+            assert error_of(httpx.post(server.url + "/v1/embed", content=slow,
                                        headers={"content-type": "image/jpeg"}, timeout=120), 422)["kind"] == "timeout"
         ready = httpx.get(server.url + "/health/ready", timeout=30)
         assert "--decode-timeout" in error_of(ready, 503)["message"]
