@@ -10,16 +10,18 @@
 #
 # Environment: PYTHON (default python3), VGGSIM_SKIP_AARCH64=1 (skip the 2-8 minute emulated
 # check on purpose), VGGSIM_STAGES="lint tests ..." (run only these stages, after setup),
-# VGGSIM_TEST_WORKERS (pytest-xdist processes for the release and tests stages; default 2, 0 runs
+# VGGSIM_TEST_WORKERS (pytest-xdist processes for the release stage's tests; default 2, 0 runs
 # them in one process).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 export TF_CPP_MIN_LOG_LEVEL=3 PIP_DISABLE_PIP_VERSION_CHECK=1
 PYTEST=(-p no:cacheprovider --durations=10)
-# Two pytest-xdist workers, one test file each at a time (a file's servers and stores are its own): about
-# half the default run waits on child processes, servers and sockets, so the two cores share it (12 min
-# 12 s in one process here, 7 min 50 s in two). More workers would only queue on two cores.
+# The release stage's tests in two pytest-xdist workers, one test file each at a time (a file's servers
+# and stores are its own): much of that run waits on child processes, servers and sockets, so two
+# processes share the two cores (the whole default run: 12 min 12 s in one process here, 7 min 50 s in
+# two). More would only queue on two cores. The tests stage stays in one process: its TensorFlow exports
+# and Ray cluster keep both cores busy, and two workers made it no faster and 1.4 GB larger.
 WORKERS=(-n "${VGGSIM_TEST_WORKERS:-2}" --dist loadfile)
 EXTRAS=export,test,ann,fp16,serve,ray,edge-bench,store,docs
 T0=$SECONDS
@@ -124,7 +126,7 @@ tests_default() {
     echo "$(wc -l < "$WHEEL_PASSED") tests passed against the installed wheel (release stage); the rest run here"
     leave_out=(--leave-out "$WHEEL_PASSED")
   fi
-  VGGSIM_TEST_MODEL="$PWD/.cache/test-model" .venv/bin/python -m pytest -q "${PYTEST[@]}" "${WORKERS[@]}" "${leave_out[@]}" tests
+  VGGSIM_TEST_MODEL="$PWD/.cache/test-model" .venv/bin/python -m pytest -q "${PYTEST[@]}" "${leave_out[@]}" tests
 }
 # One pytest process per slow test: TensorFlow keeps its gigabytes until its process exits, and
 # the three tests that run Keras in process held 6.4 GB together in one.
