@@ -23,6 +23,8 @@ PYTEST=(-p no:cacheprovider --durations=10)
 # two). More would only queue on two cores. The tests stage stays in one process: its TensorFlow exports
 # and Ray cluster keep both cores busy, and two workers made it no faster and 1.4 GB larger.
 WORKERS=(-n "${VGGSIM_TEST_WORKERS:-2}" --dist loadfile)
+[[ ${VGGSIM_TEST_WORKERS:-2} =~ ^[0-9]+$ ]] \
+  || { echo "scripts/test.sh: VGGSIM_TEST_WORKERS must be a whole number (0: one process), not '$VGGSIM_TEST_WORKERS'" >&2; exit 2; }
 EXTRAS=export,test,ann,fp16,serve,ray,edge-bench,store,docs
 T0=$SECONDS
 NAMES=() RESULTS=() FAILED=0 PASSED=0 SETUP_OK=0
