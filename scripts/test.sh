@@ -42,7 +42,8 @@ echo 0 > "$MEMDIR/peak"
     sleep 1
   done ) &
 SAMPLER=$!
-trap 'kill $SAMPLER 2>/dev/null; rm -rf "$MEMDIR"' EXIT
+BACKGROUND=()  # setup's apt-get and KServe installs, stopped with the run if it is cut short
+trap 'kill $SAMPLER "${BACKGROUND[@]}" 2>/dev/null; rm -rf "$MEMDIR"' EXIT
 
 want() { [ "$1" = setup ] || [ -z "${VGGSIM_STAGES:-}" ] || [[ " $VGGSIM_STAGES " == *" $1 "* ]]; }
 
@@ -70,12 +71,13 @@ stage() {  # stage NAME FUNCTION: run it, record "passed"/"FAILED (exit N)" and 
 
 setup() {
   # Debian's packages and KServe's venv come from the network beside the main install, not after it.
-  local apt_pid="" kserve_pid="" rc=0
-  setup_apt > "$MEMDIR/apt.log" 2>&1 & apt_pid=$!
-  setup_kserve > "$MEMDIR/kserve.log" 2>&1 & kserve_pid=$!
+  local rc=0
+  setup_apt > "$MEMDIR/apt.log" 2>&1 & BACKGROUND+=($!)
+  setup_kserve > "$MEMDIR/kserve.log" 2>&1 & BACKGROUND+=($!)
   setup_venv || rc=$?
-  wait "$apt_pid"; cat "$MEMDIR/apt.log"
-  wait "$kserve_pid"; cat "$MEMDIR/kserve.log"
+  wait "${BACKGROUND[@]}"
+  BACKGROUND=()
+  cat "$MEMDIR/apt.log" "$MEMDIR/kserve.log"
   [ $rc = 0 ] || return $rc
   # One random-weight model, verified against Keras, for every stage (VGGSIM_TEST_MODEL): exported
   # once here rather than once per pytest session.
@@ -95,16 +97,22 @@ setup_venv() {
 
 setup_apt() {
   # The web page test drives Debian's chromium through chromedriver (never a downloaded browser), and
-  # the aarch64 stage needs qemu-user-static and mmdebstrap. Installed where this runs as root with
-  # apt, in one transaction; elsewhere the web page test skips and says why (the aarch64 stage too).
-  local pkgs=()
-  { command -v chromium && command -v chromedriver; } >/dev/null 2>&1 || pkgs+=(chromium chromium-driver)
+  # the aarch64 stage needs qemu-user-static and mmdebstrap. Installed where this runs as root with apt;
+  # elsewhere the web page test skips and says why, and so does the aarch64 stage.
+  [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 || return 0
+  local updated=0
+  apt_install() {  # apt_install COMMAND... -- PACKAGE...: install the packages unless the commands exist
+    local commands=() missing=0
+    while [ "$1" != -- ]; do commands+=("$1"); shift; done; shift
+    for c in "${commands[@]}"; do command -v "$c" >/dev/null 2>&1 || missing=1; done
+    [ $missing = 1 ] || return 0
+    [ $updated = 1 ] || { apt-get update -qq && updated=1; }
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null || echo "apt-get could not install $*"
+  }
+  apt_install chromium chromedriver -- chromium chromium-driver
   if want aarch64 && [ -z "${VGGSIM_SKIP_AARCH64:-}" ]; then
-    { command -v qemu-aarch64-static && command -v mmdebstrap; } >/dev/null 2>&1 || pkgs+=(qemu-user-static mmdebstrap)
+    apt_install qemu-aarch64-static mmdebstrap -- qemu-user-static mmdebstrap
   fi
-  [ ${#pkgs[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 || return 0
-  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null; } \
-    || echo "apt-get could not install ${pkgs[*]}: without chromium the web page test skips, saying why"
 }
 
 setup_kserve() {

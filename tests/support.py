@@ -13,6 +13,7 @@ import signal
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 import zlib
 from collections.abc import Iterator
@@ -59,24 +60,55 @@ def error_of(response: httpx.Response, status: int) -> dict[str, Any]:
     return dict(body["error"])
 
 
+def listens_on(pid: int, port: int) -> bool:
+    """Whether process ``pid`` holds the listening TCP socket on ``port``."""
+    import psutil
+
+    try:
+        return any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port
+                   for c in psutil.Process(pid).net_connections(kind="tcp"))
+    except psutil.Error:
+        return False
+
+
 class Server:
-    """`python -m vggsim serve ...` in a child process, ready when /health/ready says so."""
+    """`python -m vggsim serve ...` in a child process, ready when /health/ready says so.
+
+    A free port is free only until somebody binds it: another pytest-xdist worker's server may take it
+    between ``free_port()`` and this server's bind, and then answer this one's readiness probe. So the
+    server counts as ready only once it holds the port itself; one that lost the port is started again
+    on another (three tries)."""
 
     def __init__(self, model: Path, *args: str, env: dict[str, str] | None = None) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = open(f"/tmp/serve-test-{self.port}.log", "w+b")  # noqa: SIM115 (closed in stop)
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "vggsim", "serve", "--model", str(model), "--port", str(self.port),
-             "--log-level", "warning", *args], stdout=self.log, stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})})
+        for _ in range(3):
+            self.port = free_port()
+            self.url = f"http://127.0.0.1:{self.port}"
+            fd, log = tempfile.mkstemp(prefix=f"serve-test-{self.port}-", suffix=".log")
+            os.close(fd)
+            self.log = open(log, "w+b")  # noqa: SIM115 (closed in stop)
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "vggsim", "serve", "--model", str(model), "--port", str(self.port),
+                 "--log-level", "warning", *args], stdout=self.log, stderr=subprocess.STDOUT,
+                env={**os.environ, **(env or {})})
+            if self._ready():
+                return
+        raise AssertionError(f"three servers in a row found their port taken: {self.output()}")
+
+    def _ready(self) -> bool:
+        """True once this server answers /health/ready on its own port; False if another process took
+        the port first (this server stopped); an AssertionError for any other failure."""
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                if "cannot listen on" in self.output():  # the port went to another process
+                    self.stop()
+                    return False
                 raise AssertionError(f"server exited {self.process.returncode}: {self.output()}")
             try:
-                if httpx.get(self.url + "/health/ready", timeout=2).status_code == 200:
-                    return
+                # a 200 from another process's server: this one finds the port taken and exits (above)
+                ready = httpx.get(self.url + "/health/ready", timeout=2).status_code == 200
+                if ready and listens_on(self.process.pid, self.port):
+                    return True
             except httpx.TransportError:
                 pass
             time.sleep(0.2)

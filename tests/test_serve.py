@@ -231,6 +231,24 @@ def test_deadline_gives_503(model_dir: Path) -> None:
         s.stop()
 
 
+def test_a_test_server_whose_port_was_taken_starts_again_on_another(server: Server, model_dir: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under pytest-xdist another worker's server can bind the "free" port first and answer the readiness
+    probe: the test then talked to the wrong server while its own had exited. The helper now waits for
+    its own process to hold the port and starts again on another when the port was taken."""
+    import support
+
+    handed = iter([server.port])  # the first "free" port is the running module server's
+    real = support.free_port
+    monkeypatch.setattr(support, "free_port", lambda: next(handed, None) or real())
+    second = Server(model_dir)
+    try:
+        assert second.port != server.port
+        assert support.listens_on(second.process.pid, second.port) and second.process.poll() is None
+    finally:
+        assert second.stop() == 0, second.output()
+
+
 def test_sigterm_drains_in_flight_requests(model_dir: Path) -> None:
     s = Server(model_dir, "--max-batch", "4")
     files = [("file", (f"{i}.png", image_bytes(i), "image/png")) for i in range(16)]  # 4 batches: seconds of work

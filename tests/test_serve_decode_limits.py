@@ -37,6 +37,16 @@ def many_scans_jpeg(scans: int = 40_000, size: int = 4096) -> bytes:
     return data[:sos] + header * scans + data[sos:]
 
 
+def scans_lasting(seconds: float) -> int:
+    """How many scans ``many_scans_jpeg`` needs to take about ``seconds`` to decode on this CPU, timed on
+    a short one (decoding time grows with the scans)."""
+    probe = 1_000
+    started = time.perf_counter()
+    with Image.open(io.BytesIO(many_scans_jpeg(probe))) as image:
+        image.load()
+    return int(min(max(seconds * probe / (time.perf_counter() - started), 2_000), 100_000))
+
+
 def _post_in_background(url: str, body: bytes, answers: list[httpx.Response]) -> threading.Thread:
     thread = threading.Thread(target=lambda: answers.append(
         httpx.post(url + "/v1/embed", content=body, headers={"content-type": "image/jpeg"}, timeout=300)))
@@ -87,9 +97,10 @@ def test_decodes_holding_every_thread_make_the_service_say_not_ready(model_dir: 
     200. Now they get 503 at once, ready says why, and all comes back when the decodes end."""
     server = Server(model_dir, "--decode-timeout", "1", "--decode-workers", "1")
     try:
-        # 10,000 scans: 15 s of decoding here (40,000 took a minute, all of it waited out below), still
-        # many times the 1 s limit on a faster CPU, and long enough for the checks made while they run
-        slow = many_scans_jpeg(10_000)
+        # The checks below run while both abandoned decodes still do, from about 2 s in: decodes of about
+        # 10 s on this CPU leave room for them on any CPU (a fixed 40,000 scans took a minute here, all
+        # of it waited out below).
+        slow = many_scans_jpeg(scans_lasting(10.0))
         for _ in range(2):  # the first abandoned thread is replaced; the second takes the pool's last one
             assert error_of(httpx.post(server.url + "/v1/embed", content=slow,
                                        headers={"content-type": "image/jpeg"}, timeout=120), 422)["kind"] == "timeout"

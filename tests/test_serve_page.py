@@ -14,16 +14,13 @@ import os
 import shutil
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support import browser_missing, free_port, headless_chromium  # noqa: E402
+from support import Server, browser_missing, headless_chromium  # noqa: E402
 
-START_TIMEOUT_S = 40.0
 RESULT_TIMEOUT_S = 20.0
 
 pytestmark = pytest.mark.skipif(browser_missing() is not None, reason=browser_missing() or "")
@@ -50,33 +47,11 @@ def store(model_dir: Path, photos: list[Path], tmp_path_factory: pytest.TempPath
 @pytest.fixture(scope="module")
 def service(model_dir: Path, store: tuple[Path, list[Path]]) -> Iterator[str]:
     """`vggsim serve` on a free loopback port; its URL once /health/ready answers."""
-    port = free_port()
-    log = store[0].parent / "serve.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "vggsim", "serve", "--model", str(model_dir),
-                                    "--store", str(store[0]), "--host", "127.0.0.1", "--port", str(port)],
-                                   stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    server = Server(model_dir, "--store", str(store[0]), "--host", "127.0.0.1")
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            assert process.poll() is None, f"vggsim serve exited ({process.returncode}):\n{log.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, f"not ready in {START_TIMEOUT_S:.0f} s:\n{log.read_text()[-3000:]}"
-            try:
-                with urllib.request.urlopen(url + "/health/ready", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            time.sleep(0.2)
-        yield url
+        yield server.url
     finally:
-        process.terminate()
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+        server.stop()
 
 
 @pytest.fixture(scope="module")
