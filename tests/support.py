@@ -117,7 +117,7 @@ class Server:
 
     def output(self) -> str:
         if self.log.closed:
-            return Path(self.log.name).read_text(errors="replace")[-3000:]
+            return self._tail
         self.log.flush()
         self.log.seek(0)
         return self.log.read().decode(errors="replace")[-3000:]
@@ -130,7 +130,10 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(10)
-        self.log.close()
+        if not self.log.closed:
+            self._tail = self.output()  # kept for messages after stop(); the file goes
+            self.log.close()
+            Path(self.log.name).unlink(missing_ok=True)
         return self.process.returncode
 
 
